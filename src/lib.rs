@@ -1,0 +1,7 @@
+//! mesh-admission: a Kubernetes admission webhook that makes an Istio + SPIRE mesh safe by default.
+//!
+//! `policy` is the pure core (objects in, patches or verdicts out); `admission` turns AdmissionReview
+//! bytes into reply bytes with it; `server`, `certs` and `cli` are the shell around them.
+
+pub mod config;
+pub mod policy;

@@ -1,0 +1,153 @@
+//! Lenient, borrowed views of the Kubernetes objects the rules read.
+//!
+//! Only the fields a rule looks at are declared; everything else in the object is skipped unread, so an
+//! unknown field or a newer API version never causes a denial (DESIGN.md section 3). Strings borrow from
+//! the request body where they contain no escapes.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// A `map[string]string` such as `metadata.labels`.
+pub type StringMap<'a> = BTreeMap<Cow<'a, str>, Cow<'a, str>>;
+
+/// An object that could not be read as the kind it claims, with the JSON path of the offending field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DecodeError {
+    /// Dotted path of the field, e.g. `metadata.labels`.
+    pub path: String,
+    /// What serde found wrong there.
+    pub message: String,
+}
+
+/// Decodes `json` into a view, naming the field that did not fit.
+pub fn decode<'de, T: Deserialize<'de>>(json: &'de str) -> Result<T, DecodeError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        DecodeError {
+            path: if path == "." { "(object)".into() } else { path },
+            // serde_json appends "at line L column C", which means nothing to someone reading kubectl output.
+            message: strip_position(&inner.to_string()).to_string(),
+        }
+    })
+}
+
+/// Decodes an owned value (used by `review`, whose objects come from YAML).
+pub fn decode_owned<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| DecodeError {
+        path: e.path().to_string(),
+        message: e.into_inner().to_string(),
+    })
+}
+
+fn strip_position(message: &str) -> &str {
+    match message.rfind(" at line ") {
+        Some(i) => &message[..i],
+        None => message,
+    }
+}
+
+/// `metadata` as the rules read it.
+#[derive(Debug, Default, Deserialize)]
+pub struct ObjectMeta<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+    /// `None` when absent or `null`.
+    #[serde(borrow, default)]
+    pub labels: Option<StringMap<'a>>,
+    /// `None` when absent or `null`.
+    #[serde(borrow, default)]
+    pub annotations: Option<StringMap<'a>>,
+}
+
+impl ObjectMeta<'_> {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.as_ref()?.get(key).map(|v| v.as_ref())
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.annotations.as_ref()?.get(key).map(|v| v.as_ref())
+    }
+}
+
+/// A Namespace.
+#[derive(Debug, Default, Deserialize)]
+pub struct Namespace<'a> {
+    #[serde(borrow, default)]
+    pub metadata: Option<ObjectMeta<'a>>,
+}
+
+/// A Pod: the parts section 4 reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct Pod<'a> {
+    #[serde(borrow, default)]
+    pub metadata: Option<ObjectMeta<'a>>,
+    #[serde(borrow, default)]
+    pub spec: Option<PodSpec<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec<'a> {
+    #[serde(default)]
+    pub host_network: Option<bool>,
+    /// Volumes are kept whole: the rule needs to know every source a volume has.
+    #[serde(default)]
+    pub volumes: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<Container<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub volume_mounts: Option<Vec<VolumeMount<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct VolumeMount<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_and_unread_types_are_ignored() {
+        let pod: Pod = decode(r#"{"apiVersion":"v9","status":42,"metadata":{"labels":{"a":"b"},"x":[1]},"spec":{"containers":[{"name":"c","image":7}]}}"#).unwrap();
+        assert_eq!(pod.metadata.unwrap().label("a"), Some("b"));
+    }
+
+    #[test]
+    fn a_field_the_rules_read_with_the_wrong_type_is_named() {
+        let err = decode::<Pod>(r#"{"metadata":{"labels":"app=web"}}"#).unwrap_err();
+        assert_eq!(err.path, "metadata.labels");
+        assert!(err.message.contains("expected a map"), "{}", err.message);
+        assert!(!err.message.contains("line"), "{}", err.message);
+    }
+
+    #[test]
+    fn null_maps_read_as_absent() {
+        let pod: Pod = decode(r#"{"metadata":{"labels":null,"annotations":null}}"#).unwrap();
+        let meta = pod.metadata.unwrap();
+        assert!(meta.labels.is_none() && meta.annotations.is_none());
+    }
+
+    #[test]
+    fn escaped_strings_are_decoded() {
+        let pod: Pod = decode(r#"{"metadata":{"labels":{"a\/b":"\u00e9"}}}"#).unwrap();
+        assert_eq!(pod.metadata.unwrap().label("a/b"), Some("é"));
+    }
+}
