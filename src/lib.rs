@@ -3,5 +3,6 @@
 //! `policy` is the pure core (objects in, patches or verdicts out); `admission` turns AdmissionReview
 //! bytes into reply bytes with it; `server`, `certs` and `cli` are the shell around them.
 
+pub mod admission;
 pub mod config;
 pub mod policy;
