@@ -5,4 +5,6 @@
 
 pub mod admission;
 pub mod config;
+pub mod metrics;
 pub mod policy;
+pub mod server;

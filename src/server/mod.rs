@@ -1,0 +1,3 @@
+//! The shell: HTTP routes over TLS, and the admin port.
+
+pub mod routes;

@@ -1,0 +1,180 @@
+//! HTTP routes: the admission endpoints on the TLS port, probes and metrics on the admin port.
+//! No policy here: handlers pass bytes to `admission::review` and account for the answer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tracing::field::Empty;
+
+use crate::admission::{self, Endpoint, ResultClass};
+use crate::config::Config;
+use crate::metrics::{Metrics, RequestLabels, kind_label};
+
+/// Liveness and readiness, shared by both ports.
+#[derive(Debug, Default)]
+pub struct Health {
+    certificate_loaded: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+impl Health {
+    pub fn set_certificate_loaded(&self) {
+        self.certificate_loaded.store(true, Ordering::Release);
+    }
+
+    /// Called on the first shutdown signal: readiness fails at once so endpoints drain.
+    pub fn set_shutting_down(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.certificate_loaded.load(Ordering::Acquire)
+            && !self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+/// The TLS port: `/mutate`, `/validate`, `/healthz`, `/readyz`.
+pub fn webhook_router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
+    answer(Endpoint::Mutate, &state, &body)
+}
+
+async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
+    answer(Endpoint::Validate, &state, &body)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.health.is_ready() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked; answered 500");
+    json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
+
+/// Decides one review, with one span per review uid.
+fn answer(endpoint: Endpoint, state: &AppState, body: &[u8]) -> Response {
+    let started = Instant::now();
+    let span = tracing::info_span!(
+        "review",
+        endpoint = endpoint.as_str(),
+        uid = Empty,
+        kind = Empty,
+        operation = Empty,
+        namespace = Empty,
+        name = Empty,
+        result = Empty,
+    );
+    let _entered = span.enter();
+    let (labels, response) = match admission::review(endpoint, body, &state.config) {
+        Err(error) => {
+            tracing::warn!(%error, "request body is not an AdmissionReview");
+            let labels = RequestLabels {
+                endpoint: endpoint.as_str(),
+                kind: "other",
+                operation: "unknown",
+                result: ResultClass::Error.as_str(),
+            };
+            (
+                labels,
+                json_error(StatusCode::BAD_REQUEST, &error.to_string()),
+            )
+        }
+        Ok(outcome) => {
+            let result = outcome.result();
+            span.record("uid", outcome.uid.as_str())
+                .record("kind", outcome.kind.as_str())
+                .record("operation", outcome.operation)
+                .record("namespace", outcome.namespace.as_str())
+                .record("name", outcome.name.as_str())
+                .record("result", result.as_str());
+            match (&outcome.decision, result) {
+                (admission::Decision::Denied { message, .. }, ResultClass::Error) => {
+                    tracing::warn!(%message, "object could not be decoded")
+                }
+                (admission::Decision::Denied { message, .. }, _) => {
+                    tracing::info!(%message, "denied")
+                }
+                _ => tracing::debug!(dry_run = outcome.dry_run, "reviewed"),
+            }
+            let labels = RequestLabels {
+                endpoint: endpoint.as_str(),
+                kind: kind_label(&outcome.kind),
+                operation: outcome.operation,
+                result: result.as_str(),
+            };
+            let response = (
+                [(header::CONTENT_TYPE, "application/json")],
+                outcome.to_json(),
+            )
+                .into_response();
+            (labels, response)
+        }
+    };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state
+        .metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
