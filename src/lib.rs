@@ -4,6 +4,7 @@
 //! bytes into reply bytes with it; `server`, `certs` and `cli` are the shell around them.
 
 pub mod admission;
+pub mod cli;
 pub mod config;
 pub mod metrics;
 pub mod policy;

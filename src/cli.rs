@@ -1,0 +1,138 @@
+//! The command line (DESIGN.md section 2). Parsing and wiring only: no policy here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "mesh-admission", version, about = "Admission webhook for an Istio + SPIRE service mesh")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook server.
+    Serve(ServeArgs),
+    /// Generate a CA and a serving certificate for the webhook Service.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS admission port.
+    #[arg(long, env = "MESH_ADMISSION_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP admin port (/healthz, /readyz, /metrics).
+    #[arg(long, env = "MESH_ADMISSION_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate (PEM, leaf first); reloaded when the file changes.
+    #[arg(long, env = "MESH_ADMISSION_TLS_CERT", default_value = "certs/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// Private key of the serving certificate (PEM).
+    #[arg(long, env = "MESH_ADMISSION_TLS_KEY", default_value = "certs/tls.key")]
+    pub tls_key: PathBuf,
+    /// Require client certificates signed by this CA (PEM).
+    #[arg(long, env = "MESH_ADMISSION_CLIENT_CA")]
+    pub client_ca: Option<PathBuf>,
+    /// Configuration file (YAML); the embedded default is used without it.
+    #[arg(long, env = "MESH_ADMISSION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "MESH_ADMISSION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mesh_admission=debug`.
+    #[arg(long, env = "MESH_ADMISSION_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Largest accepted request body; overrides `maxBodyBytes` of the configuration.
+    #[arg(long, env = "MESH_ADMISSION_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// After the first SIGTERM, keep accepting connections this long so endpoints can update.
+    #[arg(long, env = "MESH_ADMISSION_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// Headers and body of a request must arrive within this time of its first byte.
+    #[arg(long, env = "MESH_ADMISSION_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// How often the certificate files are checked for new content.
+    #[arg(long, env = "MESH_ADMISSION_CERT_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub cert_reload_interval: Duration,
+    /// Generate development certificates (as `certs` with its defaults) in the directory of
+    /// --tls-cert when the files are missing. Existing files are never overwritten.
+    #[arg(long, env = "MESH_ADMISSION_DEV_CERTS")]
+    pub dev_certs: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CertsArgs {
+    /// Name of the webhook's Service.
+    #[arg(long, default_value = "mesh-admission")]
+    pub service: String,
+    /// Namespace of the webhook's Service.
+    #[arg(long, default_value = "mesh-system")]
+    pub namespace: String,
+    /// Output directory (ca.crt, ca.key, tls.crt, tls.key). An existing CA there is reused.
+    #[arg(long, default_value = "certs/")]
+    pub out: PathBuf,
+    /// Validity of the serving certificate, in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+}
+
+/// Parses `500ms`, `2s`, `1m` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["mesh-admission", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else { panic!() };
+        assert_eq!(args.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(args.admin_listen.to_string(), "0.0.0.0:9090");
+        assert_eq!(args.tls_cert, PathBuf::from("certs/tls.crt"));
+        assert_eq!(args.tls_key, PathBuf::from("certs/tls.key"));
+        assert_eq!(args.shutdown_grace, Duration::from_secs(2));
+        assert_eq!(args.request_timeout, Duration::from_secs(10));
+        assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+    }
+}
