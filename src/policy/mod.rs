@@ -1,9 +1,11 @@
 //! The pure policy core: objects in, patches or verdicts out. No I/O anywhere below this module.
 
+pub mod finding;
 pub mod namespace;
 pub mod object;
 pub mod patch;
 pub mod pod;
+pub mod syntax;
 
 use json_patch::PatchOperation;
 
