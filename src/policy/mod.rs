@@ -1,5 +1,6 @@
 //! The pure policy core: objects in, patches or verdicts out. No I/O anywhere below this module.
 
+pub mod contrast;
 pub mod finding;
 pub mod namespace;
 pub mod object;
