@@ -2,6 +2,7 @@
 
 pub mod contrast;
 pub mod finding;
+pub mod helmrelease;
 pub mod namespace;
 pub mod object;
 pub mod patch;
