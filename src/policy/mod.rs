@@ -7,7 +7,9 @@ pub mod namespace;
 pub mod object;
 pub mod patch;
 pub mod pod;
+pub mod podtemplate;
 pub mod syntax;
+pub mod validate;
 
 use json_patch::PatchOperation;
 
