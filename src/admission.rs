@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::config::Config;
-use crate::policy::finding::{Finding, Severity};
+use crate::policy::finding::{Finding, denial_message};
 use crate::policy::object::{self, DecodeError};
 use crate::policy::{Mutation, namespace, pod, validate};
 
@@ -323,26 +323,19 @@ fn mutate(
 
 /// Turns findings into the reply: every error in one message, warnings alongside.
 pub fn verdict(findings: Vec<Finding>) -> Decision {
-    let (errors, warnings): (Vec<Finding>, Vec<Finding>) = findings
-        .into_iter()
-        .partition(|f| f.severity == Severity::Error);
-    let warnings = warnings
+    let warnings = findings
         .iter()
-        .map(|w| crate::policy::warning(w.to_string()))
+        .filter(|f| !f.is_error())
+        .map(Finding::to_warning)
         .collect();
-    if errors.is_empty() {
-        return allowed(Vec::new(), warnings);
-    }
-    let message = errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    Decision::Denied {
-        code: 422,
-        reason: "Invalid",
-        message,
-        warnings,
+    match denial_message(&findings) {
+        None => allowed(Vec::new(), warnings),
+        Some(message) => Decision::Denied {
+            code: 422,
+            reason: "Invalid",
+            message,
+            warnings,
+        },
     }
 }
 
@@ -358,6 +351,7 @@ fn bad_request(kind: &str, error: &DecodeError) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::finding::Severity;
     use serde_json::{Value, json};
 
     fn body(kind: &str, operation: &str, object: Value) -> Vec<u8> {
@@ -498,10 +492,9 @@ mod tests {
 
     #[test]
     fn findings_become_one_denial_listing_every_error() {
-        let finding = |severity, field: &str| Finding {
-            severity,
-            field: field.into(),
-            message: "bad".into(),
+        let finding = |severity, field: &str| match severity {
+            Severity::Error => Finding::error(field, "bad"),
+            Severity::Warning => Finding::warning(field, "bad"),
         };
         let decision = verdict(vec![
             finding(Severity::Error, "a"),

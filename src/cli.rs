@@ -7,7 +7,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "mesh-admission", version, about = "Admission webhook for an Istio + SPIRE service mesh")]
+#[command(
+    name = "mesh-admission",
+    version,
+    about = "Admission webhook for an Istio + SPIRE service mesh"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -33,7 +37,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MESH_ADMISSION_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// Address of the plain-HTTP admin port (/healthz, /readyz, /metrics).
-    #[arg(long, env = "MESH_ADMISSION_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    #[arg(
+        long,
+        env = "MESH_ADMISSION_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
     pub admin_listen: SocketAddr,
     /// Serving certificate (PEM, leaf first); reloaded when the file changes.
     #[arg(long, env = "MESH_ADMISSION_TLS_CERT", default_value = "certs/tls.crt")]
@@ -94,7 +102,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(i) => text.split_at(i),
         None => (text, "s"),
     };
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -117,7 +127,9 @@ mod tests {
     #[test]
     fn serve_defaults_match_the_contract() {
         let cli = Cli::try_parse_from(["mesh-admission", "serve"]).unwrap();
-        let Command::Serve(args) = cli.command else { panic!() };
+        let Command::Serve(args) = cli.command else {
+            panic!()
+        };
         assert_eq!(args.listen.to_string(), "0.0.0.0:8443");
         assert_eq!(args.admin_listen.to_string(), "0.0.0.0:9090");
         assert_eq!(args.tls_cert, PathBuf::from("certs/tls.crt"));

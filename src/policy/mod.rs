@@ -1,10 +1,14 @@
 //! The pure policy core: objects in, patches or verdicts out. No I/O anywhere below this module.
 
+pub mod contrast;
 pub mod finding;
+pub mod helmrelease;
 pub mod namespace;
 pub mod object;
 pub mod patch;
 pub mod pod;
+pub mod podtemplate;
+pub mod syntax;
 pub mod validate;
 
 use json_patch::PatchOperation;

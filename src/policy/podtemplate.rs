@@ -1,0 +1,221 @@
+//! Pods and workload pod templates (DESIGN.md section 5, "Pods, and pod templates of …").
+//!
+//! The same rules run on a Pod and on the template inside a Deployment, StatefulSet, DaemonSet,
+//! ReplicaSet, Job or CronJob; `at` says where the template sits so that every field path is the full one
+//! the user sees in their manifest (`spec.template.metadata.annotations[…]`).
+//!
+//! - `servicemesh.bigbang.dev/permissivePorts`: comma-separated ports, spaces around an entry trimmed, no
+//!   empty entries, no duplicates; a port no container declares only warns (declaring `containerPort` is
+//!   optional in Kubernetes, so it may well be served).
+//! - `servicemesh.bigbang.dev/mtlsMode|expose|host|port`: warned about, they act only on the HelmRelease.
+//! - any other `servicemesh.bigbang.dev/` key: denied as unknown with the nearest known key, exactly as on a
+//!   HelmRelease. A typo here (`permissiveports`) silently leaves the ports STRICT, which is the very kind
+//!   of mistake found days later that this webhook exists to stop; a warning scrolls past in CI logs.
+//! - Contrast's proxy settings, as env vars of any container or init container (literal `value` only: a
+//!   `valueFrom` is resolved by the kubelet, later) and as pod annotations.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use super::contrast::Direction;
+use super::finding::{Finding, annotation_path, field_path};
+use super::helmrelease::{self, PREFIX};
+use super::object::{ObjectMeta, StringMap};
+use super::syntax::parse_port;
+
+/// A Pod, or the `template` of a workload: the parts these rules read.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodTemplate<'a> {
+    #[serde(borrow, default)]
+    pub metadata: Option<ObjectMeta<'a>>,
+    #[serde(borrow, default)]
+    pub spec: Option<PodSpec<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSpec<'a> {
+    #[serde(borrow, default)]
+    pub containers: Option<Vec<Container<'a>>>,
+    #[serde(borrow, default)]
+    pub init_containers: Option<Vec<Container<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container<'a> {
+    /// `Always` on an init container makes it a native sidecar, running as long as the pod.
+    #[serde(borrow, default)]
+    pub restart_policy: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub ports: Option<Vec<ContainerPort>>,
+    #[serde(borrow, default)]
+    pub env: Option<Vec<EnvVar<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerPort {
+    /// Wider than the `int32` of the API so that an out-of-range number is ignored, not a decode error.
+    #[serde(default)]
+    pub container_port: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EnvVar<'a> {
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    /// Absent when the variable comes from `valueFrom`.
+    #[serde(borrow, default)]
+    pub value: Option<Cow<'a, str>>,
+}
+
+/// Big Bang keys that only act on the HelmRelease.
+const HELM_RELEASE_ONLY: [&str; 4] = ["mtlsMode", "expose", "host", "port"];
+
+/// Applies the pod rules to the template at `at` (`""` for a Pod, `spec.template` for a Deployment …).
+pub fn validate(template: &PodTemplate<'_>, at: &str) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let spec = template.spec.as_ref();
+    if let Some(annotations) = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+    {
+        annotation_rules(annotations, spec, at, &mut findings);
+    }
+    if let Some(spec) = spec {
+        env_rules(spec, at, &mut findings);
+    }
+    findings
+}
+
+fn annotation_rules(
+    annotations: &StringMap<'_>,
+    spec: Option<&PodSpec<'_>>,
+    at: &str,
+    out: &mut Vec<Finding>,
+) {
+    for (key, value) in annotations {
+        let field = annotation_path(at, key);
+        if let Some(direction) = Direction::of_annotation(key) {
+            contrast_setting(&field, direction, value, out);
+            continue;
+        }
+        let Some(name) = key.strip_prefix(PREFIX) else {
+            continue;
+        };
+        if name == "permissivePorts" {
+            permissive_ports(&field, value, &declared_ports(spec), out);
+        } else if HELM_RELEASE_ONLY.contains(&name) {
+            out.push(Finding::warning(
+                field,
+                "belongs on the HelmRelease; ignored on pods",
+            ));
+        } else {
+            out.push(Finding::error(field, helmrelease::unknown_key(name)));
+        }
+    }
+}
+
+fn env_rules(spec: &PodSpec<'_>, at: &str, out: &mut Vec<Finding>) {
+    // The Contrast sidecar is usually a native-sidecar init container, so those come first.
+    let lists = [
+        ("initContainers", &spec.init_containers),
+        ("containers", &spec.containers),
+    ];
+    for (list, containers) in lists {
+        for (index, container) in containers.iter().flatten().enumerate() {
+            for var in container.env.iter().flatten() {
+                let (Some(name), Some(value)) = (var.name.as_deref(), var.value.as_deref()) else {
+                    continue;
+                };
+                if let Some(direction) = Direction::of_env_var(name) {
+                    let field = field_path(at, &format!("spec.{list}[{index}].env[{name}]"));
+                    contrast_setting(&field, direction, value, out);
+                }
+            }
+        }
+    }
+}
+
+/// The ports the pod serves: every `containerPort` of its containers and of its native sidecars (init
+/// containers with `restartPolicy: Always` run for the pod's lifetime and take traffic like any
+/// container). Ordinary init containers have exited before traffic arrives, so theirs do not count.
+fn declared_ports(spec: Option<&PodSpec<'_>>) -> BTreeSet<u16> {
+    let Some(spec) = spec else {
+        return BTreeSet::new();
+    };
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    spec.containers
+        .iter()
+        .flatten()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| p.container_port.and_then(|n| u16::try_from(n).ok()))
+        .collect()
+}
+
+fn permissive_ports(field: &str, value: &str, declared: &BTreeSet<u16>, out: &mut Vec<Finding>) {
+    if value.trim().is_empty() {
+        out.push(Finding::error(field, "must not be empty").with_value(value));
+        return;
+    }
+    let mut seen: BTreeMap<u16, usize> = BTreeMap::new();
+    for (i, raw) in value.split(',').enumerate() {
+        let number = i + 1;
+        let entry = raw.trim();
+        if entry.is_empty() {
+            out.push(
+                Finding::error(
+                    field,
+                    format!("entry {number} is empty (a stray or doubled comma)"),
+                )
+                .with_value(value),
+            );
+            continue;
+        }
+        match parse_port(entry) {
+            Err(e) => {
+                out.push(Finding::error(field, format!("entry {number} {e}")).with_value(entry))
+            }
+            Ok(port) => {
+                if let Some(first) = seen.get(&port) {
+                    out.push(
+                        Finding::error(field, format!("entry {number} repeats entry {first}"))
+                            .with_value(entry),
+                    );
+                } else {
+                    seen.insert(port, number);
+                    if !declared.contains(&port) {
+                        // Kept short: warnings are cut at 120 characters, path included.
+                        out.push(Finding::warning(
+                            field,
+                            format!("port {port}: no container declares it"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn contrast_setting(field: &str, direction: Direction, value: &str, out: &mut Vec<Finding>) {
+    out.extend(direction.check(value).into_iter().map(|e| {
+        let finding = Finding::error(field, e.to_string());
+        match e.problem.value() {
+            Some(v) => finding.with_value(v),
+            None => finding,
+        }
+    }));
+}
+
+#[cfg(test)]
+#[path = "podtemplate_tests.rs"]
+mod tests;
