@@ -468,7 +468,8 @@ mod tests {
     #[test]
     fn bodies_that_are_not_reviews_are_errors() {
         let cfg = Config::default();
-        let cases: [(&[u8], fn(&ReviewError) -> bool); 7] = [
+        type Check = fn(&ReviewError) -> bool;
+        let cases: [(&[u8], Check); 7] = [
             (b"not json", |e| matches!(e, ReviewError::NotJson(_))),
             (b"{\"kind\":", |e| matches!(e, ReviewError::NotJson(_))),
             (b"\xff\xfe", |e| matches!(e, ReviewError::NotJson(_))),

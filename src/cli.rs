@@ -23,6 +23,70 @@ pub enum Command {
     Serve(ServeArgs),
     /// Generate a CA and a serving certificate for the webhook Service.
     Certs(CertsArgs),
+    /// Print the Mutating- and ValidatingWebhookConfiguration for `kubectl apply -f -`.
+    WebhookConfig(WebhookConfigArgs),
+    /// Mutate and validate manifests offline, exactly as the server would (a CI gate).
+    Review(ReviewArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailurePolicy {
+    Fail,
+    Ignore,
+}
+
+impl FailurePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Fail => "Fail",
+            FailurePolicy::Ignore => "Ignore",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WebhookConfigArgs {
+    /// PEM file of the CA that signed the serving certificate (the caBundle).
+    #[arg(long, default_value = "certs/ca.crt")]
+    pub ca_bundle: PathBuf,
+    /// Name of the webhook's Service (also the configurations' name).
+    #[arg(long, default_value = "mesh-admission")]
+    pub service: String,
+    /// Namespace of the webhook's Service; never sent to the webhook.
+    #[arg(long, default_value = "mesh-system")]
+    pub namespace: String,
+    /// What the apiserver does when the webhook cannot be reached.
+    #[arg(long, value_enum, default_value_t = FailurePolicy::Fail, ignore_case = true)]
+    pub failure_policy: FailurePolicy,
+    /// Configuration file whose excludedNamespaces and namespaceLabel the selectors use.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReviewOutput {
+    /// The mutated objects as a YAML stream, one document per object.
+    Object,
+    /// One JSON line per object with its JSON Patch.
+    Patch,
+    /// One JSON line per object with the AdmissionReview replies of /mutate and /validate.
+    Review,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// YAML or JSON manifests (multi-document, List kinds too); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", default_value = "-")]
+    pub file: String,
+    /// Namespace for objects that name none.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// What to print.
+    #[arg(short, long, value_enum, default_value_t = ReviewOutput::Object)]
+    pub output: ReviewOutput,
+    /// Configuration file (YAML); the embedded default is used without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,8 +4,12 @@
 //! bytes into reply bytes with it; `server`, `certs` and `cli` are the shell around them.
 
 pub mod admission;
+pub mod certs;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod metrics;
 pub mod policy;
+pub mod review;
 pub mod server;
+pub mod webhook_config;

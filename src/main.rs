@@ -1,1 +1,72 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use mesh_admission::cli::{Cli, Command, LogFormat};
+use mesh_admission::{certs, commands, server};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Certs(args) => run_certs(&args),
+        Command::WebhookConfig(args) => run_webhook_config(&args),
+        Command::Review(args) => return commands::review(&args),
+        Command::Serve(args) => {
+            init_tracing(args.log_format, &args.log_level);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(server::run(args)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, every cause joined: this is what a user sees in `kubectl logs` or a terminal.
+            eprintln!("mesh-admission: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_certs(args: &mesh_admission::cli::CertsArgs) -> anyhow::Result<()> {
+    let generated = certs::generate(&certs::CertOptions {
+        service: args.service.clone(),
+        namespace: args.namespace.clone(),
+        out: args.out.clone(),
+        days: args.days,
+    })?;
+    let ca = if generated.reused_ca { "reused" } else { "new" };
+    println!(
+        "CA ({ca}):   {}  {}",
+        generated.ca_cert.display(),
+        generated.ca_key.display()
+    );
+    println!(
+        "serving:    {}  {}",
+        generated.tls_cert.display(),
+        generated.tls_key.display()
+    );
+    Ok(())
+}
+
+fn run_webhook_config(args: &mesh_admission::cli::WebhookConfigArgs) -> anyhow::Result<()> {
+    print!("{}", commands::webhook_config(args)?);
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}

@@ -123,8 +123,10 @@ async fn bad_input_gets_the_contract_status_codes() {
 
 #[tokio::test]
 async fn a_body_just_under_the_limit_is_read() {
-    let mut cfg = Config::default();
-    cfg.max_body_bytes = 64 * 1024;
+    let cfg = Config {
+        max_body_bytes: 64 * 1024,
+        ..Config::default()
+    };
     let mut st = state();
     st.config = Arc::new(cfg);
     let app = webhook_router(st);

@@ -1,3 +1,127 @@
-//! The shell: HTTP routes over TLS, and the admin port.
+//! The shell: the HTTPS admission port and the plain-HTTP admin port, certificate reloading, and the
+//! shutdown sequence of DESIGN.md section 3.
 
+pub mod listener;
 pub mod routes;
+pub mod tls;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::certs;
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use listener::ServeOptions;
+use routes::{AppState, Health, admin_router, webhook_router};
+use tls::{CertificateResolver, ReloadEvent};
+
+/// `mesh-admission serve`: runs until SIGTERM/SIGINT has drained the server.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(limit) = args.max_body_bytes {
+        anyhow::ensure!(limit > 0, "--max-body-bytes must be greater than 0");
+        config.max_body_bytes = limit;
+    }
+
+    if args.dev_certs {
+        let dir = args.tls_cert.parent().unwrap_or(Path::new("."));
+        if certs::ensure_dev_certs(dir)? {
+            tracing::info!(dir = %dir.display(), "generated development certificates");
+        }
+    }
+    let resolver = Arc::new(
+        CertificateResolver::from_files(&args.tls_cert, &args.tls_key)
+            .context("cannot load the serving certificate")?,
+    );
+    let tls_config = tls::server_config(resolver.clone(), args.client_ca.as_deref())?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    health.set_certificate_loaded();
+    let state = AppState {
+        config: Arc::new(config),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+
+    let webhook_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
+    // Installed before announcing the address, so a signal never finds the default (fatal) handler.
+    let shutdown = listener::spawn_signal_handler().context("cannot install signal handlers")?;
+    tracing::info!(
+        addr = %webhook_listener.local_addr()?,
+        admin_addr = %admin_listener.local_addr()?,
+        "listening"
+    );
+
+    let stop_admin = CancellationToken::new();
+    let reloader = tls::spawn_reloader(
+        resolver,
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+        args.cert_reload_interval,
+        move |event| {
+            match event {
+                ReloadEvent::Reloaded => metrics.tls_reloads.inc(),
+                ReloadEvent::Failed(_) => metrics.tls_reload_errors.inc(),
+            };
+        },
+        stop_admin.clone(),
+    );
+    // Readiness fails the moment the first signal arrives, so endpoints stop sending new work.
+    tokio::spawn({
+        let (health, shutdown) = (health.clone(), shutdown.clone());
+        async move {
+            shutdown.cancelled().await;
+            health.set_shutting_down();
+        }
+    });
+
+    let options = ServeOptions {
+        request_deadline: args.request_timeout,
+        shutdown_grace: args.shutdown_grace,
+        ..ServeOptions::default()
+    };
+    let admin = tokio::spawn(listener::serve_plain(
+        admin_listener,
+        admin_router(state.clone()),
+        ServeOptions {
+            shutdown_grace: Duration::ZERO,
+            ..options
+        },
+        stop_admin.clone().cancelled_owned(),
+    ));
+    let served = listener::serve_tls(
+        webhook_listener,
+        tls_config,
+        webhook_router(state),
+        options,
+        shutdown.cancelled_owned(),
+    )
+    .await;
+    // The admin port outlives the drain so probes keep answering 503 until the very end.
+    stop_admin.cancel();
+    let _ = admin.await;
+    let _ = reloader.await;
+    let report = served?;
+    tracing::info!(
+        connections = report.connections,
+        drained = report.drained,
+        aborted = report.aborted,
+        "stopped"
+    );
+    Ok(())
+}

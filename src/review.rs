@@ -1,0 +1,373 @@
+//! `mesh-admission review`: the server's mutation and validation, offline, over manifests.
+//!
+//! Each object goes through exactly the code the server runs (`admission::review`) inside an
+//! AdmissionReview built as the apiserver would build it. Workloads are validated as workloads, and
+//! their pod templates are mutated as the Pods their controllers will create, so the output shows
+//! what will run.
+
+use json_patch::jsonptr::{Pointer, PointerBuf};
+use json_patch::{
+    AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation,
+    TestOperation,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::admission::{self, Decision, Endpoint};
+use crate::config::Config;
+
+/// Input that cannot be read: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// Not YAML (or JSON), with the position serde_yaml reports.
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A document that is not a Kubernetes object.
+    #[error("document {document}: {message}")]
+    NotAnObject { document: usize, message: String },
+}
+
+/// Splits a YAML or JSON stream into objects: `---`-separated documents, `List` items flattened,
+/// empty documents skipped.
+pub fn parse_objects(text: &str) -> Result<Vec<Value>, InputError> {
+    let mut objects = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(document).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            InputError::Syntax {
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        flatten(value, index + 1, &mut objects)?;
+    }
+    Ok(objects)
+}
+
+fn flatten(value: Value, document: usize, out: &mut Vec<Value>) -> Result<(), InputError> {
+    match value {
+        Value::Null => Ok(()),
+        Value::Object(ref map)
+            if map
+                .get("kind")
+                .and_then(Value::as_str)
+                .is_some_and(|k| k.ends_with("List"))
+                && map.get("items").is_some_and(Value::is_array) =>
+        {
+            if let Some(Value::Array(items)) = value.get("items").cloned() {
+                for item in items {
+                    flatten(item, document, out)?;
+                }
+            }
+            Ok(())
+        }
+        Value::Object(ref map)
+            if map.get("kind").is_some_and(Value::is_string)
+                && map.get("apiVersion").is_some_and(Value::is_string) =>
+        {
+            out.push(value);
+            Ok(())
+        }
+        _ => Err(InputError::NotAnObject {
+            document,
+            message: "not a Kubernetes object (a mapping with apiVersion and kind)".into(),
+        }),
+    }
+}
+
+/// One object's result.
+#[derive(Debug, Clone)]
+pub struct ObjectReview {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The object as it will be stored (for a workload: with its pod template as its pods will be).
+    pub mutated: Value,
+    /// The JSON Patch from the input object to `mutated`.
+    pub patch: Vec<PatchOperation>,
+    /// The `/mutate` reply (for a workload: the reply for the Pod its template makes).
+    pub mutate_reply: Option<Value>,
+    /// The `/validate` reply.
+    pub validate_reply: Option<Value>,
+    /// The denial message, when validation refused the object.
+    pub denial: Option<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Where a workload kind keeps its pod template.
+fn template_path(group: &str, kind: &str) -> Option<&'static [&'static str]> {
+    match (group, kind) {
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch", "Job") => {
+            Some(&["spec", "template"])
+        }
+        ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
+        _ => None,
+    }
+}
+
+/// An AdmissionReview for `object` as kube-apiserver sends it on CREATE.
+pub fn admission_review(object: &Value, namespace: &str, uid: &str) -> Value {
+    let (group, version, kind) = group_version_kind(object);
+    let mut request = json!({
+        "uid": uid,
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
+        "name": object["metadata"]["name"].as_str().unwrap_or(""),
+        "operation": "CREATE",
+        "userInfo": {"username": "mesh-admission-review"},
+        "object": object,
+        "oldObject": null,
+        "dryRun": true,
+    });
+    if kind != "Namespace" {
+        request["namespace"] = json!(namespace);
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+}
+
+fn group_version_kind(object: &Value) -> (&str, &str, &str) {
+    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    (group, version, object["kind"].as_str().unwrap_or(""))
+}
+
+/// Sends one review through the server's code and returns the decoded reply and decision.
+fn run(endpoint: Endpoint, review: &Value, cfg: &Config) -> Option<(Value, Decision)> {
+    let body = review.to_string();
+    // A review we built ourselves is always an AdmissionReview.
+    let outcome = admission::review(endpoint, body.as_bytes(), cfg).ok()?;
+    let reply = serde_json::from_slice(&outcome.to_json()).ok()?;
+    Some((reply, outcome.decision))
+}
+
+/// Reviews one object: mutation first, then validation of the result, as the apiserver orders them.
+pub fn review_object(
+    object: &Value,
+    default_namespace: &str,
+    cfg: &Config,
+    uid: &str,
+) -> ObjectReview {
+    let (group, _, kind) = group_version_kind(object);
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or(default_namespace)
+        .to_owned();
+    let mut result = ObjectReview {
+        kind: kind.to_owned(),
+        namespace: if kind == "Namespace" {
+            String::new()
+        } else {
+            namespace.clone()
+        },
+        name: object["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+        mutated: object.clone(),
+        patch: Vec::new(),
+        mutate_reply: None,
+        validate_reply: None,
+        denial: None,
+        warnings: Vec::new(),
+    };
+
+    // Mutation: of the object itself, or of the Pod a workload's template makes.
+    let template = template_path(group, kind);
+    let mutation_target = match template {
+        Some(path) => pod_from_template(object, path),
+        None => Some(object.clone()),
+    };
+    if let Some(target) = mutation_target {
+        if let Some((reply, decision)) = run(
+            Endpoint::Mutate,
+            &admission_review(&target, &namespace, uid),
+            cfg,
+        ) {
+            if let Decision::Allowed { patch, warnings } = &decision {
+                let prefix = PointerBuf::from_tokens(template.unwrap_or(&[]).iter().copied());
+                result.patch = patch.iter().map(|op| rebase(op, &prefix)).collect();
+                result.warnings.extend(warnings.iter().cloned());
+            }
+            if let Decision::Denied { message, .. } = &decision {
+                result.denial = Some(message.clone());
+            }
+            result.mutate_reply = Some(reply);
+        }
+        if json_patch::patch(&mut result.mutated, &result.patch).is_err() {
+            // Cannot happen for patches built against this very object; report rather than guess.
+            result
+                .denial
+                .get_or_insert_with(|| "internal error: the patch did not apply".into());
+        }
+    }
+
+    // Validation: workloads as submitted, everything else as mutated.
+    let validated = if template.is_some() {
+        object
+    } else {
+        &result.mutated
+    };
+    if let Some((reply, decision)) = run(
+        Endpoint::Validate,
+        &admission_review(validated, &namespace, uid),
+        cfg,
+    ) {
+        match decision {
+            Decision::Allowed { warnings, .. } => result.warnings.extend(warnings),
+            Decision::Denied {
+                message, warnings, ..
+            } => {
+                result.warnings.extend(warnings);
+                result.denial = Some(match result.denial.take() {
+                    Some(earlier) => format!("{earlier}; {message}"),
+                    None => message,
+                });
+            }
+        }
+        result.validate_reply = Some(reply);
+    }
+    result
+}
+
+/// The Pod a controller creates from a workload's template.
+fn pod_from_template(object: &Value, path: &[&str]) -> Option<Value> {
+    let mut template = object;
+    for token in path {
+        template = template.get(token)?;
+    }
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod"});
+    for field in ["metadata", "spec"] {
+        if let Some(value) = template.get(field) {
+            pod[field] = value.clone();
+        }
+    }
+    Some(pod)
+}
+
+fn rebase(op: &PatchOperation, prefix: &Pointer) -> PatchOperation {
+    let at = |path: &PointerBuf| prefix.concat(path);
+    match op {
+        PatchOperation::Add(o) => PatchOperation::Add(AddOperation {
+            path: at(&o.path),
+            value: o.value.clone(),
+        }),
+        PatchOperation::Remove(o) => PatchOperation::Remove(RemoveOperation { path: at(&o.path) }),
+        PatchOperation::Replace(o) => PatchOperation::Replace(ReplaceOperation {
+            path: at(&o.path),
+            value: o.value.clone(),
+        }),
+        PatchOperation::Move(o) => PatchOperation::Move(MoveOperation {
+            from: at(&o.from),
+            path: at(&o.path),
+        }),
+        PatchOperation::Copy(o) => PatchOperation::Copy(CopyOperation {
+            from: at(&o.from),
+            path: at(&o.path),
+        }),
+        PatchOperation::Test(o) => PatchOperation::Test(TestOperation {
+            path: at(&o.path),
+            value: o.value.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_and_lists_are_flattened_in_order() {
+        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: b}}\n";
+        let objects = parse_objects(text).unwrap();
+        let names: Vec<&str> = objects
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "p", "b"]);
+        let json = r#"{"apiVersion":"v1","kind":"PodList","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"q"}}]}"#;
+        assert_eq!(parse_objects(json).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unreadable_input_names_line_and_column() {
+        let err = parse_objects("apiVersion: v1\nkind: Pod\nmetadata: {name: [\n").unwrap_err();
+        let InputError::Syntax { line, .. } = err else {
+            panic!("{err}")
+        };
+        assert!(line >= 3, "{line}");
+        assert!(matches!(
+            parse_objects("- just\n- a list\n"),
+            Err(InputError::NotAnObject { document: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_workload_template_is_mutated_as_its_pods_would_be() {
+        let deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web"}]}}},
+        });
+        let r = review_object(&deployment, "default", &Config::default(), "u");
+        assert_eq!(r.denial, None);
+        assert_eq!(r.namespace, "shop");
+        let template = &r.mutated["spec"]["template"];
+        assert_eq!(
+            template["metadata"]["labels"]["spire-managed-identity"],
+            "true"
+        );
+        assert_eq!(
+            template["metadata"]["annotations"]["inject.istio.io/templates"],
+            "sidecar,spire"
+        );
+        assert_eq!(
+            template["spec"]["volumes"][0]["csi"]["driver"],
+            "csi.spiffe.io"
+        );
+        assert!(
+            r.patch
+                .iter()
+                .all(|op| op.path().as_str().starts_with("/spec/template/"))
+        );
+        // CronJobs keep their template deeper.
+        let cronjob = json!({
+            "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+            "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": []}}}}},
+        });
+        let r = review_object(&cronjob, "default", &Config::default(), "u");
+        assert_eq!(
+            r.mutated["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"],
+            "true"
+        );
+    }
+
+    #[test]
+    fn denials_and_the_default_namespace() {
+        let hr = json!({
+            "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": "x", "annotations": {"servicemesh.bigbang.dev/port": "0"}},
+        });
+        let r = review_object(&hr, "team-a", &Config::default(), "u");
+        assert_eq!(r.namespace, "team-a");
+        assert!(
+            r.denial
+                .as_deref()
+                .is_some_and(|d| d.contains("servicemesh.bigbang.dev/port")),
+            "{:?}",
+            r.denial
+        );
+        assert!(r.patch.is_empty());
+        // Pods in excluded namespaces are left alone, as in the server.
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "kube-system"}});
+        assert!(
+            review_object(&pod, "default", &Config::default(), "u")
+                .patch
+                .is_empty()
+        );
+    }
+}

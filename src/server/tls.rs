@@ -1,0 +1,552 @@
+//! rustls configuration for the webhook port and hot reload of its certificate.
+//!
+//! Handshakes read the current pair through an [`ArcSwap`], so a reload is one atomic store and
+//! never blocks a handshake. The reloader polls the files' *content*: a Kubernetes Secret volume
+//! updates by swapping its `..data` symlink, which file-event watchers on `tls.crt` miss.
+
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+/// ALPN identifiers, in server preference order: h2 first so HTTP/2 clients get it.
+pub const ALPN_H2: &[u8] = b"h2";
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// PEM files beyond this size are refused rather than read: a misconfigured path (a log file,
+/// `/dev/zero`) must not exhaust memory once per reload tick.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+/// Why a certificate, key or client CA could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The file could not be opened or read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The file is larger than any plausible PEM bundle.
+    #[error("{} is larger than {MAX_PEM_BYTES} bytes", path.display())]
+    TooLarge { path: PathBuf },
+
+    /// A PEM section in the certificate file is malformed.
+    #[error("cannot parse certificates in {}: {source}", path.display())]
+    ParseCert {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+
+    /// The certificate file holds no certificate.
+    #[error("no certificate found in {}", path.display())]
+    EmptyChain { path: PathBuf },
+
+    /// The key file holds no private key.
+    #[error("no private key found in {}", path.display())]
+    NoKey { path: PathBuf },
+
+    /// The private key PEM is malformed.
+    #[error("cannot parse private key in {}: {source}", path.display())]
+    ParseKey {
+        path: PathBuf,
+        #[source]
+        source: pem::Error,
+    },
+
+    /// The private key is of a type or curve the ring provider cannot sign with.
+    #[error("unsupported private key in {}: {source}", path.display())]
+    UnsupportedKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+
+    /// The leaf certificate is not valid X.509.
+    #[error("invalid certificate in {}: {source}", path.display())]
+    BadCertificate {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+
+    /// The private key is not the one the leaf certificate was issued for.
+    #[error("private key {} does not match certificate {}", key.display(), cert.display())]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+
+    /// A certificate in the client CA file cannot be used as a trust anchor.
+    #[error("cannot use {} as client CA: {source}", path.display())]
+    ClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+
+    /// The client certificate verifier could not be built from the client CA file.
+    #[error("cannot build client verifier from {}: {source}", path.display())]
+    ClientVerifier {
+        path: PathBuf,
+        #[source]
+        source: rustls::server::VerifierBuilderError,
+    },
+
+    /// The ring provider rejected the protocol versions we ask for.
+    #[error("cannot configure TLS versions: {0}")]
+    Versions(#[source] rustls::Error),
+}
+
+/// Serves whatever pair was stored last; handshakes never wait for a reload.
+pub struct CertificateResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertificateResolver {
+    pub fn new(initial: CertifiedKey) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(initial),
+        }
+    }
+
+    /// Loads the initial pair from files.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        load_certified_key(cert, key).map(Self::new)
+    }
+
+    /// Replaces the pair for all handshakes that start after this call.
+    pub fn store(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+
+    pub fn current(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
+impl fmt::Debug for CertificateResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Deliberately no key material; the chain length is enough to tell instances apart in logs.
+        f.debug_struct("CertificateResolver")
+            .field("chain_len", &self.current.load().cert.len())
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for CertificateResolver {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Loads a certificate chain and its private key, refusing an empty chain, a missing key and a key
+/// that does not belong to the leaf.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let cert_pem = read_limited(cert)?;
+    let key_pem = read_limited(key)?;
+    certified_key_from_pem(&cert_pem, &key_pem, cert, key)
+}
+
+fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<CertifiedKey, TlsError> {
+    let chain = parse_chain(cert_pem, cert_path)?;
+    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
+        Ok(key) => key,
+        Err(pem::Error::NoItemsFound) => {
+            return Err(TlsError::NoKey {
+                path: key_path.to_owned(),
+            });
+        }
+        Err(source) => {
+            return Err(TlsError::ParseKey {
+                path: key_path.to_owned(),
+                source,
+            });
+        }
+    };
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| TlsError::UnsupportedKey {
+            path: key_path.to_owned(),
+            source,
+        })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
+            cert: cert_path.to_owned(),
+            key: key_path.to_owned(),
+        }),
+        Err(source) => Err(TlsError::BadCertificate {
+            path: cert_path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn parse_chain(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::ParseCert {
+            path: path.to_owned(),
+            source,
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::EmptyChain {
+            path: path.to_owned(),
+        });
+    }
+    Ok(chain)
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let read_err = |source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(TlsError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+async fn read_limited_async(path: &Path) -> Result<Vec<u8>, TlsError> {
+    let read_err = |source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = tokio::fs::File::open(path).await.map_err(read_err)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        return Err(TlsError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The webhook port's TLS configuration: ring, TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, and,
+/// with `client_ca`, mandatory client certificates signed by it.
+pub fn server_config(
+    resolver: Arc<CertificateResolver>,
+    client_ca: Option<&Path>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = Arc::new(provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(TlsError::Versions)?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in parse_chain(&read_limited(path)?, path)? {
+                roots.add(cert).map_err(|source| TlsError::ClientCa {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|source| TlsError::ClientVerifier {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What one reload attempt did; the caller turns these into
+/// `mesh_admission_tls_reloads_total` and `mesh_admission_tls_reload_errors_total`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadEvent {
+    /// The files changed and the new pair now serves new handshakes.
+    Reloaded,
+    /// The files changed but the new content is unusable; the previous pair keeps serving.
+    Failed(String),
+}
+
+/// Polls a certificate/key pair by content and swaps it into a [`CertificateResolver`].
+#[derive(Debug)]
+pub struct CertReloader {
+    resolver: Arc<CertificateResolver>,
+    cert: PathBuf,
+    key: PathBuf,
+    /// Fingerprint of the last content acted on, good or bad: unchanged content is never reloaded
+    /// and a broken pair is reported once, not once per tick.
+    last_seen: Option<u64>,
+}
+
+impl CertReloader {
+    pub fn new(resolver: Arc<CertificateResolver>, cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            resolver,
+            cert,
+            key,
+            last_seen: None,
+        }
+    }
+
+    /// Checks the files once; `None` when there is nothing to report.
+    pub async fn check(&mut self) -> Option<ReloadEvent> {
+        let first = self.read_pair().await;
+        // A Secret volume swap between reading tls.crt and tls.key would otherwise pair the new
+        // cert with the old key and count a spurious error; a second read tells settled content
+        // apart from content in flux, and in-flux content is simply looked at again next tick.
+        let second = self.read_pair().await;
+        let seen = fingerprint(&first);
+        if seen != fingerprint(&second) || self.last_seen == Some(seen) {
+            return None;
+        }
+        let is_baseline = self.last_seen.is_none();
+        self.last_seen = Some(seen);
+
+        let loaded = first
+            .and_then(|(cert, key)| certified_key_from_pem(&cert, &key, &self.cert, &self.key));
+        match loaded {
+            // The resolver was most likely loaded from these very files just before we started.
+            Ok(new) if is_baseline && new.cert == self.resolver.current().cert => None,
+            Ok(new) => {
+                self.resolver.store(new);
+                tracing::info!(cert = %self.cert.display(), "reloaded TLS certificate");
+                Some(ReloadEvent::Reloaded)
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::warn!(%reason, "keeping the previous TLS certificate");
+                Some(ReloadEvent::Failed(reason))
+            }
+        }
+    }
+
+    async fn read_pair(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+        Ok((
+            read_limited_async(&self.cert).await?,
+            read_limited_async(&self.key).await?,
+        ))
+    }
+
+    /// Runs [`check`](Self::check) every `interval` until `shutdown` is cancelled.
+    pub fn spawn(
+        mut self,
+        interval: Duration,
+        events: impl Fn(ReloadEvent) + Send + Sync + 'static,
+        shutdown: CancellationToken,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticker.tick() => {
+                        if let Some(event) = self.check().await {
+                            events(event);
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// An unreadable pair is fingerprinted by its error, so a deleted file is reported once, and its
+/// return (even with the old content) counts as a change.
+fn fingerprint(pair: &Result<(Vec<u8>, Vec<u8>), TlsError>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    match pair {
+        Ok((cert, key)) => {
+            0u8.hash(&mut hasher);
+            cert.hash(&mut hasher);
+            key.hash(&mut hasher);
+        }
+        Err(error) => {
+            1u8.hash(&mut hasher);
+            error.to_string().hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// Polls `cert` and `key` every `interval` and swaps a changed, valid pair into `resolver`.
+/// Content identical to what `resolver` already serves is not reported as a reload.
+pub fn spawn_reloader(
+    resolver: Arc<CertificateResolver>,
+    cert: PathBuf,
+    key: PathBuf,
+    interval: Duration,
+    events: impl Fn(ReloadEvent) + Send + Sync + 'static,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    CertReloader::new(resolver, cert, key).spawn(interval, events, shutdown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{CertOptions, generate};
+    use std::fs;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("mesh-admission-tls-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn loads_a_generated_pair() {
+        let dir = temp_dir("load");
+        let out = generate(&CertOptions::with_defaults(&dir)).unwrap();
+        let key = load_certified_key(&out.tls_cert, &out.tls_key).unwrap();
+        assert_eq!(key.cert.len(), 2);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_pairs_with_one_line_messages_naming_the_file() {
+        let dir = temp_dir("bad");
+        let a = generate(&CertOptions::with_defaults(dir.join("a"))).unwrap();
+        let b = generate(&CertOptions::with_defaults(dir.join("b"))).unwrap();
+        let empty = dir.join("empty.pem");
+        fs::write(&empty, "").unwrap();
+        let missing = dir.join("missing.pem");
+
+        struct Case<'a> {
+            cert: &'a Path,
+            key: &'a Path,
+            /// The file the message must name.
+            named: &'a Path,
+            expected: fn(&TlsError) -> bool,
+        }
+        let cases = [
+            Case {
+                cert: &empty,
+                key: &a.tls_key,
+                named: &empty,
+                expected: |e| matches!(e, TlsError::EmptyChain { .. }),
+            },
+            Case {
+                cert: &a.tls_cert,
+                key: &empty,
+                named: &empty,
+                expected: |e| matches!(e, TlsError::NoKey { .. }),
+            },
+            // A certificate file is not a key file.
+            Case {
+                cert: &a.tls_cert,
+                key: &a.tls_cert,
+                named: &a.tls_cert,
+                expected: |e| matches!(e, TlsError::NoKey { .. }),
+            },
+            Case {
+                cert: &a.tls_cert,
+                key: &b.tls_key,
+                named: &b.tls_key,
+                expected: |e| matches!(e, TlsError::KeyMismatch { .. }),
+            },
+            Case {
+                cert: &missing,
+                key: &a.tls_key,
+                named: &missing,
+                expected: |e| matches!(e, TlsError::Read { .. }),
+            },
+        ];
+        for case in cases {
+            let err = load_certified_key(case.cert, case.key).unwrap_err();
+            let msg = err.to_string();
+            assert!((case.expected)(&err), "{msg}");
+            assert!(!msg.contains('\n'), "{msg}");
+            assert!(msg.contains(&*case.named.to_string_lossy()), "{msg}");
+        }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn server_config_offers_h2_then_http11() {
+        let dir = temp_dir("config");
+        let out = generate(&CertOptions::with_defaults(&dir)).unwrap();
+        let resolver =
+            Arc::new(CertificateResolver::from_files(&out.tls_cert, &out.tls_key).unwrap());
+        let config = server_config(resolver.clone(), None).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert!(server_config(resolver.clone(), Some(&out.ca_cert)).is_ok());
+        assert!(matches!(
+            server_config(resolver, Some(&out.tls_key)),
+            Err(TlsError::EmptyChain { .. })
+        ));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn reloader_reports_changes_once_and_ignores_unchanged_content() {
+        let dir = temp_dir("check");
+        let opts = CertOptions::with_defaults(&dir);
+        let out = generate(&opts).unwrap();
+        let resolver =
+            Arc::new(CertificateResolver::from_files(&out.tls_cert, &out.tls_key).unwrap());
+        let mut reloader =
+            CertReloader::new(resolver.clone(), out.tls_cert.clone(), out.tls_key.clone());
+        assert_eq!(reloader.check().await, None, "baseline is not a reload");
+        assert_eq!(reloader.check().await, None);
+
+        generate(&opts).unwrap();
+        assert_eq!(reloader.check().await, Some(ReloadEvent::Reloaded));
+        assert_eq!(reloader.check().await, None);
+        let served = resolver.current();
+
+        fs::write(&out.tls_cert, "garbage").unwrap();
+        assert!(matches!(
+            reloader.check().await,
+            Some(ReloadEvent::Failed(_))
+        ));
+        assert_eq!(
+            reloader.check().await,
+            None,
+            "a broken pair is reported once"
+        );
+        assert!(Arc::ptr_eq(&served, &resolver.current()));
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

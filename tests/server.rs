@@ -1,0 +1,514 @@
+//! The real binary over real sockets: TLS verified against the generated CA for the Service name,
+//! HTTP/1.1 and HTTP/2, certificate rotation, bad input, slow clients and SIGTERM drain.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Protocol, Server, generate_certs, patch_of, review_for, temp_dir};
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn sample(name: &str) -> Value {
+    let path = format!("{}/hack/samples/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+async fn admin_get(server: &Server, path: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(server.admin_addr)
+        .await
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutates_over_http1_and_http2_with_a_verified_certificate() {
+    let dir = temp_dir("both-protocols");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &[]);
+    let ca = dir.join("ca.crt");
+    for (protocol, alpn) in [
+        (Protocol::Http1, &b"http/1.1"[..]),
+        (Protocol::Http2, &b"h2"[..]),
+    ] {
+        let mut client = Client::connect(server.addr, &ca, protocol).await.unwrap();
+        assert_eq!(client.alpn.as_deref(), Some(alpn));
+        // Several reviews on one kept-alive connection.
+        for _ in 0..3 {
+            let review = sample("pod");
+            let reply = client.review("mutate", &review).await;
+            assert_eq!(reply["response"]["allowed"], true);
+            let mut pod = review["request"]["object"].clone();
+            json_patch::patch(&mut pod, &patch_of(&reply)).unwrap();
+            assert_eq!(
+                pod["metadata"]["annotations"]["inject.istio.io/templates"],
+                "sidecar,spire"
+            );
+            assert_eq!(pod["metadata"]["labels"]["spire-managed-identity"], "true");
+            assert_eq!(
+                pod["spec"]["volumes"][1],
+                json!({"name": "workload-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": true}})
+            );
+            assert_eq!(
+                pod["spec"]["containers"][0]["volumeMounts"][1]["mountPath"],
+                "/run/spire/sockets"
+            );
+            // Re-invocation: the mutated pod needs nothing more.
+            let again = client.review("mutate", &review_for(&pod, "CREATE")).await;
+            assert!(again["response"].get("patch").is_none(), "{again}");
+        }
+        let reply = client.review("mutate", &sample("namespace")).await;
+        let mut ns = sample("namespace")["request"]["object"].clone();
+        json_patch::patch(&mut ns, &patch_of(&reply)).unwrap();
+        assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
+        let (status, body) = client.request("GET", "/readyz", Vec::new()).await.unwrap();
+        assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_answered_and_the_server_keeps_serving() {
+    let dir = temp_dir("bad-input");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &[]);
+    let ca = dir.join("ca.crt");
+    for protocol in [Protocol::Http1, Protocol::Http2] {
+        let mut client = Client::connect(server.addr, &ca, protocol).await.unwrap();
+        let (status, body) = client
+            .request("POST", "/mutate", b"{not json".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(status, 400);
+        assert!(serde_json::from_slice::<Value>(&body).unwrap()["error"].is_string());
+        let (status, _) = client
+            .request(
+                "POST",
+                "/validate",
+                br#"{"apiVersion":"v1","kind":"Pod"}"#.to_vec(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 400);
+        let (status, _) = client.request("GET", "/mutate", Vec::new()).await.unwrap();
+        assert_eq!(status, 405);
+        let mut bad_pod = sample("pod");
+        bad_pod["request"]["object"]["metadata"]["labels"] = json!("app=checkout");
+        let reply = client.review("mutate", &bad_pod).await;
+        assert_eq!(reply["response"]["allowed"], false);
+        assert_eq!(reply["response"]["status"]["code"], 400);
+        assert_eq!(reply["response"]["status"]["reason"], "BadRequest");
+        assert!(
+            reply["response"]["status"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("metadata.labels")
+        );
+        // A good review on the same connection still works.
+        let reply = client.review("mutate", &sample("pod")).await;
+        assert_eq!(reply["response"]["patchType"], "JSONPatch");
+    }
+    // 9 MiB is over the 8 MiB default: 413 (on a connection of its own, which the server may close).
+    let mut client = Client::connect(server.addr, &ca, Protocol::Http2)
+        .await
+        .unwrap();
+    let (status, _) = client
+        .request("POST", "/mutate", vec![b' '; 9 * 1024 * 1024])
+        .await
+        .unwrap();
+    assert_eq!(status, 413);
+    let mut client = Client::connect(server.addr, &ca, Protocol::Http1)
+        .await
+        .unwrap();
+    match client
+        .request("POST", "/mutate", vec![b' '; 9 * 1024 * 1024])
+        .await
+    {
+        Ok((status, _)) => assert_eq!(status, 413),
+        // The server may close before the client finished writing; it must not have answered otherwise.
+        Err(e) => assert!(
+            e.contains("closed") || e.contains("reset") || e.contains("broken"),
+            "{e}"
+        ),
+    }
+    let mut client = Client::connect(server.addr, &ca, Protocol::Http1)
+        .await
+        .unwrap();
+    client.review("mutate", &sample("namespace")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_cut_off_while_others_are_served() {
+    let dir = temp_dir("slow-client");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &["--request-timeout", "2s"]);
+    let ca = dir.join("ca.crt");
+
+    // Headers complete, body promised but trickled and then stalled.
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(common::SERVICE_NAME).unwrap();
+    let mut tls = common::tls_connector(&ca, Protocol::Http1)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{\"a\":").await.unwrap();
+    tls.flush().await.unwrap();
+
+    // Meanwhile another client is served promptly, repeatedly.
+    let mut other = Client::connect(server.addr, &ca, Protocol::Http2)
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let t = Instant::now();
+        other.review("mutate", &sample("pod")).await;
+        assert!(t.elapsed() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), tls.read_to_end(&mut buf)).await;
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "the stalled connection was not closed");
+    assert!(
+        elapsed >= Duration::from_millis(1500) && elapsed < Duration::from_secs(6),
+        "{elapsed:?}"
+    );
+    // Whatever was said before closing, it was not a 200.
+    assert!(!String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"));
+
+    // A client trickling a byte at a time is cut off by the total deadline, not an idle timeout.
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(common::SERVICE_NAME).unwrap();
+    let mut tls = common::tls_connector(&ca, Protocol::Http1)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in b"POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n"
+        .iter()
+        .chain([b' '; 100].iter())
+    {
+        if tls.write_all(&[*byte]).await.is_err() || tls.flush().await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    if !closed {
+        let mut buf = [0u8; 256];
+        closed = matches!(
+            tokio::time::timeout(Duration::from_secs(1), tls.read(&mut buf)).await,
+            Ok(Ok(_)) | Ok(Err(_))
+        );
+    }
+    assert!(closed, "a trickling client was never cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_keeps_open_connections_and_survives_a_broken_pair() {
+    let dir = temp_dir("rotation");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &["--cert-reload-interval", "100ms"]);
+    let ca = dir.join("ca.crt");
+    let mut old = Client::connect(server.addr, &ca, Protocol::Http1)
+        .await
+        .unwrap();
+    old.review("mutate", &sample("pod")).await;
+
+    // Re-issue the leaf with the same CA, as a Secret update would.
+    generate_certs(&dir);
+    let new_leaf = std::fs::read(dir.join("tls.crt")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rotated = loop {
+        let probe = Client::connect(server.addr, &ca, Protocol::Http2)
+            .await
+            .unwrap();
+        if probe.peer_certificate != old.peer_certificate {
+            break probe;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new handshakes never saw the new certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pem: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(&new_leaf)
+        .collect::<Result<Vec<rustls::pki_types::CertificateDer>, _>>()
+        .unwrap();
+    assert_eq!(rotated.peer_certificate, pem[0].to_vec());
+    // The connection opened before the rotation still works.
+    old.review("mutate", &sample("pod")).await;
+
+    // A broken certificate over a good one: the good one keeps serving, the error is counted.
+    std::fs::write(
+        dir.join("tls.crt"),
+        b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut after = Client::connect(server.addr, &ca, Protocol::Http1)
+        .await
+        .unwrap();
+    assert_eq!(after.peer_certificate, rotated.peer_certificate);
+    after.review("mutate", &sample("namespace")).await;
+    let (_, metrics) = admin_get(&server, "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "mesh_admission_tls_reloads_total"),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "mesh_admission_tls_reload_errors_total"),
+        1.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_missing_certificate_stops_start_up_with_a_one_line_reason() {
+    let dir = temp_dir("missing-cert");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
+        .arg(dir.join("nope.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("nope.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.starts_with("mesh-admission: ") && last.contains("nope.crt"),
+        "{stderr}"
+    );
+    // Unreadable configuration likewise.
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "spireTemplates: [x]\n").unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spireTemplates"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_certs_are_generated_once_and_never_overwritten() {
+    let dir = temp_dir("dev-certs");
+    let certs = dir.join("certs");
+    {
+        let _server = Server::start(&certs, &["--dev-certs"]);
+    }
+    let first = std::fs::read(certs.join("tls.crt")).unwrap();
+    let server = Server::start(&certs, &["--dev-certs"]);
+    assert_eq!(std::fs::read(certs.join("tls.crt")).unwrap(), first);
+    let mut client = Client::connect(server.addr, &certs.join("ca.crt"), Protocol::Http2)
+        .await
+        .unwrap();
+    client.review("mutate", &sample("namespace")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let dir = temp_dir("sigterm");
+    generate_certs(&dir);
+    let mut server = Server::start(&dir, &["--shutdown-grace", "500ms"]);
+    let ca = dir.join("ca.crt");
+
+    // A request whose body is still arriving when the signal comes.
+    let body = sample("pod").to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(common::SERVICE_NAME).unwrap();
+    let mut tls = common::tls_connector(&ca, Protocol::Http1)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let header = format!(
+        "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(header.as_bytes()).await.unwrap();
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    server.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        admin_get(&server, "/readyz").await.0,
+        503,
+        "readiness fails at once"
+    );
+    // During the grace period new connections are still accepted.
+    let mut late = Client::connect(server.addr, &ca, Protocol::Http2)
+        .await
+        .unwrap();
+    late.review("mutate", &sample("namespace")).await;
+
+    tls.write_all(tail.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("JSONPatch"));
+
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits after draining");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_with_status_one() {
+    let dir = temp_dir("second-signal");
+    generate_certs(&dir);
+    let mut server = Server::start(&dir, &["--shutdown-grace", "30s"]);
+    server.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "still in its grace period"
+    );
+    server.signal(Signal::SIGINT);
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits at once");
+    assert_eq!(status.code(), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_denials_and_warnings_reach_the_apiserver_as_it_expects() {
+    let dir = temp_dir("validate");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &[]);
+    let mut client = Client::connect(server.addr, &dir.join("ca.crt"), Protocol::Http2)
+        .await
+        .unwrap();
+
+    let reply = client.review("validate", &sample("helmrelease-good")).await;
+    assert_eq!(reply["response"]["allowed"], true, "{reply}");
+    assert!(reply["response"].get("warnings").is_none());
+
+    let reply = client.review("validate", &sample("helmrelease-bad")).await;
+    let response = &reply["response"];
+    assert_eq!(response["allowed"], false);
+    assert_eq!(response["status"]["code"], 422);
+    assert_eq!(response["status"]["reason"], "Invalid");
+    let message = response["status"]["message"].as_str().unwrap();
+    // Every problem at once, each with its full field path.
+    for needle in [
+        r#"metadata.annotations[servicemesh.bigbang.dev/port]: must be a port number 1-65535 (value "80a")"#,
+        "metadata.annotations[servicemesh.bigbang.dev/host]: must not contain a scheme",
+        r#"metadata.annotations[servicemesh.bigbang.dev/mtlsmode]: unknown annotation; did you mean "servicemesh.bigbang.dev/mtlsMode"?"#,
+    ] {
+        assert!(message.contains(needle), "{needle} not in {message}");
+    }
+
+    // A Deployment whose template is wrong is refused at the workload level, with warnings alongside.
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "apps"},
+        "spec": {"template": {
+            "metadata": {"annotations": {
+                "servicemesh.bigbang.dev/permissivePorts": "8080, 9090",
+                "servicemesh.bigbang.dev/mtlsMode": "STRICT",
+            }},
+            "spec": {
+                "initContainers": [{"name": "sidecar", "env": [{"name": "EDG_INGRESS_PROXY_CONFIG", "value": "web#8080#false##metrics#0#true"}]}],
+                "containers": [{"name": "web", "ports": [{"containerPort": 8080}]}],
+            },
+        }},
+    });
+    let reply = client
+        .review("validate", &review_for(&deployment, "CREATE"))
+        .await;
+    let response = &reply["response"];
+    assert_eq!(response["allowed"], false, "{reply}");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "spec.template.spec.initContainers[0].env[EDG_INGRESS_PROXY_CONFIG]: entry 2"
+        ),
+        "{message}"
+    );
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.contains("9090")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("mtlsMode")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .all(|w| w.chars().count() <= 120 && !w.contains('\n'))
+    );
+
+    // Fixed, it is admitted; unfamiliar kinds and DELETEs are never denied.
+    let mut fixed = deployment.clone();
+    fixed["spec"]["template"]["spec"]["initContainers"][0]["env"][0]["value"] =
+        json!("web#8080#false##metrics#7890#true");
+    fixed["spec"]["template"]["metadata"]["annotations"] =
+        json!({"servicemesh.bigbang.dev/permissivePorts": "8080"});
+    let reply = client
+        .review("validate", &review_for(&fixed, "UPDATE"))
+        .await;
+    assert_eq!(reply["response"]["allowed"], true, "{reply}");
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"annotations": {"servicemesh.bigbang.dev/port": "x"}}});
+    assert_eq!(
+        client
+            .review("validate", &review_for(&widget, "CREATE"))
+            .await["response"]["allowed"],
+        true
+    );
+    assert_eq!(
+        client
+            .review("validate", &review_for(&deployment, "DELETE"))
+            .await["response"]["allowed"],
+        true
+    );
+}
