@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every check and test of the project: formatting, lints, unit, integration and doc tests.
-# This is the README's test command and what CI runs (.ci/run).
+# Runs every check and test of the project: formatting, lints, unit, integration and doc tests, then the
+# packaging checks (Helm chart, Dockerfile, shell scripts). This is the README's test command and what CI
+# runs (.ci/run). Tools beyond the Rust toolchain are installed into .tools/ by hack/install-tools.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +14,14 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test (unit, integration over real TLS sockets, doc tests)"
 cargo test --locked --all-targets
 cargo test --locked --doc
+
+echo "== Helm chart: lint, render, schema validation, comparison with webhook-config"
+MESH_ADMISSION_BIN=target/debug/mesh-admission bash hack/check-chart.sh
+
+echo "== Dockerfile: hadolint and packaging rules"
+bash hack/check-dockerfile.sh
+
+echo "== shellcheck hack/*.sh .ci/run"
+.tools/bin/shellcheck hack/*.sh .ci/run
+
+echo "== all checks passed"

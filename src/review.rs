@@ -179,10 +179,7 @@ pub fn review_object(
 
     // Mutation: of the object itself, or of the Pod a workload's template makes.
     let template = template_path(group, kind);
-    let mutation_target = match template {
-        Some(path) => pod_from_template(object, path),
-        None => Some(object.clone()),
-    };
+    let mutation_target = mutation_target(object);
     if let Some(target) = mutation_target {
         if let Some((reply, decision)) = run(
             Endpoint::Mutate,
@@ -233,6 +230,22 @@ pub fn review_object(
         result.validate_reply = Some(reply);
     }
     result
+}
+
+/// What `/mutate` is asked about for `object`: the object itself, or for a workload the Pod its
+/// controller creates from its template (`None` when a workload has no template).
+pub fn mutation_target(object: &Value) -> Option<Value> {
+    let (group, _, kind) = group_version_kind(object);
+    match template_path(group, kind) {
+        Some(path) => pod_from_template(object, path),
+        None => Some(object.clone()),
+    }
+}
+
+/// Whether `object` is a workload whose pod template is mutated in its stead.
+pub fn is_workload(object: &Value) -> bool {
+    let (group, _, kind) = group_version_kind(object);
+    template_path(group, kind).is_some()
 }
 
 /// The Pod a controller creates from a workload's template.

@@ -140,7 +140,7 @@ async fn serve(
 ) -> Result<ServeReport, ServeError> {
     let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
     let tls = matches!(transport, Transport::Tls(_));
-    tracing::info!(%local, tls, "listening");
+    tracing::debug!(%local, tls, "accepting connections");
 
     let mut connections = Connections {
         server: Arc::new(ConnectionServer::new(transport, app, &opts)),

@@ -1,0 +1,276 @@
+//! The offline commands: `review` gives the server's answers, `webhook-config` prints valid,
+//! safe configurations.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::{Client, Protocol, Server, generate_certs, patch_of, temp_dir};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
+use mesh_admission::review::{admission_review, is_workload, mutation_target, parse_objects};
+use serde::Deserialize;
+use serde_json::Value;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+const FIXTURES: [&str; 5] = [
+    "namespace.yaml",
+    "pods.yaml",
+    "workloads.yaml",
+    "helmreleases.yaml",
+    "denied.yaml",
+];
+
+/// Runs `review` with `args`, feeding `stdin`; returns (exit code, stdout, stderr).
+fn review(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(common::bin())
+        .arg("review")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_answers_exactly_as_the_server_does() {
+    let dir = temp_dir("review-parity");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &[]);
+    let mut client = Client::connect(server.addr, &dir.join("ca.crt"), Protocol::Http2)
+        .await
+        .unwrap();
+    let mut compared = 0;
+    for name in FIXTURES {
+        let (code, stdout, _) = review(
+            &[
+                "-f",
+                &fixture(name),
+                "--output",
+                "review",
+                "--namespace",
+                "shop",
+            ],
+            "",
+        );
+        assert!(code == 0 || code == 1, "{name}: exit {code}");
+        let objects = parse_objects(&std::fs::read_to_string(fixture(name)).unwrap()).unwrap();
+        let lines: Vec<Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), objects.len(), "{name}: one line per object");
+        for (index, (object, line)) in objects.iter().zip(&lines).enumerate() {
+            let uid = format!("review-{}", index + 1);
+            let namespace = object["metadata"]["namespace"].as_str().unwrap_or("shop");
+            // /mutate: the same review sent to the real server gets the same reply.
+            let target = mutation_target(object).unwrap();
+            let from_server = client
+                .review("mutate", &admission_review(&target, namespace, &uid))
+                .await;
+            assert_eq!(line["mutate"], from_server, "{name} #{index} mutate");
+            // /validate: of the workload as written, or of the object as mutated.
+            let validated = if is_workload(object) {
+                object.clone()
+            } else {
+                let mut mutated = object.clone();
+                json_patch::patch(&mut mutated, &patch_of(&from_server)).unwrap();
+                mutated
+            };
+            let from_server = client
+                .review("validate", &admission_review(&validated, namespace, &uid))
+                .await;
+            assert_eq!(line["validate"], from_server, "{name} #{index} validate");
+            compared += 1;
+        }
+    }
+    println!("compared {compared} objects with the server");
+    assert!(compared >= 14);
+}
+
+#[test]
+fn review_prints_mutated_objects_and_exits_by_verdict() {
+    // Admitted: exit 0, one YAML document per object, in input order, List items split out.
+    let (code, stdout, stderr) = review(&["-f", &fixture("pods.yaml")], "");
+    assert_eq!(code, 0, "{stderr}");
+    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&stdout)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let names: Vec<&str> = documents
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "plain",
+            "ingressgateway",
+            "istio-injected",
+            "opted-out",
+            "no-spire"
+        ]
+    );
+    assert_eq!(
+        documents[1]["metadata"]["annotations"]["inject.istio.io/templates"],
+        "gateway,spire-gw"
+    );
+    assert_eq!(
+        documents[2]["spec"]["volumes"][0]["csi"]["driver"],
+        "csi.spiffe.io"
+    );
+    assert!(documents[3]["metadata"].get("annotations").is_none());
+
+    // Denied: exit 1, each denial on stderr with kind and namespace/name.
+    let (code, _, stderr) = review(&["-f", &fixture("denied.yaml")], "");
+    assert_eq!(code, 1);
+    let denials: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("denied: "))
+        .collect();
+    assert_eq!(denials.len(), 2, "{stderr}");
+    assert!(denials[0].starts_with("denied: HelmRelease shop/broken: "));
+    assert!(denials[0].contains(r#"did you mean "PERMISSIVE"?"#));
+    assert!(denials[1].starts_with("denied: Job shop/migrate: "));
+    assert!(stderr.contains("Warning: Job shop/migrate: "), "{stderr}");
+
+    // Standard input, --namespace for objects without one, patch output.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: a}]}\n";
+    let (code, stdout, _) = review(&["--output", "patch", "--namespace", "kube-system"], pod);
+    assert_eq!(code, 0);
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["namespace"], "kube-system");
+    assert_eq!(
+        line["patch"],
+        serde_json::json!([]),
+        "excluded namespace: untouched"
+    );
+
+    // Unreadable input: exit 2 with line and column.
+    let (code, stdout, stderr) = review(&[], "apiVersion: v1\nkind: Pod\nmetadata: [\n");
+    assert_eq!(code, 2);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("<stdin>: line "), "{stderr}");
+    let (code, _, stderr) = review(&["-f", "/nonexistent.yaml"], "");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent.yaml"));
+}
+
+#[test]
+fn webhook_config_is_schema_valid_and_never_sends_its_own_namespace() {
+    let dir = temp_dir("webhook-config");
+    generate_certs(&dir);
+    let out = Command::new(common::bin())
+        .args([
+            "webhook-config",
+            "--namespace",
+            "platform",
+            "--failure-policy",
+            "Ignore",
+            "--ca-bundle",
+        ])
+        .arg(dir.join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut documents = serde_yaml::Deserializer::from_str(&text);
+    let mutating = MutatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();
+    let validating =
+        ValidatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();
+    assert!(documents.next().is_none());
+
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let mutating_hooks = mutating.webhooks.unwrap();
+    assert_eq!(mutating_hooks.len(), 3);
+    for hook in &mutating_hooks {
+        assert_eq!(hook.client_config.ca_bundle.as_ref().unwrap().0, ca);
+        let service = hook.client_config.service.as_ref().unwrap();
+        assert_eq!(
+            (service.namespace.as_str(), service.path.as_deref()),
+            ("platform", Some("/mutate"))
+        );
+        assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(hook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        assert_eq!(hook.side_effects, "None");
+        assert_eq!(hook.timeout_seconds, Some(5));
+        assert_eq!(hook.admission_review_versions, ["v1"]);
+        // The webhook's own namespace and kube-system are never sent to it.
+        let selector = hook
+            .namespace_selector
+            .as_ref()
+            .or(hook.object_selector.as_ref())
+            .unwrap();
+        let excluded = selector
+            .match_expressions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|r| r.key == "kubernetes.io/metadata.name")
+            .unwrap();
+        assert_eq!(excluded.operator, "NotIn");
+        let values = excluded.values.as_ref().unwrap();
+        assert!(
+            values.contains(&"platform".to_string()) && values.contains(&"kube-system".to_string()),
+            "{values:?}"
+        );
+    }
+    let validate = &validating.webhooks.unwrap()[0];
+    assert_eq!(
+        validate
+            .client_config
+            .service
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/validate")
+    );
+    let resources: Vec<String> = validate
+        .rules
+        .as_ref()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.resources.clone().unwrap())
+        .collect();
+    for kind in [
+        "helmreleases",
+        "pods",
+        "deployments",
+        "statefulsets",
+        "daemonsets",
+        "replicasets",
+        "jobs",
+        "cronjobs",
+    ] {
+        assert!(resources.contains(&kind.to_string()), "{kind}");
+    }
+
+    let missing = Command::new(common::bin())
+        .args(["webhook-config", "--ca-bundle", "/nonexistent/ca.crt"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/ca.crt"));
+}
