@@ -4,6 +4,8 @@
 //! or HTTP/2 chosen by ALPN, the way kube-apiserver's webhook dispatcher does.
 #![allow(dead_code)]
 
+pub mod rules;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
