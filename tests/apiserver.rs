@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::rules::{check_namespace, check_pod};
