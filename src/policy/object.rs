@@ -25,6 +25,10 @@ pub struct DecodeError {
 
 /// Decodes `json` into a view, naming the field that did not fit.
 pub fn decode<'de, T: Deserialize<'de>>(json: &'de str) -> Result<T, DecodeError> {
+    // Tracking the path costs on every field; only a failed decode needs it, so decode again then.
+    if let Ok(view) = serde_json::from_str(json) {
+        return Ok(view);
+    }
     let mut de = serde_json::Deserializer::from_str(json);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -1,0 +1,75 @@
+//! Criterion benchmarks of the admission path, bytes in to bytes out: envelope decoding, the policy
+//! rules, patch building and reply encoding are all counted. `envelope_only` (a kind no rule reads)
+//! is the decoding floor the rules are compared with.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use mesh_admission::admission::{Endpoint, review};
+use mesh_admission::config::Config;
+use serde_json::{Value, json};
+
+fn sample(name: &str) -> Value {
+    let path = format!("{}/hack/samples/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).expect("sample exists"))
+        .expect("sample is JSON")
+}
+
+fn review_of(object: Value) -> Vec<u8> {
+    let mut body = sample("pod-4k.json");
+    let (group, version) = object["apiVersion"]
+        .as_str()
+        .unwrap_or("v1")
+        .split_once('/')
+        .unwrap_or(("", "v1"));
+    body["request"]["kind"] = json!({"group": group, "version": version, "kind": object["kind"]});
+    body["request"]["object"] = object;
+    serde_json::to_vec(&body).expect("serializes")
+}
+
+fn bodies() -> Vec<(&'static str, Endpoint, Vec<u8>)> {
+    let pod = serde_json::to_vec(&sample("pod-4k.json")).expect("serializes");
+    let mut pod_object = sample("pod-4k.json")["request"]["object"].clone();
+    let namespace = review_of(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments", "labels": {"team": "payments"}}}),
+    );
+    let helmrelease = sample("helmrelease-good.json");
+    let helmrelease = serde_json::to_vec(&helmrelease).expect("serializes");
+    pod_object["metadata"]["annotations"]["servicemesh.bigbang.dev/permissivePorts"] =
+        json!("8080, 9102");
+    let deployment = review_of(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "checkout", "namespace": "payments"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "checkout"}},
+                 "template": {"metadata": pod_object["metadata"], "spec": pod_object["spec"]}},
+    }));
+    let configmap = review_of(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": pod_object["spec"]}),
+    );
+    vec![
+        ("mutate_pod_4k", Endpoint::Mutate, pod.clone()),
+        ("mutate_namespace", Endpoint::Mutate, namespace),
+        ("validate_helmrelease", Endpoint::Validate, helmrelease),
+        ("validate_deployment", Endpoint::Validate, deployment),
+        ("validate_pod_4k", Endpoint::Validate, pod),
+        ("envelope_only", Endpoint::Mutate, configmap),
+    ]
+}
+
+fn admission(c: &mut Criterion) {
+    let cfg = Config::default();
+    let mut group = c.benchmark_group("admission");
+    for (name, endpoint, body) in bodies() {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let outcome = review(endpoint, black_box(&body), &cfg).expect("a review");
+                black_box(outcome.to_json())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, admission);
+criterion_main!(benches);
