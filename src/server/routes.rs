@@ -12,11 +12,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
-use tracing::field::Empty;
 
 use crate::admission::{self, Endpoint, ResultClass};
 use crate::config::Config;
-use crate::metrics::{Metrics, RequestLabels, kind_label};
+use crate::metrics::Metrics;
 
 /// Liveness and readiness, shared by both ports.
 #[derive(Debug, Default)]
@@ -112,69 +111,57 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
-/// Decides one review, with one span per review uid.
+/// Decides one review. Each review gets a span carrying its uid, kind, namespace and name; the span
+/// is at debug level so that, at the default level, a review that logs nothing costs no formatting:
+/// denials and errors carry the same facts on their own events.
 fn answer(endpoint: Endpoint, state: &AppState, body: &[u8]) -> Response {
     let started = Instant::now();
-    let span = tracing::info_span!(
-        "review",
-        endpoint = endpoint.as_str(),
-        uid = Empty,
-        kind = Empty,
-        operation = Empty,
-        namespace = Empty,
-        name = Empty,
-        result = Empty,
-    );
-    let _entered = span.enter();
-    let (labels, response) = match admission::review(endpoint, body, &state.config) {
+    let response = match admission::review(endpoint, body, &state.config) {
         Err(error) => {
-            tracing::warn!(%error, "request body is not an AdmissionReview");
-            let labels = RequestLabels {
-                endpoint: endpoint.as_str(),
-                kind: "other",
-                operation: "unknown",
-                result: ResultClass::Error.as_str(),
-            };
-            (
-                labels,
-                json_error(StatusCode::BAD_REQUEST, &error.to_string()),
-            )
+            tracing::warn!(endpoint = endpoint.as_str(), %error, "request body is not an AdmissionReview");
+            state
+                .metrics
+                .count_request(endpoint, "other", "unknown", ResultClass::Error);
+            json_error(StatusCode::BAD_REQUEST, &error.to_string())
         }
         Ok(outcome) => {
             let result = outcome.result();
-            span.record("uid", outcome.uid.as_str())
-                .record("kind", outcome.kind.as_str())
-                .record("operation", outcome.operation)
-                .record("namespace", outcome.namespace.as_str())
-                .record("name", outcome.name.as_str())
-                .record("result", result.as_str());
-            match (&outcome.decision, result) {
-                (admission::Decision::Denied { message, .. }, ResultClass::Error) => {
-                    tracing::warn!(%message, "object could not be decoded")
+            let span = tracing::debug_span!(
+                "review",
+                endpoint = endpoint.as_str(),
+                uid = %outcome.uid,
+                kind = %outcome.kind,
+                operation = outcome.operation,
+                namespace = %outcome.namespace,
+                name = %outcome.name,
+                result = result.as_str(),
+            );
+            let _entered = span.enter();
+            if let admission::Decision::Denied { message, .. } = &outcome.decision {
+                let (uid, kind, namespace, name) = (
+                    &outcome.uid,
+                    &outcome.kind,
+                    &outcome.namespace,
+                    &outcome.name,
+                );
+                if result == ResultClass::Error {
+                    tracing::warn!(%uid, %kind, %namespace, %name, %message, "object could not be decoded");
+                } else {
+                    tracing::info!(%uid, %kind, %namespace, %name, %message, "denied");
                 }
-                (admission::Decision::Denied { message, .. }, _) => {
-                    tracing::info!(%message, "denied")
-                }
-                _ => tracing::debug!(dry_run = outcome.dry_run, "reviewed"),
+            } else {
+                tracing::debug!(dry_run = outcome.dry_run, "reviewed");
             }
-            let labels = RequestLabels {
-                endpoint: endpoint.as_str(),
-                kind: kind_label(&outcome.kind),
-                operation: outcome.operation,
-                result: result.as_str(),
-            };
-            let response = (
+            state
+                .metrics
+                .count_request(endpoint, &outcome.kind, outcome.operation, result);
+            (
                 [(header::CONTENT_TYPE, "application/json")],
                 outcome.to_json(),
             )
-                .into_response();
-            (labels, response)
+                .into_response()
         }
     };
-    state.metrics.requests.get_or_create(&labels).inc();
-    state
-        .metrics
-        .request_duration
-        .observe(started.elapsed().as_secs_f64());
+    state.metrics.request_duration.observe(started.elapsed());
     response
 }
