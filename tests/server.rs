@@ -142,9 +142,10 @@ async fn bad_input_is_answered_and_the_server_keeps_serving() {
         .await
     {
         Ok((status, _)) => assert_eq!(status, 413),
-        // The server may close before the client finished writing; it must not have answered otherwise.
+        // The server may answer and close before the client finished writing the body, which the
+        // client then reports as a write error; what it must never do is answer anything but 413.
         Err(e) => assert!(
-            e.contains("closed") || e.contains("reset") || e.contains("broken"),
+            e.contains("connection") || e.contains("closed") || e.contains("reset"),
             "{e}"
         ),
     }
