@@ -7,8 +7,11 @@ use std::borrow::Cow;
 use base64::Engine;
 use kube::core::Status;
 use kube::core::admission::Operation;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Serialize;
+
+mod envelope;
+
+use envelope::{ObjectIn, RequestIn, ReviewIn};
 
 use crate::config::Config;
 use crate::policy::finding::{Finding, denial_message};
@@ -41,45 +44,6 @@ pub enum ReviewError {
     /// Valid JSON, but not an `admission.k8s.io` AdmissionReview with a request.
     #[error("request body is not an AdmissionReview: {0}")]
     NotAdmissionReview(String),
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
-    #[serde(borrow, default)]
-    api_version: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
-    #[serde(borrow)]
-    uid: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: GroupVersionKindIn<'a>,
-    #[serde(borrow, default)]
-    sub_resource: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    namespace: Option<Cow<'a, str>>,
-    operation: Operation,
-    #[serde(default)]
-    dry_run: Option<bool>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct GroupVersionKindIn<'a> {
-    #[serde(borrow, default)]
-    group: Cow<'a, str>,
-    #[serde(borrow)]
-    kind: Cow<'a, str>,
 }
 
 /// How a review ended, for metrics and logs.
@@ -219,13 +183,19 @@ fn operation_str(op: &Operation) -> &'static str {
 /// Decodes a review body and decides it.
 pub fn review(endpoint: Endpoint, body: &[u8], cfg: &Config) -> Result<Outcome, ReviewError> {
     let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
-    let review: ReviewIn = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            ReviewError::NotAdmissionReview(e.to_string())
-        } else {
-            ReviewError::NotJson(e.to_string())
-        }
-    })?;
+    // One pass decodes the envelope and, when its kind is known by then (the apiserver writes `kind`
+    // before `object`), the object's view too. If that view does not fit, decode again keeping the
+    // object raw, so the kind-specific decoder can name the offending field.
+    let review = match ReviewIn::decode(text, endpoint) {
+        Ok(review) => review,
+        Err(_) => ReviewIn::decode(text, envelope::Typing::Raw).map_err(|e| {
+            if e.is_data() {
+                ReviewError::NotAdmissionReview(e.to_string())
+            } else {
+                ReviewError::NotJson(e.to_string())
+            }
+        })?,
+    };
     let api_version = review.api_version.unwrap_or_default();
     if review.kind.as_deref() != Some("AdmissionReview")
         || !api_version.starts_with("admission.k8s.io/")
@@ -244,9 +214,8 @@ pub fn review(endpoint: Endpoint, body: &[u8], cfg: &Config) -> Result<Outcome, 
         ));
     }
 
-    let object_json = request.object.map(RawValue::get);
     let namespace = request.namespace.as_deref().unwrap_or("");
-    let decision = decide(endpoint, &request, object_json, namespace, cfg);
+    let decision = decide(endpoint, &request, namespace, cfg);
     Ok(Outcome {
         api_version: api_version.into_owned(),
         uid: request.uid.into_owned(),
@@ -263,62 +232,66 @@ fn allowed(patch: Vec<json_patch::PatchOperation>, warnings: Vec<String>) -> Dec
     Decision::Allowed { patch, warnings }
 }
 
-fn decide(
-    endpoint: Endpoint,
-    request: &RequestIn<'_>,
-    object: Option<&str>,
-    namespace: &str,
-    cfg: &Config,
-) -> Decision {
+fn decide(endpoint: Endpoint, request: &RequestIn<'_>, namespace: &str, cfg: &Config) -> Decision {
     let writes = matches!(request.operation, Operation::Create | Operation::Update);
     // DELETE and CONNECT carry no object to change; subresources (status, binding…) are not ours.
-    let (Some(object), true, None) = (object, writes, request.sub_resource.as_deref()) else {
+    if !writes || request.sub_resource.is_some() {
         return allowed(Vec::new(), Vec::new());
-    };
-    let result = match endpoint {
-        Endpoint::Mutate => {
-            mutate(request, object, namespace, cfg).map(|m| allowed(m.patch, m.warnings))
+    }
+    let (group, kind) = (request.kind.group.as_ref(), request.kind.kind.as_ref());
+    let result = match (&request.object, endpoint) {
+        (ObjectIn::Absent, _) => return allowed(Vec::new(), Vec::new()),
+        (ObjectIn::Pod(p), _) => Ok(mutate_pod(p, namespace, cfg)),
+        (ObjectIn::Namespace(ns), _) => Ok(mutate_namespace(ns, request, cfg)),
+        (ObjectIn::Raw(raw), Endpoint::Mutate) => mutate_raw(request, raw.get(), namespace, cfg),
+        (ObjectIn::Raw(raw), Endpoint::Validate) => {
+            return validate::validate(group, kind, raw.get())
+                .map(verdict)
+                .unwrap_or_else(|e| bad_request(kind, &e));
         }
-        Endpoint::Validate => {
-            validate::validate(&request.kind.group, &request.kind.kind, object).map(verdict)
-        }
     };
-    result.unwrap_or_else(|e| bad_request(&request.kind.kind, &e))
+    result
+        .map(|m| allowed(m.patch, m.warnings))
+        .unwrap_or_else(|e| bad_request(kind, &e))
 }
 
-fn mutate(
+/// Mutation of an object the envelope kept raw (its kind came after it, or its view did not fit).
+fn mutate_raw(
     request: &RequestIn<'_>,
     object: &str,
     namespace: &str,
     cfg: &Config,
 ) -> Result<Mutation, DecodeError> {
-    let creating = matches!(request.operation, Operation::Create);
-    match (request.kind.group.as_ref(), request.kind.kind.as_ref()) {
-        ("", "Namespace") => {
-            let ns: object::Namespace = object::decode(object)?;
-            let name = ns
-                .metadata
-                .as_ref()
-                .and_then(|m| m.name.as_deref())
-                .or(request.name.as_deref())
-                .unwrap_or("");
-            Ok(namespace::mutate(&ns, name, cfg))
+    match envelope::mutated_view(&request.kind, &request.operation) {
+        Some(envelope::View::Namespace) => {
+            Ok(mutate_namespace(&object::decode(object)?, request, cfg))
         }
-        ("", "Pod") if creating => {
-            let p: object::Pod = object::decode(object)?;
-            // Pods created by controllers carry the namespace only in the request.
-            let ns = if namespace.is_empty() {
-                p.metadata
-                    .as_ref()
-                    .and_then(|m| m.namespace.as_deref())
-                    .unwrap_or("")
-            } else {
-                namespace
-            };
-            Ok(pod::mutate(&p, ns, cfg))
-        }
-        _ => Ok(Mutation::default()),
+        Some(envelope::View::Pod) => Ok(mutate_pod(&object::decode(object)?, namespace, cfg)),
+        None => Ok(Mutation::default()),
     }
+}
+
+fn mutate_namespace(ns: &object::Namespace<'_>, request: &RequestIn<'_>, cfg: &Config) -> Mutation {
+    let name = ns
+        .metadata
+        .as_ref()
+        .and_then(|m| m.name.as_deref())
+        .or(request.name.as_deref())
+        .unwrap_or("");
+    namespace::mutate(ns, name, cfg)
+}
+
+fn mutate_pod(p: &object::Pod<'_>, namespace: &str, cfg: &Config) -> Mutation {
+    // Pods created by controllers carry the namespace only in the request.
+    let ns = if namespace.is_empty() {
+        p.metadata
+            .as_ref()
+            .and_then(|m| m.namespace.as_deref())
+            .unwrap_or("")
+    } else {
+        namespace
+    };
+    pod::mutate(p, ns, cfg)
 }
 
 /// Turns findings into the reply: every error in one message, warnings alongside.

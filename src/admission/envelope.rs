@@ -1,0 +1,287 @@
+//! Decoding the AdmissionReview envelope, in one pass with the object where possible.
+//!
+//! The request's `object` is the bulk of a review (a Pod is kilobytes). Capturing it raw and decoding
+//! it again costs a second scan of those bytes; since the apiserver writes `kind` and `operation`
+//! before `object`, the envelope decoder can pick the object's view as it reaches it. When it cannot
+//! (other key order, other endpoint, an unfamiliar kind) the object is kept raw and decoded afterwards.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use kube::core::admission::Operation;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::Endpoint;
+use crate::policy::object::{Namespace, Pod};
+
+/// Which objects the decoder may turn into views in the same pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typing {
+    /// The views the endpoint's rules read.
+    Views(Endpoint),
+    /// None: keep every object raw.
+    Raw,
+}
+
+impl From<Endpoint> for Typing {
+    fn from(endpoint: Endpoint) -> Self {
+        Typing::Views(endpoint)
+    }
+}
+
+/// The views `/mutate` decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Namespace,
+    Pod,
+}
+
+/// The view the mutation rules need for this request, if any: Namespaces on any write, Pods on CREATE.
+pub fn mutated_view(kind: &GroupVersionKindIn<'_>, operation: &Operation) -> Option<View> {
+    match (kind.group.as_ref(), kind.kind.as_ref(), operation) {
+        ("", "Namespace", Operation::Create | Operation::Update) => Some(View::Namespace),
+        ("", "Pod", Operation::Create) => Some(View::Pod),
+        _ => None,
+    }
+}
+
+pub struct ReviewIn<'a> {
+    pub api_version: Option<Cow<'a, str>>,
+    pub kind: Option<Cow<'a, str>>,
+    pub request: Option<RequestIn<'a>>,
+}
+
+pub struct RequestIn<'a> {
+    pub uid: Cow<'a, str>,
+    pub kind: GroupVersionKindIn<'a>,
+    pub sub_resource: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
+    pub namespace: Option<Cow<'a, str>>,
+    pub operation: Operation,
+    pub dry_run: Option<bool>,
+    pub object: ObjectIn<'a>,
+}
+
+#[derive(Deserialize)]
+pub struct GroupVersionKindIn<'a> {
+    #[serde(borrow, default)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
+}
+
+/// The request's object, decoded or not.
+pub enum ObjectIn<'a> {
+    /// Absent or `null` (DELETE carries none).
+    Absent,
+    Raw(&'a RawValue),
+    Pod(Pod<'a>),
+    Namespace(Namespace<'a>),
+}
+
+impl<'a> ReviewIn<'a> {
+    pub fn decode(text: &'a str, typing: impl Into<Typing>) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let review = ReviewSeed(typing.into()).deserialize(&mut de)?;
+        de.end()?;
+        Ok(review)
+    }
+}
+
+struct ReviewSeed(Typing);
+
+impl<'de> DeserializeSeed<'de> for ReviewSeed {
+    type Value = ReviewIn<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ReviewSeed {
+    type Value = ReviewIn<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an AdmissionReview object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut review = ReviewIn {
+            api_version: None,
+            kind: None,
+            request: None,
+        };
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "apiVersion" => review.api_version = map.next_value()?,
+                "kind" => review.kind = map.next_value()?,
+                "request" => review.request = map.next_value_seed(OptionalRequest(self.0))?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(review)
+    }
+}
+
+/// `request`, which may be `null`.
+struct OptionalRequest(Typing);
+
+impl<'de> DeserializeSeed<'de> for OptionalRequest {
+    type Value = Option<RequestIn<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OptionalRequest {
+    type Value = Option<RequestIn<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an AdmissionRequest object")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer
+            .deserialize_map(RequestVisitor(self.0))
+            .map(Some)
+    }
+}
+
+struct RequestVisitor(Typing);
+
+impl<'de> Visitor<'de> for RequestVisitor {
+    type Value = RequestIn<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an AdmissionRequest object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut uid, mut kind, mut operation) = (None, None, None);
+        let (mut sub_resource, mut name, mut namespace, mut dry_run) = (None, None, None, None);
+        let mut object = ObjectIn::Absent;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match key.as_ref() {
+                "uid" => uid = Some(map.next_value()?),
+                "kind" => kind = Some(map.next_value::<GroupVersionKindIn<'de>>()?),
+                "subResource" => sub_resource = map.next_value()?,
+                "name" => name = map.next_value()?,
+                "namespace" => namespace = map.next_value()?,
+                "operation" => operation = Some(map.next_value()?),
+                "dryRun" => dry_run = map.next_value()?,
+                "object" => {
+                    let view = match (self.0, &kind, &operation) {
+                        (Typing::Views(Endpoint::Mutate), Some(kind), Some(op)) => {
+                            mutated_view(kind, op)
+                        }
+                        _ => None,
+                    };
+                    object = match view {
+                        Some(View::Pod) => map
+                            .next_value::<Option<Pod<'de>>>()?
+                            .map_or(ObjectIn::Absent, ObjectIn::Pod),
+                        Some(View::Namespace) => map
+                            .next_value::<Option<Namespace<'de>>>()?
+                            .map_or(ObjectIn::Absent, ObjectIn::Namespace),
+                        None => map
+                            .next_value::<Option<&'de RawValue>>()?
+                            .map_or(ObjectIn::Absent, ObjectIn::Raw),
+                    };
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(RequestIn {
+            uid: uid.ok_or_else(|| de::Error::missing_field("uid"))?,
+            kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+            sub_resource,
+            name,
+            namespace,
+            operation: operation.ok_or_else(|| de::Error::missing_field("operation"))?,
+            dry_run,
+            object,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(body: &str, typing: Typing) -> RequestIn<'_> {
+        ReviewIn::decode(body, typing).unwrap().request.unwrap()
+    }
+
+    #[test]
+    fn the_object_is_decoded_in_the_same_pass_when_its_kind_came_first() {
+        let kind_first = r#"{"request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"metadata":{"name":"p"}}}}"#;
+        assert!(matches!(
+            request(kind_first, Endpoint::Mutate.into()).object,
+            ObjectIn::Pod(_)
+        ));
+        // Validation and pod updates keep the object raw.
+        assert!(matches!(
+            request(kind_first, Endpoint::Validate.into()).object,
+            ObjectIn::Raw(_)
+        ));
+        let update = kind_first.replace("CREATE", "UPDATE");
+        assert!(matches!(
+            request(&update, Endpoint::Mutate.into()).object,
+            ObjectIn::Raw(_)
+        ));
+        assert!(matches!(
+            request(kind_first, Typing::Raw).object,
+            ObjectIn::Raw(_)
+        ));
+    }
+
+    #[test]
+    fn any_key_order_is_read() {
+        let object_first = r#"{"request":{"object":{"metadata":{"name":"n"}},"operation":"UPDATE","kind":{"kind":"Namespace"},"uid":"u"},"kind":"AdmissionReview"}"#;
+        let r = request(object_first, Endpoint::Mutate.into());
+        assert!(
+            matches!(r.object, ObjectIn::Raw(raw) if raw.get() == r#"{"metadata":{"name":"n"}}"#)
+        );
+        assert_eq!((r.uid.as_ref(), r.kind.kind.as_ref()), ("u", "Namespace"));
+        let null =
+            r#"{"request":{"uid":"u","kind":{"kind":"Pod"},"operation":"DELETE","object":null}}"#;
+        assert!(matches!(
+            request(null, Endpoint::Mutate.into()).object,
+            ObjectIn::Absent
+        ));
+        assert!(
+            ReviewIn::decode(r#"{"request":null}"#, Typing::Raw)
+                .unwrap()
+                .request
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn missing_fields_and_trailing_bytes_are_errors() {
+        for body in [
+            r#"{"request":{"kind":{"kind":"Pod"},"operation":"CREATE"}}"#,
+            r#"{"request":{"uid":"u","operation":"CREATE"}}"#,
+            r#"{"request":{"uid":"u","kind":{"kind":"Pod"}}}"#,
+            r#"{"request":{"uid":"u","kind":{"kind":"Pod"},"operation":"PATCH"}}"#,
+            r#"{} {}"#,
+        ] {
+            assert!(ReviewIn::decode(body, Typing::Raw).is_err(), "{body}");
+        }
+    }
+}
