@@ -102,11 +102,61 @@ pub struct Pod<'a> {
 pub struct PodSpec<'a> {
     #[serde(default)]
     pub host_network: Option<bool>,
-    /// Volumes are kept whole: the rule needs to know every source a volume has.
-    #[serde(default)]
-    pub volumes: Option<Vec<serde_json::Map<String, serde_json::Value>>>,
+    #[serde(borrow, default)]
+    pub volumes: Option<Vec<Volume<'a>>>,
     #[serde(borrow, default)]
     pub containers: Option<Vec<Container<'a>>>,
+}
+
+/// A volume: its name, its CSI source if it has one, and how many other sources it declares (their
+/// content is skipped unread: a projected volume can be large).
+#[derive(Debug, Default)]
+pub struct Volume<'a> {
+    pub name: Option<Cow<'a, str>>,
+    pub csi: Option<CsiSource<'a>>,
+    /// Keys other than `name` and `csi`, i.e. other sources.
+    pub other_sources: usize,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CsiSource<'a> {
+    #[serde(borrow, default)]
+    pub driver: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub read_only: Option<bool>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Volume<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VolumeVisitor<'a>(std::marker::PhantomData<Volume<'a>>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for VolumeVisitor<'a> {
+            type Value = Volume<'a>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a volume")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Volume<'a>, A::Error> {
+                let mut volume = Volume::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "name" => volume.name = map.next_value()?,
+                        "csi" => volume.csi = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            volume.other_sources += 1;
+                        }
+                    }
+                }
+                Ok(volume)
+            }
+        }
+        deserializer.deserialize_map(VolumeVisitor(std::marker::PhantomData))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use super::object::{ObjectMeta, Pod, PodSpec};
+use super::object::{ObjectMeta, Pod, PodSpec, Volume};
 use super::patch::{MapEdit, add, pointer, remove, replace};
 use super::{Mutation, warning};
 use crate::config::Config;
@@ -156,12 +156,10 @@ pub fn workload_socket_volume_spec(cfg: &Config) -> Value {
 }
 
 /// True when the volume's only source is the read-only SPIFFE CSI driver.
-fn is_spiffe_csi(volume: &serde_json::Map<String, Value>, cfg: &Config) -> bool {
-    let csi = volume.get("csi").and_then(Value::as_object);
-    volume.len() == 2
-        && csi.is_some_and(|csi| {
-            csi.get("driver").and_then(Value::as_str) == Some(cfg.csi_driver.as_str())
-                && csi.get("readOnly") == Some(&Value::Bool(true))
+fn is_spiffe_csi(volume: &Volume<'_>, cfg: &Config) -> bool {
+    volume.other_sources == 0
+        && volume.csi.as_ref().is_some_and(|csi| {
+            csi.driver.as_deref() == Some(cfg.csi_driver.as_str()) && csi.read_only == Some(true)
         })
 }
 
@@ -178,7 +176,7 @@ fn workload_socket_volume(spec: Option<&PodSpec<'_>>, cfg: &Config, out: &mut Mu
     let mut same_name = volumes
         .iter()
         .enumerate()
-        .filter(|(_, v)| v.get("name").and_then(Value::as_str) == Some(name))
+        .filter(|(_, v)| v.name.as_deref() == Some(name))
         .map(|(i, _)| i);
     let Some(first) = same_name.next() else {
         out.patch
