@@ -180,7 +180,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 "subResource" => sub_resource = map.next_value()?,
                 "name" => name = map.next_value()?,
                 "namespace" => namespace = map.next_value()?,
-                "operation" => operation = Some(map.next_value()?),
+                "operation" => operation = Some(parse_operation(map.next_value()?)?),
                 "dryRun" => dry_run = map.next_value()?,
                 "object" => {
                     let view = match (self.0, &kind, &operation) {
@@ -216,6 +216,20 @@ impl<'de> Visitor<'de> for RequestVisitor {
             dry_run,
             object,
         })
+    }
+}
+
+/// Reads `operation` as a string first: serde_json's enum decoder reports a non-string value (`false`,
+/// `1`, `[]`) as the *syntax* error "expected value", which would make a well-formed JSON body look
+/// like broken JSON to the client.
+fn parse_operation<E: de::Error>(name: Cow<'_, str>) -> Result<Operation, E> {
+    const VARIANTS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT"];
+    match name.as_ref() {
+        "CREATE" => Ok(Operation::Create),
+        "UPDATE" => Ok(Operation::Update),
+        "DELETE" => Ok(Operation::Delete),
+        "CONNECT" => Ok(Operation::Connect),
+        other => Err(E::unknown_variant(other, VARIANTS)),
     }
 }
 

@@ -442,13 +442,22 @@ mod tests {
     fn bodies_that_are_not_reviews_are_errors() {
         let cfg = Config::default();
         type Check = fn(&ReviewError) -> bool;
-        let cases: [(&[u8], Check); 7] = [
+        let cases: [(&[u8], Check); 9] = [
             (b"not json", |e| matches!(e, ReviewError::NotJson(_))),
             (b"{\"kind\":", |e| matches!(e, ReviewError::NotJson(_))),
             (b"\xff\xfe", |e| matches!(e, ReviewError::NotJson(_))),
             (b"[1,2]", |e| matches!(e, ReviewError::NotAdmissionReview(_))),
             (b"{\"kind\":\"Pod\",\"apiVersion\":\"v1\"}", |e| matches!(e, ReviewError::NotAdmissionReview(_))),
             (b"{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\"}", |e| matches!(e, ReviewError::NotAdmissionReview(_))),
+            // Valid JSON with a non-string operation is not an AdmissionReview, never "not JSON".
+            (
+                b"{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"u\",\"kind\":{\"kind\":\"Pod\"},\"operation\":false}}",
+                |e| matches!(e, ReviewError::NotAdmissionReview(_)),
+            ),
+            (
+                b"{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"u\",\"kind\":{\"kind\":\"Pod\"},\"operation\":[]}}",
+                |e| matches!(e, ReviewError::NotAdmissionReview(_)),
+            ),
             (
                 b"{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"\",\"kind\":{\"kind\":\"Pod\"},\"operation\":\"CREATE\"}}",
                 |e| matches!(e, ReviewError::NotAdmissionReview(_)),

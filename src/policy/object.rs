@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::de::value::MapAccessDeserializer;
 
 /// A `map[string]string` such as `metadata.labels`.
 pub type StringMap<'a> = BTreeMap<Cow<'a, str>, Cow<'a, str>>;
@@ -56,8 +57,44 @@ fn strip_position(message: &str) -> &str {
     }
 }
 
+/// Implements `Deserialize` for a view derived with `#[serde(remote = "Self")]`, accepting only a JSON
+/// object. A plainly derived struct also accepts an array (fields by position), so `"metadata": []`
+/// would decode, and the patch built for it (`add /metadata/labels`) would not apply to the object.
+macro_rules! map_only {
+    ($view:ident, $what:literal) => {
+        impl<'de: 'a, 'a> Deserialize<'de> for $view<'a> {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct MapOnly<'a>(std::marker::PhantomData<$view<'a>>);
+                impl<'de: 'a, 'a> serde::de::Visitor<'de> for MapOnly<'a> {
+                    type Value = $view<'a>;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$view<'a>, A::Error> {
+                        $view::deserialize(MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(MapOnly(std::marker::PhantomData))
+            }
+        }
+    };
+}
+
+map_only!(ObjectMeta, "an object (ObjectMeta)");
+map_only!(Namespace, "a Namespace object");
+map_only!(Pod, "a Pod object");
+map_only!(PodSpec, "an object (PodSpec)");
+map_only!(Container, "an object (Container)");
+map_only!(VolumeMount, "an object (VolumeMount)");
+
 /// `metadata` as the rules read it.
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct ObjectMeta<'a> {
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
@@ -83,6 +120,7 @@ impl ObjectMeta<'_> {
 
 /// A Namespace.
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Namespace<'a> {
     #[serde(borrow, default)]
     pub metadata: Option<ObjectMeta<'a>>,
@@ -90,6 +128,7 @@ pub struct Namespace<'a> {
 
 /// A Pod: the parts section 4 reads.
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Pod<'a> {
     #[serde(borrow, default)]
     pub metadata: Option<ObjectMeta<'a>>,
@@ -99,6 +138,7 @@ pub struct Pod<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(remote = "Self")]
 pub struct PodSpec<'a> {
     #[serde(default)]
     pub host_network: Option<bool>,
@@ -161,6 +201,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Volume<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(remote = "Self")]
 pub struct Container<'a> {
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
@@ -169,6 +210,7 @@ pub struct Container<'a> {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct VolumeMount<'a> {
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,
@@ -197,6 +239,35 @@ mod tests {
         let pod: Pod = decode(r#"{"metadata":{"labels":null,"annotations":null}}"#).unwrap();
         let meta = pod.metadata.unwrap();
         assert!(meta.labels.is_none() && meta.annotations.is_none());
+    }
+
+    #[test]
+    fn arrays_where_the_rules_read_objects_are_refused() {
+        for (json, path) in [
+            ("[]", "(object)"),
+            (r#"{"metadata":[]}"#, "metadata"),
+            (r#"{"metadata":["n"]}"#, "metadata"),
+            (r#"{"spec":[]}"#, "spec"),
+            (r#"{"spec":{"containers":[["c"]]}}"#, "spec.containers[0]"),
+            (
+                r#"{"spec":{"containers":[{"volumeMounts":[[]]}]}}"#,
+                "spec.containers[0].volumeMounts[0]",
+            ),
+            (r#"{"spec":{"volumes":[[]]}}"#, "spec.volumes[0]"),
+        ] {
+            let err = decode::<Pod>(json).unwrap_err();
+            assert_eq!(err.path, path, "{json}");
+            assert!(
+                err.message.contains("invalid type: sequence"),
+                "{json}: {}",
+                err.message
+            );
+        }
+        assert_eq!(decode::<Namespace>("[]").unwrap_err().path, "(object)");
+        assert_eq!(
+            decode::<Namespace>(r#"{"metadata":[]}"#).unwrap_err().path,
+            "metadata"
+        );
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! The floor: mesh-admission's own TLS and HTTP stack (the same listener, rustls configuration,
+//! certificate resolver and axum router layers) answering every POST with a constant allowed
+//! AdmissionReview, without decoding the body. Only the uid is copied in (found by a byte search),
+//! since the apiserver, and the load tool, reject a reply that does not echo it. `hack/bench.sh` runs it beside the real server: the
+//! difference is what decoding, the rules and the reply cost.
+//!
+//! cargo run --release --example null_webhook -- --listen 127.0.0.1:8444 --tls-cert certs/tls.crt --tls-key certs/tls.key
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use clap::Parser;
+use mesh_admission::config::DEFAULT_MAX_BODY_BYTES;
+use mesh_admission::server::listener::{self, ServeOptions};
+use mesh_admission::server::tls::{self, CertificateResolver};
+use tower_http::catch_panic::CatchPanicLayer;
+
+const HEAD: &[u8] =
+    br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":""#;
+const TAIL: &[u8] = br#"","allowed":true}}"#;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    listen: SocketAddr,
+    #[arg(long, default_value = "certs/tls.crt")]
+    tls_cert: PathBuf,
+    #[arg(long, default_value = "certs/tls.key")]
+    tls_key: PathBuf,
+}
+
+/// The first `"uid":"…"` of the body: the request's (the apiserver writes it first in `request`).
+fn uid(body: &[u8]) -> &[u8] {
+    const KEY: &[u8] = br#""uid":""#;
+    let Some(start) = body
+        .windows(KEY.len())
+        .position(|w| w == KEY)
+        .map(|i| i + KEY.len())
+    else {
+        return b"";
+    };
+    let len = body[start..].iter().position(|b| *b == b'"').unwrap_or(0);
+    &body[start..start + len]
+}
+
+async fn allow(body: Bytes) -> impl IntoResponse {
+    let uid = uid(&body);
+    let mut reply = Vec::with_capacity(HEAD.len() + uid.len() + TAIL.len());
+    reply.extend_from_slice(HEAD);
+    reply.extend_from_slice(uid);
+    reply.extend_from_slice(TAIL);
+    ([(header::CONTENT_TYPE, "application/json")], reply)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let resolver = Arc::new(
+        CertificateResolver::from_files(&args.tls_cert, &args.tls_key)
+            .context("serving certificate")?,
+    );
+    let tls_config = tls::server_config(resolver, None)?;
+    // The same layers as the real webhook router, so only the handler differs.
+    let app = Router::new()
+        .route("/mutate", post(allow))
+        .route("/validate", post(allow))
+        .route("/readyz", get(|| async { "ok\n" }))
+        .layer(DefaultBodyLimit::max(DEFAULT_MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::new());
+    let shutdown = listener::spawn_signal_handler()?;
+    let tcp = tokio::net::TcpListener::bind(args.listen).await?;
+    eprintln!("null webhook listening on {}", tcp.local_addr()?);
+    let options = ServeOptions {
+        shutdown_grace: std::time::Duration::ZERO,
+        ..ServeOptions::default()
+    };
+    listener::serve_tls(tcp, tls_config, app, options, shutdown.cancelled_owned()).await?;
+    Ok(())
+}

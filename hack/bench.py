@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Runs the measurements of hack/bench.sh (read its header) and prints the comparison table."""
+
+import json
+import os
+import re
+import ssl
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+SECONDS = min(int(os.environ.get("BENCH_SECONDS", "10")), 20)
+SERVER_CPU = os.environ.get("SERVER_CPU", "0")
+LOAD_CPU = os.environ.get("LOAD_CPU", "1")
+BODY = "hack/samples/pod-4k.json"
+PORT, ADMIN_PORT = 18643, 18690
+RELEASE = "target/release"
+
+
+def run(cmd, timeout):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_ready(proc, ca, deadline_s=10.0):
+    """Seconds from spawn to the first /readyz 200 on the TLS port, polled every millisecond."""
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", PORT), timeout=1) as raw:
+                with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                    tls.sendall(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                    if tls.recv(64).startswith(b"HTTP/1.1 200"):
+                        return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.001)
+    raise RuntimeError("server never became ready")
+
+
+def h2load(args, requests=None):
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", *args, "-d", BODY, "-H", "content-type: application/json"]
+    cmd += ["-n", str(requests)] if requests else ["-D", str(SECONDS), "--warm-up-time=1"]
+    cmd.append(f"https://127.0.0.1:{PORT}/mutate?timeout=5s")
+    out = run(cmd, timeout=SECONDS + 30).stdout
+    rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
+    codes = re.search(r"status codes: (\d+) 2xx", out)
+    if not (rate and done and codes):
+        raise RuntimeError(f"cannot read h2load output:\n{out}")
+    return {"rps": float(rate.group(1)), "succeeded": int(done.group(2)), "failed": int(done.group(3)),
+            "non2xx": int(done.group(2)) - int(codes.group(1))}
+
+
+def loadgen(ca, rate):
+    cmd = ["taskset", "-c", LOAD_CPU, f"{RELEASE}/examples/loadgen", "--addr", f"127.0.0.1:{PORT}", "--ca", ca,
+           "--body", BODY, "--path", "/mutate", "--protocol", "h1", "--connections", "25",
+           "--rate", str(rate), "--duration", f"{SECONDS}s", "--json"]
+    out = run(cmd, timeout=SECONDS + 30)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"loadgen printed no JSON:\n{out.stdout}\n{out.stderr}")
+    return json.loads(lines[-1])
+
+
+def measure(name, command, ca):
+    print(f"== {name}", flush=True)
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *command], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        r = {"startup_ms": wait_ready(proc, ca) * 1000}
+        time.sleep(1)
+        r["rss_idle"] = rss_mib(proc.pid)
+        warm = h2load(["--h1", "-c", "25"], requests=100_000)
+        r["rss_100k"] = rss_mib(proc.pid)
+        r["h1"] = h2load(["--h1", "-c", "25"])
+        r["h2"] = h2load(["-c", "8", "-m", "8"])
+        r["latency"] = loadgen(ca, 1000)
+        r["rss_end"] = rss_mib(proc.pid)
+        r["failed"] = warm["failed"] + r["h1"]["failed"] + r["h2"]["failed"] + warm["non2xx"] + r["h1"]["non2xx"] + r["h2"]["non2xx"]
+        return r
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def latency(r, q):
+    """Latency quantile in microseconds (loadgen reports milliseconds, measured from the scheduled send)."""
+    return float(r["latency"]["latency_ms"][q]) * 1000
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="mesh-bench-")
+    certs = os.path.join(work, "certs")
+    run([f"{RELEASE}/mesh-admission", "certs", "--out", certs], timeout=30)
+    ca, crt, key = (os.path.join(certs, f) for f in ("ca.crt", "tls.crt", "tls.key"))
+    mesh = measure("mesh-admission", [f"{RELEASE}/mesh-admission", "serve", "--listen", f"127.0.0.1:{PORT}",
+                                      "--admin-listen", f"127.0.0.1:{ADMIN_PORT}", "--tls-cert", crt, "--tls-key", key,
+                                      "--log-level", "warn", "--shutdown-grace", "0s"], ca)
+    null = measure("null webhook", [f"{RELEASE}/examples/null_webhook", "--listen", f"127.0.0.1:{PORT}",
+                                    "--tls-cert", crt, "--tls-key", key], ca)
+    rows = [
+        ("HTTP/1.1 keep-alive, 25 conns (req/s)", mesh["h1"]["rps"], null["h1"]["rps"]),
+        ("HTTP/2, 8 conns x 8 streams (req/s)", mesh["h2"]["rps"], null["h2"]["rps"]),
+        ("p50 at 1,000 req/s (us)", latency(mesh, "p50"), latency(null, "p50")),
+        ("p99 at 1,000 req/s (us)", latency(mesh, "p99"), latency(null, "p99")),
+        ("p99.9 at 1,000 req/s (us)", latency(mesh, "p999"), latency(null, "p999")),
+        ("RSS idle (MiB)", mesh["rss_idle"], null["rss_idle"]),
+        ("RSS after 100,000 requests (MiB)", mesh["rss_100k"], null["rss_100k"]),
+        ("start to /readyz 200 (ms)", mesh["startup_ms"], null["startup_ms"]),
+    ]
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), server on CPU {SERVER_CPU}, "
+          f"load on CPU {LOAD_CPU}, {SECONDS} s per run, body {os.path.getsize(BODY)} bytes")
+    print(f"| {'measure':40} | {'mesh-admission':>14} | {'null webhook':>12} | {'ratio':>6} |")
+    print(f"|{'-' * 42}|{'-' * 16}:|{'-' * 14}:|{'-' * 7}:|")
+    for label, m, n in rows:
+        print(f"| {label:40} | {m:14,.1f} | {n:12,.1f} | {m / n if n else float('nan'):6.2f} |")
+    failed = mesh["failed"] + null["failed"] + mesh["latency"].get("failed", 0) + null["latency"].get("failed", 0)
+    print(f"\nfailed or non-2xx requests: {failed}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
