@@ -248,12 +248,14 @@ pub fn is_workload(object: &Value) -> bool {
     template_path(group, kind).is_some()
 }
 
-/// The Pod a controller creates from a workload's template.
+/// The Pod a controller creates from a workload's template; none when the template is not an object
+/// (validation then names the field), since a patch for an empty Pod would not apply to it.
 fn pod_from_template(object: &Value, path: &[&str]) -> Option<Value> {
     let mut template = object;
     for token in path {
         template = template.get(token)?;
     }
+    let template = template.as_object()?;
     let mut pod = json!({"apiVersion": "v1", "kind": "Pod"});
     for field in ["metadata", "spec"] {
         if let Some(value) = template.get(field) {
@@ -358,6 +360,24 @@ mod tests {
             r.mutated["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"],
             "true"
         );
+    }
+
+    #[test]
+    fn a_template_that_is_not_an_object_is_denied_by_validation_not_patched() {
+        for template in [json!(1), json!("x"), json!([]), json!(null)] {
+            let deployment = json!({
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"template": template},
+            });
+            let r = review_object(&deployment, "default", &Config::default(), "u");
+            assert!(r.patch.is_empty(), "{template}: {:?}", r.patch);
+            assert_eq!(r.mutated, deployment);
+            let denial = r.denial.unwrap_or_default();
+            assert!(!denial.contains("internal error"), "{template}: {denial}");
+            if !template.is_null() {
+                assert!(denial.contains("spec.template"), "{template}: {denial}");
+            }
+        }
     }
 
     #[test]

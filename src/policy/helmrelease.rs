@@ -7,8 +7,10 @@
 use serde::Deserialize;
 
 use super::finding::{Finding, annotation_path};
-use super::object::ObjectMeta;
+use super::object::{ObjectMeta, map_only};
 use super::syntax::{LabelError, LabelKind, MAX_NAME_CHARS, check_label, closest, parse_port};
+
+map_only!(HelmRelease<'a>, "a HelmRelease object");
 
 /// Prefix of every Big Bang service-mesh annotation.
 pub const PREFIX: &str = "servicemesh.bigbang.dev/";
@@ -30,6 +32,7 @@ pub const MTLS_MODES: [&str; 3] = ["STRICT", "PERMISSIVE", "DISABLE"];
 
 /// A Flux HelmRelease, any API version: only its annotations are read.
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct HelmRelease<'a> {
     #[serde(borrow, default)]
     pub metadata: Option<ObjectMeta<'a>>,

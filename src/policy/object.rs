@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde::de::value::MapAccessDeserializer;
 
 /// A `map[string]string` such as `metadata.labels`.
 pub type StringMap<'a> = BTreeMap<Cow<'a, str>, Cow<'a, str>>;
@@ -61,12 +60,12 @@ fn strip_position(message: &str) -> &str {
 /// object. A plainly derived struct also accepts an array (fields by position), so `"metadata": []`
 /// would decode, and the patch built for it (`add /metadata/labels`) would not apply to the object.
 macro_rules! map_only {
-    ($view:ident, $what:literal) => {
-        impl<'de: 'a, 'a> Deserialize<'de> for $view<'a> {
+    ($view:ident<$a:lifetime>, $what:literal) => {
+        impl<'de: $a, $a> serde::Deserialize<'de> for $view<$a> {
             fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                struct MapOnly<'a>(std::marker::PhantomData<$view<'a>>);
-                impl<'de: 'a, 'a> serde::de::Visitor<'de> for MapOnly<'a> {
-                    type Value = $view<'a>;
+                struct MapOnly<$a>(std::marker::PhantomData<$view<$a>>);
+                impl<'de: $a, $a> serde::de::Visitor<'de> for MapOnly<$a> {
+                    type Value = $view<$a>;
 
                     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                         f.write_str($what)
@@ -75,22 +74,42 @@ macro_rules! map_only {
                     fn visit_map<A: serde::de::MapAccess<'de>>(
                         self,
                         map: A,
-                    ) -> Result<$view<'a>, A::Error> {
-                        $view::deserialize(MapAccessDeserializer::new(map))
+                    ) -> Result<$view<$a>, A::Error> {
+                        $view::deserialize(serde::de::value::MapAccessDeserializer::new(map))
                     }
                 }
                 deserializer.deserialize_map(MapOnly(std::marker::PhantomData))
             }
         }
     };
-}
+    ($view:ident, $what:literal) => {
+        impl<'de> serde::Deserialize<'de> for $view {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct MapOnly;
+                impl<'de> serde::de::Visitor<'de> for MapOnly {
+                    type Value = $view;
 
-map_only!(ObjectMeta, "an object (ObjectMeta)");
-map_only!(Namespace, "a Namespace object");
-map_only!(Pod, "a Pod object");
-map_only!(PodSpec, "an object (PodSpec)");
-map_only!(Container, "an object (Container)");
-map_only!(VolumeMount, "an object (VolumeMount)");
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($what)
+                    }
+
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<$view, A::Error> {
+                        $view::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(MapOnly)
+            }
+        }
+    };
+}
+pub(crate) use map_only;
+
+map_only!(ObjectMeta<'a>, "an object (ObjectMeta)");
+map_only!(Namespace<'a>, "a Namespace object");
+map_only!(Pod<'a>, "a Pod object");
+map_only!(PodSpec<'a>, "an object (PodSpec)");
+map_only!(Container<'a>, "an object (Container)");
+map_only!(VolumeMount<'a>, "an object (VolumeMount)");
 
 /// `metadata` as the rules read it.
 #[derive(Debug, Default, Deserialize)]

@@ -22,11 +22,18 @@ use serde::Deserialize;
 use super::contrast::Direction;
 use super::finding::{Finding, annotation_path, field_path};
 use super::helmrelease::{self, PREFIX};
-use super::object::{ObjectMeta, StringMap};
+use super::object::{ObjectMeta, StringMap, map_only};
 use super::syntax::parse_port;
+
+map_only!(PodTemplate<'a>, "an object (PodTemplate)");
+map_only!(PodSpec<'a>, "an object (PodSpec)");
+map_only!(Container<'a>, "an object (Container)");
+map_only!(ContainerPort, "an object (ContainerPort)");
+map_only!(EnvVar<'a>, "an object (EnvVar)");
 
 /// A Pod, or the `template` of a workload: the parts these rules read.
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct PodTemplate<'a> {
     #[serde(borrow, default)]
     pub metadata: Option<ObjectMeta<'a>>,
@@ -36,6 +43,7 @@ pub struct PodTemplate<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(remote = "Self")]
 pub struct PodSpec<'a> {
     #[serde(borrow, default)]
     pub containers: Option<Vec<Container<'a>>>,
@@ -45,6 +53,7 @@ pub struct PodSpec<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(remote = "Self")]
 pub struct Container<'a> {
     /// `Always` on an init container makes it a native sidecar, running as long as the pod.
     #[serde(borrow, default)]
@@ -57,6 +66,7 @@ pub struct Container<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(remote = "Self")]
 pub struct ContainerPort {
     /// Wider than the `int32` of the API so that an out-of-range number is ignored, not a decode error.
     #[serde(default)]
@@ -64,6 +74,7 @@ pub struct ContainerPort {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 pub struct EnvVar<'a> {
     #[serde(borrow, default)]
     pub name: Option<Cow<'a, str>>,

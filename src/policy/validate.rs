@@ -5,8 +5,13 @@ use serde::Deserialize;
 
 use super::finding::Finding;
 use super::helmrelease::{self, HelmRelease};
-use super::object::{DecodeError, decode};
+use super::object::{DecodeError, decode, map_only};
 use super::podtemplate::{self, PodTemplate};
+
+map_only!(Workload<'a>, "an object (workload)");
+map_only!(WorkloadSpec<'a>, "an object (workload spec)");
+map_only!(CronJob<'a>, "a CronJob object");
+map_only!(CronJobSpec<'a>, "an object (CronJobSpec)");
 
 /// Flux's HelmRelease API group; every version (v2, v2beta1, v2beta2, …) is read the same way.
 pub const FLUX_HELM_GROUP: &str = "helm.toolkit.fluxcd.io";
@@ -38,18 +43,21 @@ impl Target {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 struct Workload<'a> {
     #[serde(borrow, default)]
     spec: Option<WorkloadSpec<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 struct WorkloadSpec<'a> {
     #[serde(borrow, default)]
     template: Option<PodTemplate<'a>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(remote = "Self")]
 struct CronJob<'a> {
     #[serde(borrow, default)]
     spec: Option<CronJobSpec<'a>>,
@@ -57,6 +65,7 @@ struct CronJob<'a> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[serde(remote = "Self")]
 struct CronJobSpec<'a> {
     #[serde(borrow, default)]
     job_template: Option<Workload<'a>>,
