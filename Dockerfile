@@ -20,6 +20,8 @@ ENV CARGO_TERM_COLOR=never \
 # Dependency layer: build every dependency against placeholder sources, so that a change under src/ does not
 # rebuild (or re-download) them. Rebuilt only when Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
+# .cargo/config.toml sets mimalloc's compile-time default (no transparent huge pages).
+COPY .cargo ./.cargo
 RUN mkdir -p src \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \

@@ -330,27 +330,32 @@ struct BodyTemplate {
 }
 
 impl BodyTemplate {
+    /// Splits the file's text itself around `request.uid`, so every other byte (in particular the
+    /// apiserver's key order, which the server's one-pass decoding relies on) is sent as written.
     fn load(path: &PathBuf) -> Result<Self, String> {
-        const MARK: &str = "LOADGEN-UID-PLACEHOLDER";
-        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut review: Value =
-            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let request = review
-            .get_mut("request")
-            .and_then(Value::as_object_mut)
-            .ok_or_else(|| format!("{}: no `request` object", path.display()))?;
-        request.insert("uid".into(), Value::String(MARK.into()));
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let review: Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let uid = review["request"]["uid"]
+            .as_str()
+            .filter(|uid| !uid.is_empty())
+            .ok_or_else(|| format!("{}: no `request.uid` string", path.display()))?;
         let api_version = review["apiVersion"]
             .as_str()
             .unwrap_or("admission.k8s.io/v1")
             .to_string();
-        let encoded = serde_json::to_string(&review).map_err(|e| e.to_string())?;
-        let (prefix, suffix) = encoded
-            .split_once(MARK)
-            .ok_or("placeholder uid not found after encoding")?;
+        // The request's own uid: the first `"uid":"<uid>"` after `"request":`.
+        let request_at = text
+            .find("\"request\"")
+            .ok_or_else(|| format!("{}: no `request` key", path.display()))?;
+        let needle = format!("\"{uid}\"");
+        let at = text[request_at..]
+            .find(&needle)
+            .map(|i| request_at + i + 1)
+            .ok_or_else(|| format!("{}: request.uid not found in the text", path.display()))?;
         Ok(Self {
-            prefix: prefix.as_bytes().to_vec(),
-            suffix: suffix.as_bytes().to_vec(),
+            prefix: text[..at].as_bytes().to_vec(),
+            suffix: text[at + uid.len()..].as_bytes().to_vec(),
             api_version,
         })
     }

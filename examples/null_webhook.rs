@@ -1,8 +1,8 @@
 //! The floor: mesh-admission's own TLS and HTTP stack (the same listener, rustls configuration,
 //! certificate resolver and axum router layers) answering every POST with a constant allowed
 //! AdmissionReview, without decoding the body. Only the uid is copied in (found by a byte search),
-//! since the apiserver, and the load tool, reject a reply that does not echo it. `hack/bench.sh` runs it beside the real server: the
-//! difference is what decoding, the rules and the reply cost.
+//! since the apiserver, and the load tool, reject a reply that does not echo it. `hack/bench.sh`
+//! runs it beside the real server: the difference is what decoding, the rules and the reply cost.
 //!
 //! cargo run --release --example null_webhook -- --listen 127.0.0.1:8444 --tls-cert certs/tls.crt --tls-key certs/tls.key
 
@@ -22,6 +22,10 @@ use mesh_admission::config::DEFAULT_MAX_BODY_BYTES;
 use mesh_admission::server::listener::{self, ServeOptions};
 use mesh_admission::server::tls::{self, CertificateResolver};
 use tower_http::catch_panic::CatchPanicLayer;
+
+/// The same allocator as the server, so the comparison isolates decoding and the rules.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const HEAD: &[u8] =
     br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":""#;

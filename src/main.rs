@@ -5,7 +5,18 @@ use mesh_admission::cli::{Cli, Command, LogFormat};
 use mesh_admission::{certs, commands, server};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc: glibc keeps the high-water mark of its per-thread arenas
+/// (a rejected 8 MiB chunked body leaves RSS several MiB higher for good), and mimalloc returns
+/// freed pages to the OS and allocates the small, short-lived buffers of a review faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    // Transparent huge pages would back mimalloc's 2 MiB-aligned segments with whole huge pages
+    // on first touch: twice the resident memory (18 MiB idle instead of 9) for no measurable speed.
+    if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("warning: cannot disable transparent huge pages: {error}");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Certs(args) => run_certs(&args),

@@ -391,7 +391,48 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let reply = String::from_utf8_lossy(&reply);
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("JSONPatch"));
+    // Answered after the signal: the client is told not to reuse the connection.
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "{reply}"
+    );
 
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits after draining");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_accepted_at_the_end_of_the_grace_period_still_gets_its_first_answer() {
+    let dir = temp_dir("settle");
+    generate_certs(&dir);
+    let mut server = Server::start(&dir, &["--shutdown-grace", "400ms"]);
+    let ca = dir.join("ca.crt");
+    server.signal(Signal::SIGTERM);
+    // Connected (TLS done) before the listener closes, first request sent just after it closed.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(common::SERVICE_NAME).unwrap();
+    let mut tls = common::tls_connector(&ca, Protocol::Http1)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let body = sample("namespace").to_string();
+    let request = format!(
+        "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let status = server
         .wait_exit(Duration::from_secs(10))
         .expect("the server exits after draining");

@@ -40,6 +40,10 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// HTTP/2 pings find peers that vanished without a FIN, which would otherwise hold a task forever.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the listener closes, how long HTTP/1 connections accepted just before get to send their
+/// first request before the drain starts: hyper closes a connection that has not read a request yet
+/// at once, and a request already on its way would then be lost.
+const H1_SETTLE: Duration = Duration::from_millis(250);
 
 /// Timing of one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,10 +154,18 @@ async fn serve(
     };
     connections.accept_until(&listener, shutdown).await;
     tracing::info!(%local, grace = ?opts.shutdown_grace, "shutting down: still accepting during the grace period");
+    // From now on every HTTP/1 response says `Connection: close`, so keep-alive clients move off
+    // their connections themselves instead of racing the server's close of an idle one.
+    connections.server.closing.store(true, Ordering::Release);
     connections
         .accept_until(&listener, tokio::time::sleep(opts.shutdown_grace))
         .await;
     drop(listener);
+    if connections.graceful.count() > 0 {
+        connections
+            .accept_until_closed(tokio::time::sleep(H1_SETTLE))
+            .await;
+    }
     Ok(connections.drain(local, opts.drain_timeout).await)
 }
 
@@ -173,6 +185,17 @@ impl Connections {
                 () = &mut stop => return,
                 accepted = listener.accept() => self.accept(accepted).await,
                 // Reaping as we go keeps the set from growing with every connection ever served.
+                Some(joined) = self.tasks.join_next() => self.reap(joined),
+            }
+        }
+    }
+
+    /// Like [`Self::accept_until`] with the listener gone: only reaps finished connections.
+    async fn accept_until_closed(&mut self, stop: impl Future<Output = ()>) {
+        let mut stop = pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
                 Some(joined) = self.tasks.join_next() => self.reap(joined),
             }
         }
@@ -253,6 +276,8 @@ struct ConnectionServer {
     request_deadline: Duration,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    /// Set when shutdown starts: HTTP/1 responses then carry `Connection: close`.
+    closing: Arc<AtomicBool>,
     http1: auto::Builder<TokioExecutor>,
     http2: auto::Builder<TokioExecutor>,
 }
@@ -281,6 +306,7 @@ impl ConnectionServer {
             request_deadline: opts.request_deadline,
             handshake_timeout: opts.handshake_timeout,
             idle_timeout: opts.idle_timeout,
+            closing: Arc::new(AtomicBool::new(false)),
             http1: builder.clone().http1_only(),
             http2: builder.http2_only(),
         }
@@ -335,15 +361,22 @@ impl ConnectionServer {
             // Streams are multiplexed, so there is no connection-wide "between requests": each
             // stream's body deadline starts when its headers arrive.
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                handle(app.clone(), request, deadline, None)
+                handle(app.clone(), request, deadline, None, None)
             });
             let connection = self.http2.serve_connection(TokioIo::new(io), service);
             watcher.watch(connection).await
         } else {
             let clock = Arc::new(RequestClock::new());
+            let closing = self.closing.clone();
             let io = DeadlineIo::new(io, clock.clone(), deadline, self.idle_timeout);
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                handle(app.clone(), request, deadline, Some(clock.clone()))
+                handle(
+                    app.clone(),
+                    request,
+                    deadline,
+                    Some(clock.clone()),
+                    Some(closing.clone()),
+                )
             });
             let connection = self.http1.serve_connection(TokioIo::new(io), service);
             watcher.watch(connection).await
@@ -362,6 +395,7 @@ async fn handle(
     request: Request<Incoming>,
     deadline: Duration,
     clock: Option<Arc<RequestClock>>,
+    closing: Option<Arc<AtomicBool>>,
 ) -> Result<Response<Body>, Infallible> {
     let http1 = request.version() < Version::HTTP_2;
     let first_byte = clock
@@ -377,7 +411,13 @@ async fn handle(
     if expired.load(Ordering::Acquire) {
         return Ok(request_timeout(http1));
     }
-    response
+    let mut response = response?;
+    if closing.is_some_and(|closing| closing.load(Ordering::Acquire)) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(response)
 }
 
 /// The answer once a body missed its deadline, whatever the handler made of the error it got.
