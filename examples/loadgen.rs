@@ -354,8 +354,8 @@ impl BodyTemplate {
             .map(|i| request_at + i + 1)
             .ok_or_else(|| format!("{}: request.uid not found in the text", path.display()))?;
         Ok(Self {
-            prefix: text[..at].as_bytes().to_vec(),
-            suffix: text[at + uid.len()..].as_bytes().to_vec(),
+            prefix: text.as_bytes()[..at].to_vec(),
+            suffix: text.as_bytes()[at + uid.len()..].to_vec(),
             api_version,
         })
     }

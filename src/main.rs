@@ -11,12 +11,21 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` of mimalloc v2's `mi_option_t` (include/mimalloc.h), which
+/// libmimalloc-sys does not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
     // Transparent huge pages would back mimalloc's 2 MiB-aligned segments with whole huge pages
     // on first touch: twice the resident memory (18 MiB idle instead of 9) for no measurable speed.
     if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
         eprintln!("warning: cannot disable transparent huge pages: {error}");
     }
+    // Return freed pages to the OS at once rather than 10 ms later at the allocator's next call: a
+    // burst of 8 MiB bodies otherwise leaves tens of MiB resident until traffic resumes. Measured:
+    // no throughput cost, since a steady review load reuses its pages without freeing them.
+    // SAFETY: sets a process-wide integer option; mimalloc allows it at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Certs(args) => run_certs(&args),
