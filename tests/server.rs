@@ -353,12 +353,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     // A request whose body is still arriving when the signal comes.
     let body = sample("pod").to_string();
     let (head, tail) = body.split_at(body.len() / 2);
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(common::SERVICE_NAME).unwrap();
-    let mut tls = common::tls_connector(&ca, Protocol::Http1)
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = raw_http1(&server, &ca).await;
     let header = format!(
         "POST /mutate HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
@@ -382,13 +377,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     late.review("mutate", &sample("namespace")).await;
 
     tls.write_all(tail.as_bytes()).await.unwrap();
-    tls.flush().await.unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = reply_and_close(tls).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     assert!(reply.contains("JSONPatch"));
     // Answered after the signal: the client is told not to reuse the connection.
@@ -396,7 +385,36 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         reply.to_ascii_lowercase().contains("connection: close"),
         "{reply}"
     );
+    assert_exits_zero(&mut server);
+}
 
+/// A TLS connection speaking HTTP/1.1 by hand, for requests a client library would not send.
+async fn raw_http1(
+    server: &Server,
+    ca: &std::path::Path,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(common::SERVICE_NAME).unwrap();
+    common::tls_connector(ca, Protocol::Http1)
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Everything the server sends until it closes the connection.
+async fn reply_and_close(
+    mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> String {
+    tls.flush().await.unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+fn assert_exits_zero(server: &mut Server) {
     let status = server
         .wait_exit(Duration::from_secs(10))
         .expect("the server exits after draining");
@@ -412,12 +430,7 @@ async fn a_connection_accepted_at_the_end_of_the_grace_period_still_gets_its_fir
     server.signal(Signal::SIGTERM);
     // Connected (TLS done) before the listener closes, first request sent just after it closed.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(common::SERVICE_NAME).unwrap();
-    let mut tls = common::tls_connector(&ca, Protocol::Http1)
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = raw_http1(&server, &ca).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     let body = sample("namespace").to_string();
     let request = format!(
@@ -425,18 +438,9 @@ async fn a_connection_accepted_at_the_end_of_the_grace_period_still_gets_its_fir
         body.len()
     );
     tls.write_all(request.as_bytes()).await.unwrap();
-    tls.flush().await.unwrap();
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
-    let reply = String::from_utf8_lossy(&reply);
+    let reply = reply_and_close(tls).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
-    let status = server
-        .wait_exit(Duration::from_secs(10))
-        .expect("the server exits after draining");
-    assert_eq!(status.code(), Some(0));
+    assert_exits_zero(&mut server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
