@@ -14,6 +14,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
+use fuzz_support::port_ok;
 use libfuzzer_sys::fuzz_target;
 use mesh_admission::policy::contrast::{
     Direction, EgressEntry, IngressEntry, RemoteHost, parse_egress, parse_ingress,
@@ -23,16 +24,6 @@ use mesh_admission::policy::validate;
 /// The entries as Contrast splits them.
 fn entries(config: &str) -> Vec<&str> {
     config.split("##").filter(|e| !e.is_empty()).collect()
-}
-
-/// 1-65535, ASCII digits, no leading zero.
-fn port_ok(text: &str) -> Option<u16> {
-    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    if !digits || (text.len() > 1 && text.starts_with('0')) || text.len() > 5 {
-        return None;
-    }
-    let n: u32 = text.parse().ok()?;
-    (1..=65535).contains(&n).then_some(n as u16)
 }
 
 const GO_BOOLS: [&str; 12] = [
@@ -135,13 +126,23 @@ fn check_ingress(config: &str) -> usize {
     );
     match result {
         Ok(parsed) => {
-            assert!(invalid.is_empty(), "ingress accepted invalid entries {invalid:?}: {config:?}");
-            assert_eq!(parsed.len(), pieces.len(), "ingress entry count: {config:?}");
+            assert!(
+                invalid.is_empty(),
+                "ingress accepted invalid entries {invalid:?}: {config:?}"
+            );
+            assert_eq!(
+                parsed.len(),
+                pieces.len(),
+                "ingress entry count: {config:?}"
+            );
             for (e, text) in parsed.iter().zip(&pieces) {
                 let fields: Vec<&str> = text.split('#').collect();
                 assert_eq!(fields.len(), 3, "{text:?}");
                 assert_eq!(e.name, fields[0], "name of {text:?}");
-                assert!(!e.name.is_empty() && !e.name.contains('#'), "name of {text:?}");
+                assert!(
+                    !e.name.is_empty() && !e.name.contains('#'),
+                    "name of {text:?}"
+                );
                 assert!(e.port >= 1, "port 0 accepted in {text:?}");
                 assert_eq!(e.port.to_string(), fields[1], "port of {text:?}");
                 let truthy = ["1", "t", "T", "TRUE", "true", "True"].contains(&fields[2]);
@@ -163,7 +164,10 @@ fn check_ingress(config: &str) -> usize {
                 );
                 let _ = e.to_string();
             }
-            assert_eq!(reported, invalid, "ingress errors vs invalid entries: {config:?}");
+            assert_eq!(
+                reported, invalid,
+                "ingress errors vs invalid entries: {config:?}"
+            );
             errors.len()
         }
     }
@@ -185,14 +189,26 @@ fn check_egress(config: &str) -> usize {
     );
     match result {
         Ok(parsed) => {
-            assert!(all_ok, "egress accepted {config:?} (invalid entries {invalid:?})");
+            assert!(
+                all_ok,
+                "egress accepted {config:?} (invalid entries {invalid:?})"
+            );
             assert_eq!(parsed.len(), pieces.len(), "egress entry count: {config:?}");
             let mut seen = BTreeSet::new();
             for (i, (e, text)) in parsed.iter().zip(&pieces).enumerate() {
-                assert!(!e.name.is_empty() && !e.name.contains('#'), "name of {text:?}");
+                assert!(
+                    !e.name.is_empty() && !e.name.contains('#'),
+                    "name of {text:?}"
+                );
                 assert_eq!(e.listen.ip().octets()[0], 127, "listen IP of {text:?}");
-                assert!(e.listen.port() >= 1 && e.remote_port >= 1, "port 0 in {text:?}");
-                assert!(seen.insert(e.listen), "duplicate listen accepted: {config:?}");
+                assert!(
+                    e.listen.port() >= 1 && e.remote_port >= 1,
+                    "port 0 in {text:?}"
+                );
+                assert!(
+                    seen.insert(e.listen),
+                    "duplicate listen accepted: {config:?}"
+                );
                 assert_eq!(Some(e.listen), listens[i], "listen of {text:?}");
                 if let RemoteHost::Dns(name) = e.remote_host {
                     assert!(dns_ok(name), "remote host {name:?} of {text:?}");
@@ -243,7 +259,10 @@ fuzz_target!(|data: &[u8]| {
     })
     .to_string();
     let findings = validate::validate("", "Pod", &pod).expect("the pod decodes");
-    assert!(findings.iter().all(|f| f.is_error()), "warning from a Contrast setting: {findings:?}");
+    assert!(
+        findings.iter().all(|f| f.is_error()),
+        "warning from a Contrast setting: {findings:?}"
+    );
     assert_eq!(
         findings.len(),
         ingress_errors + egress_errors,

@@ -11,7 +11,9 @@
 //! too with the header's apiVersion and kind (`check_cli_review`).
 #![no_main]
 
-use fuzz_support::{CONFIG, KINDS, NAMESPACES, OPERATIONS, check_cli_review, check_review, envelope};
+use fuzz_support::{
+    CONFIG, KINDS, NAMESPACES, OPERATIONS, check_cli_review, check_review, envelope,
+};
 use libfuzzer_sys::fuzz_target;
 use mesh_admission::admission::Endpoint;
 use serde_json::Value;
@@ -32,7 +34,9 @@ fuzz_target!(|data: &[u8]| {
     let dry_run = header & 0x40 != 0;
     let name = if header & 0x80 != 0 { "" } else { "fuzz-name" };
     let namespace = NAMESPACES[usize::from(*ns) % NAMESPACES.len()];
-    let body = envelope(group, version, kind, namespace, name, operation, dry_run, object);
+    let body = envelope(
+        group, version, kind, namespace, name, operation, dry_run, object,
+    );
     for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
         let outcome = check_review(endpoint, body.as_bytes(), &CONFIG);
         assert!(

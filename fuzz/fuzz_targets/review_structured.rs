@@ -7,7 +7,9 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use fuzz_support::{CONFIG, KINDS, NAMESPACES, OPERATIONS, check_cli_review, check_review, envelope};
+use fuzz_support::{
+    CONFIG, KINDS, NAMESPACES, OPERATIONS, check_cli_review, check_review, envelope,
+};
 use libfuzzer_sys::fuzz_target;
 use mesh_admission::admission::{self, Endpoint};
 use serde_json::{Map, Value, json};
@@ -260,7 +262,12 @@ fn field<T>(map: &mut Map<String, Value>, key: &str, f: &Field<T>, to: impl Fn(&
 }
 
 fn string_map(entries: &[(Key, Text)]) -> Value {
-    Value::Object(entries.iter().map(|(k, v)| (k.get(), Value::String(v.get()))).collect())
+    Value::Object(
+        entries
+            .iter()
+            .map(|(k, v)| (k.get(), Value::String(v.get())))
+            .collect(),
+    )
 }
 
 impl Meta {
@@ -300,7 +307,11 @@ impl Volume {
                 extra,
             } => {
                 let mut csi = Map::new();
-                let driver = if *spiffe_driver { "csi.spiffe.io" } else { "other.csi" };
+                let driver = if *spiffe_driver {
+                    "csi.spiffe.io"
+                } else {
+                    "other.csi"
+                };
                 csi.insert("driver".into(), driver.into());
                 field(&mut csi, "readOnly", read_only, |b| json!(b));
                 if *extra {
@@ -358,14 +369,18 @@ impl Container {
                 env.iter()
                     .map(|e| {
                         let name = match &e.name {
-                            EnvName::Ingress(old) => {
-                                if *old { "EDG_INGRESS_PROXY_CONFIG" } else { "CONTRAST_INGRESS_PROXY_CONFIG" }
-                                    .to_owned()
+                            EnvName::Ingress(old) => if *old {
+                                "EDG_INGRESS_PROXY_CONFIG"
+                            } else {
+                                "CONTRAST_INGRESS_PROXY_CONFIG"
                             }
-                            EnvName::Egress(old) => {
-                                if *old { "EDG_EGRESS_PROXY_CONFIG" } else { "CONTRAST_EGRESS_PROXY_CONFIG" }
-                                    .to_owned()
+                            .to_owned(),
+                            EnvName::Egress(old) => if *old {
+                                "EDG_EGRESS_PROXY_CONFIG"
+                            } else {
+                                "CONTRAST_EGRESS_PROXY_CONFIG"
                             }
+                            .to_owned(),
                             EnvName::Free(s) => s.clone(),
                         };
                         let mut em = Map::new();
@@ -458,10 +473,24 @@ fuzz_target!(|input: Input| {
     let object = object_json(&input.object, group, version, kind);
     let object_text = object.to_string();
     let body = envelope(
-        group, version, kind, &namespace, name, operation, input.dry_run, &object_text,
+        group,
+        version,
+        kind,
+        &namespace,
+        name,
+        operation,
+        input.dry_run,
+        &object_text,
     );
     let flipped = envelope(
-        group, version, kind, &namespace, name, operation, !input.dry_run, &object_text,
+        group,
+        version,
+        kind,
+        &namespace,
+        name,
+        operation,
+        !input.dry_run,
+        &object_text,
     );
     for endpoint in [Endpoint::Mutate, Endpoint::Validate] {
         let outcome = check_review(endpoint, body.as_bytes(), &CONFIG)

@@ -11,6 +11,7 @@
 //!   unknown `servicemesh.bigbang.dev/` key always denied.
 #![no_main]
 
+use fuzz_support::port_ok;
 use libfuzzer_sys::fuzz_target;
 use mesh_admission::policy::finding::Finding;
 use mesh_admission::policy::syntax::{
@@ -22,22 +23,14 @@ use serde_json::json;
 const KNOWN: [&str; 5] = ["expose", "host", "port", "mtlsMode", "permissivePorts"];
 const DECLARED: [u16; 3] = [80, 443, 8080];
 
-fn port_ok(text: &str) -> Option<u16> {
-    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
-    if !digits || (text.len() > 1 && text.starts_with('0')) || text.len() > 5 {
-        return None;
-    }
-    let n: u32 = text.parse().ok()?;
-    (1..=65535).contains(&n).then_some(n as u16)
-}
-
 fn label_ok(label: &str, kind: LabelKind) -> bool {
     let b = label.as_bytes();
     let Some((&first, &last)) = b.first().zip(b.last()) else {
         return false;
     };
     b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && last != b'-'
         && match kind {
             LabelKind::Rfc1035 => first.is_ascii_lowercase(),
@@ -58,7 +51,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
         }
     }
     d[a.len()][b.len()]
@@ -118,7 +113,10 @@ fn check_helm_release(value: &str) {
         ("expose", label_ok(value, LabelKind::Rfc1035)),
         ("host", host_ok),
         ("port", port_ok(value).is_some()),
-        ("mtlsMode", ["STRICT", "PERMISSIVE", "DISABLE"].contains(&value)),
+        (
+            "mtlsMode",
+            ["STRICT", "PERMISSIVE", "DISABLE"].contains(&value),
+        ),
     ];
     for (name, ok) in rules {
         let mut annotations = json!({
@@ -132,7 +130,11 @@ fn check_helm_release(value: &str) {
             .expect("the HelmRelease decodes");
         let (errors, warnings) = errors_and_warnings(&findings);
         assert_eq!(warnings, 0, "{findings:?}");
-        assert_eq!(errors == 0, ok, "HelmRelease {name}={value:?}: {findings:?}");
+        assert_eq!(
+            errors == 0,
+            ok,
+            "HelmRelease {name}={value:?}: {findings:?}"
+        );
     }
     // The value as an annotation name under the Big Bang prefix.
     if !KNOWN.contains(&value) {
@@ -141,7 +143,9 @@ fn check_helm_release(value: &str) {
         let findings = validate::validate("helm.toolkit.fluxcd.io", "HelmRelease", &hr)
             .expect("the HelmRelease decodes");
         assert!(
-            findings.iter().any(|f| f.is_error() && f.message.contains("unknown annotation")),
+            findings
+                .iter()
+                .any(|f| f.is_error() && f.message.contains("unknown annotation")),
             "unknown key {key:?} not denied: {findings:?}"
         );
     }
@@ -164,28 +168,54 @@ fuzz_target!(|data: &[u8]| {
 
     for kind in [LabelKind::Rfc1035, LabelKind::Rfc1123] {
         let r = check_label(text, kind);
-        assert_eq!(r.is_ok(), label_ok(text, kind), "check_label({text:?}, {kind:?}) = {r:?}");
+        assert_eq!(
+            r.is_ok(),
+            label_ok(text, kind),
+            "check_label({text:?}, {kind:?}) = {r:?}"
+        );
         if let Err(e) = r {
             let _ = e.to_string();
         }
     }
 
     const GO: [(&str, bool); 12] = [
-        ("1", true), ("t", true), ("T", true), ("TRUE", true), ("true", true), ("True", true),
-        ("0", false), ("f", false), ("F", false), ("FALSE", false), ("false", false), ("False", false),
+        ("1", true),
+        ("t", true),
+        ("T", true),
+        ("TRUE", true),
+        ("true", true),
+        ("True", true),
+        ("0", false),
+        ("f", false),
+        ("F", false),
+        ("FALSE", false),
+        ("false", false),
+        ("False", false),
     ];
     let want = GO.iter().find(|(s, _)| *s == text).map(|(_, b)| *b);
     assert_eq!(parse_go_bool(text), want, "parse_go_bool({text:?})");
 
     // Edit distances stay small: annotation names are at most 63 characters.
     let short: String = text.chars().take(80).collect();
-    let (a, b) = short.split_at(short.char_indices().nth(short.chars().count() / 2).map_or(0, |(i, _)| i));
+    let (a, b) = short.split_at(
+        short
+            .char_indices()
+            .nth(short.chars().count() / 2)
+            .map_or(0, |(i, _)| i),
+    );
     let d = edit_distance(a, b);
     assert_eq!(d, levenshtein(a, b), "edit_distance({a:?}, {b:?})");
-    assert_eq!(d, edit_distance(b, a), "edit_distance not symmetric for {a:?}, {b:?}");
+    assert_eq!(
+        d,
+        edit_distance(b, a),
+        "edit_distance not symmetric for {a:?}, {b:?}"
+    );
     assert_eq!(d == 0, a == b, "edit_distance zero iff equal: {a:?}, {b:?}");
     let (la, lb) = (a.chars().count(), b.chars().count());
-    assert!(la.abs_diff(lb) <= d && d <= la.max(lb), "edit_distance bounds {a:?}, {b:?}");
+    assert!(
+        la.abs_diff(lb) <= d && d <= la.max(lb),
+        "edit_distance bounds {a:?}, {b:?}"
+    );
 
     let lower = short.to_ascii_lowercase();
     let distances: Vec<usize> = KNOWN

@@ -106,7 +106,8 @@ pub fn check_review(endpoint: Endpoint, body: &[u8], cfg: &Config) -> Option<Out
     );
     if let Some(body_value) = &body_value {
         assert_eq!(
-            response["uid"], body_value["request"]["uid"],
+            response["uid"],
+            body_value["request"]["uid"],
             "response.uid does not echo request.uid\nbody: {}\nreply: {reply}",
             show(body)
         );
@@ -120,7 +121,9 @@ pub fn check_review(endpoint: Endpoint, body: &[u8], cfg: &Config) -> Option<Out
             .unwrap_or_else(|| panic!("warnings not a list: {reply}"));
         assert!(!warnings.is_empty(), "empty warnings list sent: {reply}");
         for w in warnings {
-            let w = w.as_str().unwrap_or_else(|| panic!("warning not a string: {reply}"));
+            let w = w
+                .as_str()
+                .unwrap_or_else(|| panic!("warning not a string: {reply}"));
             assert!(
                 w.chars().count() <= MAX_WARNING_CHARS,
                 "warning over {MAX_WARNING_CHARS} characters: {w:?}"
@@ -247,7 +250,10 @@ fn with_object(body_value: &Value, object_first: bool) -> Option<String> {
         } else {
             fields.push(object);
         }
-        let fields: Vec<String> = fields.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        let fields: Vec<String> = fields
+            .into_iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
         inner.push_str(&fields.join(","));
         inner.push('}');
         push(&mut out, key, &inner);
@@ -272,12 +278,24 @@ pub fn has_duplicate_keys(text: &[u8]) -> bool {
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("JSON")
         }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> { Ok(()) }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> { Ok(()) }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> { Ok(()) }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> { Ok(()) }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> { Ok(()) }
-        fn visit_unit<E>(self) -> Result<(), E> { Ok(()) }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             while seq.next_element_seed(Walk)?.is_some() {}
             Ok(())
@@ -303,7 +321,10 @@ pub fn has_duplicate_keys(text: &[u8]) -> bool {
 /// rewritten through serde_json::Value spells numbers differently (`1e2` → `100.0`).
 fn masked(outcome: &Outcome) -> Outcome {
     let mut o = outcome.clone();
-    if let Decision::Denied { code: 400, message, .. } = &mut o.decision {
+    if let Decision::Denied {
+        code: 400, message, ..
+    } = &mut o.decision
+    {
         message.clear();
     }
     o
@@ -313,8 +334,17 @@ fn masked(outcome: &Outcome) -> Outcome {
 /// and `operation` come first, and falls back otherwise): the review rewritten with `object` last and
 /// with `object` first give the same outcome, and the same as the body as sent (unless that has
 /// duplicate keys, which a rewrite cannot keep).
-fn check_key_order(endpoint: Endpoint, body: &[u8], body_value: &Value, outcome: &Outcome, cfg: &Config) {
-    let (Some(last), Some(first)) = (with_object(body_value, false), with_object(body_value, true)) else {
+fn check_key_order(
+    endpoint: Endpoint,
+    body: &[u8],
+    body_value: &Value,
+    outcome: &Outcome,
+    cfg: &Config,
+) {
+    let (Some(last), Some(first)) = (
+        with_object(body_value, false),
+        with_object(body_value, true),
+    ) else {
         return;
     };
     let review_of = |text: &str| {
@@ -394,4 +424,15 @@ pub fn envelope(
     })
     .to_string();
     text.replacen("\"@OBJECT@\"", object_json, 1)
+}
+
+/// 1-65535, ASCII digits, no leading zero: the targets' own oracle, written apart from the library's
+/// parser so that the two can disagree.
+pub fn port_ok(text: &str) -> Option<u16> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (text.len() > 1 && text.starts_with('0')) || text.len() > 5 {
+        return None;
+    }
+    let n: u32 = text.parse().ok()?;
+    (1..=65535).contains(&n).then_some(n as u16)
 }
