@@ -8,6 +8,7 @@ use base64::Engine;
 use kube::core::Status;
 use kube::core::admission::Operation;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 mod envelope;
 
@@ -116,7 +117,7 @@ impl Outcome {
                 // A Vec of patch operations always serializes.
                 let encoded = (!patch.is_empty())
                     .then(|| serde_json::to_vec(patch).unwrap_or_default())
-                    .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes));
+                    .and_then(|bytes| base64_json_string(&bytes));
                 (true, None, encoded, warnings)
             }
             Decision::Denied {
@@ -166,9 +167,19 @@ struct ResponseOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
+    patch: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     warnings: Option<&'a [String]>,
+}
+
+/// `bytes` in base64 as a JSON string, ready to embed: the serializer would otherwise check each of
+/// its characters for escapes, and base64 has none.
+fn base64_json_string(bytes: &[u8]) -> Option<Box<RawValue>> {
+    let mut text = String::with_capacity(bytes.len().div_ceil(3) * 4 + 2);
+    text.push('"');
+    base64::engine::general_purpose::STANDARD.encode_string(bytes, &mut text);
+    text.push('"');
+    RawValue::from_string(text).ok()
 }
 
 fn operation_str(op: &Operation) -> &'static str {

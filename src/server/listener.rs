@@ -19,6 +19,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -30,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::streams::{StreamQueue, WithStreams};
 use super::tls::ALPN_H2;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -279,7 +281,6 @@ struct ConnectionServer {
     /// Set when shutdown starts: HTTP/1 responses then carry `Connection: close`.
     closing: Arc<AtomicBool>,
     http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
 }
 
 impl ConnectionServer {
@@ -293,11 +294,6 @@ impl ConnectionServer {
             // keep-alive connection idle for `request_deadline` and count from the end of the last
             // response rather than the first byte; `DeadlineIo` keeps the head deadline instead.
             .header_read_timeout(None);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
         // ALPN already told us the protocol; sniffing the preface instead would wait on a silent
         // client with no timeout at all.
         Self {
@@ -307,9 +303,18 @@ impl ConnectionServer {
             handshake_timeout: opts.handshake_timeout,
             idle_timeout: opts.idle_timeout,
             closing: Arc::new(AtomicBool::new(false)),
-            http1: builder.clone().http1_only(),
-            http2: builder.http2_only(),
+            http1: builder.http1_only(),
         }
+    }
+
+    /// One builder per HTTP/2 connection, since each has its own stream queue (see `streams`).
+    fn http2(queue: StreamQueue) -> http2::Builder<StreamQueue> {
+        let mut builder = http2::Builder::new(queue);
+        builder
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
+        builder
     }
 
     async fn serve(
@@ -363,8 +368,11 @@ impl ConnectionServer {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 handle(app.clone(), request, deadline, None, None)
             });
-            let connection = self.http2.serve_connection(TokioIo::new(io), service);
-            watcher.watch(connection).await
+            let queue = StreamQueue::default();
+            let connection = Self::http2(queue.clone()).serve_connection(TokioIo::new(io), service);
+            WithStreams::new(watcher.watch(connection), queue)
+                .await
+                .map_err(BoxError::from)
         } else {
             let clock = Arc::new(RequestClock::new());
             let closing = self.closing.clone();

@@ -3,6 +3,7 @@
 
 pub mod listener;
 pub mod routes;
+mod streams;
 pub mod tls;
 
 use std::path::Path;
