@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::streams::{StreamQueue, WithStreams};
+use super::streams::{StreamQueue, Unvectored, WithStreams};
 use super::tls::ALPN_H2;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -369,7 +369,8 @@ impl ConnectionServer {
                 handle(app.clone(), request, deadline, None, None)
             });
             let queue = StreamQueue::default();
-            let connection = Self::http2(queue.clone()).serve_connection(TokioIo::new(io), service);
+            let connection =
+                Self::http2(queue.clone()).serve_connection(TokioIo::new(Unvectored(io)), service);
             WithStreams::new(watcher.watch(connection), queue)
                 .await
                 .map_err(BoxError::from)
