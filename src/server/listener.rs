@@ -31,8 +31,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::streams::{StreamQueue, Unvectored, WithStreams};
+use super::streams::{StreamQueue, WithStreams};
 use super::tls::ALPN_H2;
+use super::unvectored::Unvectored;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -377,7 +378,12 @@ impl ConnectionServer {
         } else {
             let clock = Arc::new(RequestClock::new());
             let closing = self.closing.clone();
-            let io = DeadlineIo::new(io, clock.clone(), deadline, self.idle_timeout);
+            let io = Unvectored(DeadlineIo::new(
+                io,
+                clock.clone(),
+                deadline,
+                self.idle_timeout,
+            ));
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 handle(
                     app.clone(),

@@ -5,6 +5,7 @@ pub mod listener;
 pub mod routes;
 mod streams;
 pub mod tls;
+mod unvectored;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,26 +1,20 @@
-//! How an HTTP/2 connection is driven: its streams run inside the connection's own task, and its
-//! writes are gathered into one buffer.
+//! HTTP/2 streams run inside their connection's task instead of one task each.
 //!
 //! hyper hands every HTTP/2 stream to an executor. With tokio's, each stream is a task, and a
 //! stream that finishes wakes the connection task, which tokio then runs next: every response is
 //! written and flushed on its own, and the connection's code runs between every two reviews.
 //! Polling the streams from the connection's own task instead lets one wake-up decide all the
-//! reviews that arrived together and write their answers in one flush.
+//! reviews that arrived together and write their answers in one flush (with [`super::unvectored`]).
 //!
-//! The second half is [`Unvectored`]: h2 keeps a DATA payload over 256 bytes out of its write
-//! buffer when the transport writes vectored, and must then flush before it can queue the next
-//! frame, so every review answer (a patch is larger) cost its own `writev` and TLS record. Over
-//! TLS nothing is saved by vectored writes (rustls copies the plaintext into a record anyway), so
-//! the h2 connection is told there are none; payloads up to 1 KiB are then copied into the buffer
-//! and answers leave together. Measured with `hack/bench.sh`: see the Performance section of
-//! README.md.
+//! Measured with `hack/bench.sh`: see the Performance section of README.md.
 //!
 //! The price: the streams of one connection share one core. kube-apiserver opens one HTTP/2
 //! connection per webhook endpoint and apiserver replica, so one core per apiserver answers
-//! reviews, tens of thousands a second, far above what any cluster asks.
+//! reviews, tens of thousands a second, far above what any cluster asks. And a slow review (a body
+//! of megabytes) delays the reviews behind it on the same connection by its decoding time, where a
+//! task per stream would let another core take them.
 
 use std::future::Future;
-use std::io;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -28,7 +22,6 @@ use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 type StreamFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -109,41 +102,6 @@ impl<C: Future> Future for WithStreams<C> {
         }
         cx.waker().wake_by_ref();
         Poll::Pending
-    }
-}
-
-/// A transport that says it has no vectored writes (see the module documentation).
-pub struct Unvectored<T>(pub T);
-
-impl<T: AsyncRead + Unpin> AsyncRead for Unvectored<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Unvectored<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        false
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
 
@@ -249,15 +207,5 @@ mod tests {
         assert_eq!(driver.connection.polls, ROUNDS_PER_POLL);
         // It asks to be polled again rather than waiting for an event that may never come.
         assert_eq!(waker.0.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn the_h2_transport_reports_no_vectored_writes_even_over_a_socket_that_has_them() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let socket = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        assert!(socket.is_write_vectored());
-        assert!(!Unvectored(socket).is_write_vectored());
     }
 }
