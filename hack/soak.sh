@@ -717,7 +717,8 @@ else:
         windows.setdefault((t - post[0][0]) // 60, []).append(kb)
     groups = [v for _, v in sorted(windows.items())]
     if len(groups) > 1 and len(groups[-1]) < 3:  # a short last minute joins the one before
-        groups[-2] += groups.pop()
+        last = groups.pop()
+        groups[-1] += last
     medians = [statistics.median(v) for v in groups]
     base = medians[0]
     rss = [s[1] for s in post]
