@@ -252,7 +252,7 @@ fn decide(endpoint: Endpoint, request: &RequestIn<'_>, namespace: &str, cfg: &Co
     let (group, kind) = (request.kind.group.as_ref(), request.kind.kind.as_ref());
     let result = match (&request.object, endpoint) {
         (ObjectIn::Absent, _) => return allowed(Vec::new(), Vec::new()),
-        (ObjectIn::Pod(p), _) => Ok(mutate_pod(p, namespace, cfg)),
+        (ObjectIn::Pod(p), _) => mutate_pod(p, namespace, cfg),
         (ObjectIn::Namespace(ns), _) => Ok(mutate_namespace(ns, request, cfg)),
         (ObjectIn::Raw(raw), Endpoint::Mutate) => mutate_raw(request, raw.get(), namespace, cfg),
         (ObjectIn::Raw(raw), Endpoint::Validate) => {
@@ -277,7 +277,7 @@ fn mutate_raw(
         Some(envelope::View::Namespace) => {
             Ok(mutate_namespace(&object::decode(object)?, request, cfg))
         }
-        Some(envelope::View::Pod) => Ok(mutate_pod(&object::decode(object)?, namespace, cfg)),
+        Some(envelope::View::Pod) => mutate_pod(&object::decode(object)?, namespace, cfg),
         None => Ok(Mutation::default()),
     }
 }
@@ -292,7 +292,7 @@ fn mutate_namespace(ns: &object::Namespace<'_>, request: &RequestIn<'_>, cfg: &C
     namespace::mutate(ns, name, cfg)
 }
 
-fn mutate_pod(p: &object::Pod<'_>, namespace: &str, cfg: &Config) -> Mutation {
+fn mutate_pod(p: &object::Pod<'_>, namespace: &str, cfg: &Config) -> Result<Mutation, DecodeError> {
     // Pods created by controllers carry the namespace only in the request.
     let ns = if namespace.is_empty() {
         p.metadata
@@ -435,6 +435,34 @@ mod tests {
         let message = r["response"]["status"]["message"].as_str().unwrap();
         assert!(
             message.starts_with("cannot decode Pod: metadata.labels: invalid type: string"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn containers_that_do_not_fit_are_a_bad_request_only_when_mounts_are_asked_for() {
+        let spec = json!({"containers": [["app"]]});
+        let plain = reply(
+            Endpoint::Mutate,
+            &body("Pod", "CREATE", json!({"metadata": {}, "spec": spec})),
+        );
+        assert_eq!(plain["response"]["allowed"], true, "{plain}");
+        assert_eq!(plain["response"]["patchType"], "JSONPatch");
+
+        let annotations = json!({"spiffe.io/workload-api-mount": "/run/spire/sockets"});
+        let asked = reply(
+            Endpoint::Mutate,
+            &body(
+                "Pod",
+                "CREATE",
+                json!({"metadata": {"annotations": annotations}, "spec": spec}),
+            ),
+        );
+        assert_eq!(asked["response"]["allowed"], false, "{asked}");
+        assert_eq!(asked["response"]["status"]["code"], 400);
+        let message = asked["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("cannot decode Pod: spec.containers[0]: invalid type: sequence"),
             "{message}"
         );
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 /// A `map[string]string` such as `metadata.labels`.
 pub type StringMap<'a> = BTreeMap<Cow<'a, str>, Cow<'a, str>>;
@@ -163,8 +164,28 @@ pub struct PodSpec<'a> {
     pub host_network: Option<bool>,
     #[serde(borrow, default)]
     pub volumes: Option<Vec<Volume<'a>>>,
-    #[serde(borrow, default)]
-    pub containers: Option<Vec<Container<'a>>>,
+    /// Kept unread until a rule needs it (only `spiffe.io/workload-api-mount` does, through
+    /// [`PodSpec::containers`]): containers are most of a pod's bytes, and reading them field by field
+    /// cost a tenth of every review.
+    #[serde(borrow, default, rename = "containers")]
+    pub raw_containers: Option<&'a RawValue>,
+}
+
+impl<'a> PodSpec<'a> {
+    /// The containers, read now; `None` when absent or `null`. A container list that does not fit
+    /// is named from the object's root (`spec.containers[0]`).
+    pub fn containers(&self) -> Result<Option<Vec<Container<'a>>>, DecodeError> {
+        let Some(raw) = self.raw_containers else {
+            return Ok(None);
+        };
+        decode::<Option<Vec<Container<'a>>>>(raw.get()).map_err(|e| DecodeError {
+            path: match e.path.as_str() {
+                "(object)" => "spec.containers".into(),
+                path => format!("spec.containers{path}"),
+            },
+            message: e.message,
+        })
+    }
 }
 
 /// A volume: its name, its CSI source if it has one, and how many other sources it declares (their
@@ -267,11 +288,6 @@ mod tests {
             (r#"{"metadata":[]}"#, "metadata"),
             (r#"{"metadata":["n"]}"#, "metadata"),
             (r#"{"spec":[]}"#, "spec"),
-            (r#"{"spec":{"containers":[["c"]]}}"#, "spec.containers[0]"),
-            (
-                r#"{"spec":{"containers":[{"volumeMounts":[[]]}]}}"#,
-                "spec.containers[0].volumeMounts[0]",
-            ),
             (r#"{"spec":{"volumes":[[]]}}"#, "spec.volumes[0]"),
         ] {
             let err = decode::<Pod>(json).unwrap_err();
@@ -287,6 +303,41 @@ mod tests {
             decode::<Namespace>(r#"{"metadata":[]}"#).unwrap_err().path,
             "metadata"
         );
+    }
+
+    #[test]
+    fn containers_are_read_only_when_asked_for_and_named_from_the_root() {
+        let pod: Pod = decode(r#"{"spec":{"containers":[["c"]]}}"#).expect("unread until asked");
+        let err = pod.spec.unwrap().containers().unwrap_err();
+        assert_eq!(err.path, "spec.containers[0]");
+        assert!(
+            err.message.contains("invalid type: sequence"),
+            "{}",
+            err.message
+        );
+
+        for (json, path) in [
+            (r#"{"spec":{"containers":"c"}}"#, "spec.containers"),
+            (
+                r#"{"spec":{"containers":[{"volumeMounts":[[]]}]}}"#,
+                "spec.containers[0].volumeMounts[0]",
+            ),
+        ] {
+            let pod: Pod = decode(json).unwrap();
+            assert_eq!(
+                pod.spec.unwrap().containers().unwrap_err().path,
+                path,
+                "{json}"
+            );
+        }
+
+        let pod: Pod =
+            decode(r#"{"spec":{"containers":[{"name":"a","volumeMounts":[{"name":"v"}]}]}}"#)
+                .unwrap();
+        let containers = pod.spec.unwrap().containers().unwrap().unwrap();
+        assert_eq!(containers[0].name.as_deref(), Some("a"));
+        let pod: Pod = decode(r#"{"spec":{"containers":null}}"#).unwrap();
+        assert!(pod.spec.unwrap().containers().unwrap().is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_json::{Value, json};
 
-use super::object::{ObjectMeta, Pod, PodSpec, Volume};
+use super::object::{DecodeError, ObjectMeta, Pod, PodSpec, Volume};
 use super::patch::{MapEdit, add, pointer, remove, replace};
 use super::{Mutation, warning};
 use crate::config::Config;
@@ -95,20 +95,21 @@ impl fmt::Display for TemplateList {
     }
 }
 
-/// Applies the Pod table to a pod being created in `namespace`.
-pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Mutation {
+/// Applies the Pod table to a pod being created in `namespace`. Fails only when a part the rules
+/// must read (the containers, when mounts are asked for) cannot be read.
+pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Result<Mutation, DecodeError> {
     let no_meta = ObjectMeta::default();
     let meta = pod.metadata.as_ref().unwrap_or(&no_meta);
     let spec = pod.spec.as_ref();
 
     // Istio never injects these.
     if cfg.is_excluded_namespace(namespace) || spec.and_then(|s| s.host_network) == Some(true) {
-        return Mutation::default();
+        return Ok(Mutation::default());
     }
 
     let mut out = Mutation::default();
     match InjectChoice::of(meta) {
-        InjectChoice::Disabled => return out,
+        InjectChoice::Disabled => return Ok(out),
         InjectChoice::Unrecognised(value) => out.warnings.push(warning(format!(
             "{INJECT_KEY}={value:?} is neither true nor false: Istio ignores it, so the pod is injected"
         ))),
@@ -128,7 +129,7 @@ pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Mutation {
         .is_some_and(|v| v.eq_ignore_ascii_case("false"));
     labels.into_ops(&mut out.patch);
     if spire_opt_out {
-        return out;
+        return Ok(out);
     }
 
     // 3: the istiod templates.
@@ -143,8 +144,8 @@ pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Mutation {
 
     // 4: the SPIFFE CSI volume, and mounts where asked for.
     workload_socket_volume(spec, cfg, &mut out);
-    workload_api_mounts(meta, spec, cfg, &mut out);
-    out
+    workload_api_mounts(meta, spec, cfg, &mut out)?;
+    Ok(out)
 }
 
 /// The one volume the pod must have: `{name: workload-socket, csi: {driver: csi.spiffe.io, readOnly: true}}`.
@@ -202,18 +203,18 @@ fn workload_api_mounts(
     spec: Option<&PodSpec<'_>>,
     cfg: &Config,
     out: &mut Mutation,
-) {
+) -> Result<(), DecodeError> {
     let Some(path) = meta.annotation(WORKLOAD_API_MOUNT_ANNOTATION) else {
-        return;
+        return Ok(());
     };
     if !path.starts_with('/') {
         out.warnings.push(warning(format!(
             "{WORKLOAD_API_MOUNT_ANNOTATION}={path:?} is not an absolute path: no mount added"
         )));
-        return;
+        return Ok(());
     }
-    let Some(containers) = spec.and_then(|s| s.containers.as_ref()) else {
-        return;
+    let Some(containers) = spec.map(PodSpec::containers).transpose()?.flatten() else {
+        return Ok(());
     };
     let volume = cfg.workload_socket_volume.as_str();
     let mount = json!({"name": volume, "mountPath": path, "readOnly": true});
@@ -234,6 +235,7 @@ fn workload_api_mounts(
             )),
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

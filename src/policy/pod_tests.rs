@@ -16,13 +16,13 @@ fn cfg() -> Config {
 fn run(pod: &Value, namespace: &str, cfg: &Config) -> (Mutation, Value) {
     let text = pod.to_string();
     let view: Pod = decode(&text).expect("pod decodes");
-    let m = mutate(&view, namespace, cfg);
+    let m = mutate(&view, namespace, cfg).expect("pod mutates");
     let mut doc = pod.clone();
     json_patch::patch(&mut doc, &m.patch)
         .unwrap_or_else(|e| panic!("patch {:?} does not apply to {pod}: {e}", m.patch));
     let again_text = doc.to_string();
     let again: Pod = decode(&again_text).expect("mutated pod decodes");
-    let second = mutate(&again, namespace, cfg);
+    let second = mutate(&again, namespace, cfg).expect("mutated pod mutates");
     assert!(
         second.is_unchanged(),
         "second pass over {doc} gave {:?}",
