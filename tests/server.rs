@@ -84,6 +84,55 @@ async fn mutates_over_http1_and_http2_with_a_verified_certificate() {
     }
 }
 
+/// The server decides the streams of one HTTP/2 connection in that connection's task and writes
+/// answers that are ready together in one go: each must still reach its own stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reviews_on_one_http2_connection_each_get_their_own_answer() {
+    let dir = temp_dir("h2-concurrent");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &[]);
+    let client = Client::connect(server.addr, &dir.join("ca.crt"), Protocol::Http2)
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let mut stream = client.another_stream().expect("an h2 connection");
+        let mut review = sample("pod");
+        review["request"]["uid"] = json!(format!("00000000-0000-0000-0000-{i:012}"));
+        // Every other pod already has labels, so the patches differ in shape (a map added whole
+        // or keys added to it) and an answer sent to the wrong stream would not apply.
+        let object = &mut review["request"]["object"];
+        object["metadata"]["name"] = json!(format!("pod-{i}"));
+        object["metadata"]["labels"] = if i % 2 == 0 {
+            json!({"app": format!("app-{i}")})
+        } else {
+            Value::Null
+        };
+        tasks.spawn(async move {
+            let reply = stream.review("mutate", &review).await;
+            (review, reply)
+        });
+    }
+    let mut answered = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (review, reply) = joined.unwrap();
+        let mut pod = review["request"]["object"].clone();
+        json_patch::patch(&mut pod, &patch_of(&reply)).unwrap_or_else(|e| {
+            panic!(
+                "{e}: the patch of {} does not apply to its pod",
+                reply["response"]["uid"]
+            )
+        });
+        assert_eq!(pod["metadata"]["labels"]["spire-managed-identity"], "true");
+        assert_eq!(
+            pod["metadata"]["labels"]["app"],
+            review["request"]["object"]["metadata"]["labels"]["app"]
+        );
+        answered += 1;
+    }
+    assert_eq!(answered, 64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_answered_and_the_server_keeps_serving() {
     let dir = temp_dir("bad-input");

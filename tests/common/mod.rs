@@ -230,6 +230,18 @@ impl Client {
         })
     }
 
+    /// Another handle on the same HTTP/2 connection, for concurrent streams; `None` for HTTP/1.
+    pub fn another_stream(&self) -> Option<Client> {
+        match &self.sender {
+            Sender::H1(_) => None,
+            Sender::H2(s) => Some(Client {
+                sender: Sender::H2(s.clone()),
+                peer_certificate: self.peer_certificate.clone(),
+                alpn: self.alpn.clone(),
+            }),
+        }
+    }
+
     /// Sends one request; the error is the transport's (a closed connection, say).
     pub async fn request(
         &mut self,
