@@ -48,6 +48,10 @@ const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// at once, and a request already on its way would then be lost.
 const H1_SETTLE: Duration = Duration::from_millis(250);
 
+/// After a complete drain, how long connection tasks that already released their connection get to
+/// return before they are counted as aborted.
+const REAP_AFTER_DRAIN: Duration = Duration::from_secs(1);
+
 /// Timing of one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServeOptions {
@@ -245,7 +249,17 @@ impl Connections {
         self.report.drained = tokio::time::timeout(timeout, graceful.shutdown())
             .await
             .is_ok();
-        while let Some(joined) = self.tasks.try_join_next() {
+        // Every task drops its watcher just before it returns, so after a complete drain the last
+        // ones may still be finishing: wait for them rather than count them as aborted.
+        let reap_until = Instant::now()
+            + if self.report.drained {
+                REAP_AFTER_DRAIN
+            } else {
+                Duration::ZERO
+            };
+        while let Ok(Some(joined)) =
+            tokio::time::timeout_at(reap_until, self.tasks.join_next()).await
+        {
             self.reap(joined);
         }
         self.report.aborted = self.tasks.len();
