@@ -392,12 +392,7 @@ impl ConnectionServer {
         } else {
             let clock = Arc::new(RequestClock::new());
             let closing = self.closing.clone();
-            let io = Unvectored(DeadlineIo::new(
-                io,
-                clock.clone(),
-                deadline,
-                self.idle_timeout,
-            ));
+            let io = DeadlineIo::new(io, clock.clone(), deadline, self.idle_timeout);
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 handle(
                     app.clone(),
@@ -654,6 +649,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
     }
 }
 
+/// Vectored writes are deliberately not passed through: see [`super::unvectored`] for why the
+/// server's HTTP/1 and HTTP/2 connections are better off without them.
 impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -661,18 +658,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -712,4 +697,26 @@ pub fn spawn_signal_handler() -> io::Result<CancellationToken> {
         std::process::exit(1);
     });
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_http1_transport_reports_no_vectored_writes_even_over_a_socket_that_has_them() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        assert!(socket.is_write_vectored());
+        let clock = Arc::new(RequestClock::new());
+        let io = DeadlineIo::new(
+            socket,
+            clock,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        );
+        assert!(!io.is_write_vectored());
+    }
 }
