@@ -6,6 +6,7 @@ import os
 import re
 import ssl
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -13,6 +14,9 @@ import time
 import urllib.request
 
 SECONDS = min(int(os.environ.get("BENCH_SECONDS", "10")), 20)
+# Rounds of the whole comparison; the table shows each figure's median. This VM's throughput drifts by
+# 10% from minute to minute, so a single round can move a ratio by 0.05.
+ROUNDS = max(1, min(int(os.environ.get("BENCH_ROUNDS", "1")), 5))
 SERVER_CPU = os.environ.get("SERVER_CPU", "0")
 LOAD_CPU = os.environ.get("LOAD_CPU", "1")
 BODY = "hack/samples/pod-4k.json"
@@ -52,17 +56,33 @@ def wait_ready(proc, ca, deadline_s=10.0):
     raise RuntimeError("server never became ready")
 
 
-def h2load(args, requests=None):
+def cpu_seconds(pid):
+    """User plus system CPU time of the whole process (all threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def h2load(args, requests=None, server=None):
+    """One h2load run. For a timed run, also the share of a core the server used in its middle part
+    (after the warm-up, before the end): below 100% means the server was not the bottleneck."""
     cmd = ["taskset", "-c", LOAD_CPU, "h2load", *args, "-d", BODY, "-H", "content-type: application/json"]
     cmd += ["-n", str(requests)] if requests else ["-D", str(SECONDS), "--warm-up-time=1"]
     cmd.append(f"https://127.0.0.1:{PORT}/mutate?timeout=5s")
-    out = run(cmd, timeout=SECONDS + 30).stdout
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    busy = float("nan")
+    if server is not None and not requests and SECONDS >= 3:
+        time.sleep(1.5)
+        cpu0, wall0 = cpu_seconds(server), time.monotonic()
+        time.sleep(SECONDS - 1.5)
+        busy = (cpu_seconds(server) - cpu0) / (time.monotonic() - wall0)
+    out = proc.communicate(timeout=SECONDS + 30)[0]
     rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed", out)
     codes = re.search(r"status codes: (\d+) 2xx", out)
     if not (rate and done and codes):
         raise RuntimeError(f"cannot read h2load output:\n{out}")
-    return {"rps": float(rate.group(1)), "succeeded": int(done.group(2)), "failed": int(done.group(3)),
+    return {"rps": float(rate.group(1)), "busy": busy, "succeeded": int(done.group(2)), "failed": int(done.group(3)),
             "non2xx": int(done.group(2)) - int(codes.group(1))}
 
 
@@ -87,8 +107,8 @@ def measure(name, command, ca):
         r["rss_idle"] = rss_mib(proc.pid)
         warm = h2load(["--h1", "-c", "25"], requests=100_000)
         r["rss_100k"] = rss_mib(proc.pid)
-        r["h1"] = h2load(["--h1", "-c", "25"])
-        r["h2"] = h2load(["-c", "8", "-m", "8"])
+        r["h1"] = h2load(["--h1", "-c", "25"], server=proc.pid)
+        r["h2"] = h2load(["-c", "8", "-m", "8"], server=proc.pid)
         r["latency"] = loadgen(ca, 1000)
         r["rss_end"] = rss_mib(proc.pid)
         r["failed"] = warm["failed"] + r["h1"]["failed"] + r["h2"]["failed"] + warm["non2xx"] + r["h1"]["non2xx"] + r["h2"]["non2xx"]
@@ -106,19 +126,44 @@ def latency(r, q):
     return float(r["latency"]["latency_ms"][q]) * 1000
 
 
+def median_of(results):
+    """Each figure's median over the rounds (the figures of a result are nested dicts of numbers)."""
+    if isinstance(results[0], dict):
+        return {k: median_of([r[k] for r in results]) for k in results[0]}
+    if all(isinstance(r, (int, float)) and not isinstance(r, bool) for r in results):
+        return statistics.median(results)
+    return results[0]
+
+
+def cpu_us(run):
+    """Server CPU microseconds per request: comparable even when a server did not saturate its core."""
+    return run["busy"] * 1e6 / run["rps"] if run["rps"] else float("nan")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="mesh-bench-")
     certs = os.path.join(work, "certs")
     run([f"{RELEASE}/mesh-admission", "certs", "--out", certs], timeout=30)
     ca, crt, key = (os.path.join(certs, f) for f in ("ca.crt", "tls.crt", "tls.key"))
-    mesh = measure("mesh-admission", [f"{RELEASE}/mesh-admission", "serve", "--listen", f"127.0.0.1:{PORT}",
-                                      "--admin-listen", f"127.0.0.1:{ADMIN_PORT}", "--tls-cert", crt, "--tls-key", key,
-                                      "--log-level", "warn", "--shutdown-grace", "0s"], ca)
-    null = measure("null webhook", [f"{RELEASE}/examples/null_webhook", "--listen", f"127.0.0.1:{PORT}",
-                                    "--tls-cert", crt, "--tls-key", key], ca)
+    mesh_cmd = [f"{RELEASE}/mesh-admission", "serve", "--listen", f"127.0.0.1:{PORT}",
+                "--admin-listen", f"127.0.0.1:{ADMIN_PORT}", "--tls-cert", crt, "--tls-key", key,
+                "--log-level", "warn", "--shutdown-grace", "0s"]
+    null_cmd = [f"{RELEASE}/examples/null_webhook", "--listen", f"127.0.0.1:{PORT}", "--tls-cert", crt,
+                "--tls-key", key]
+    # Alternating rounds, so a slow spell of a shared machine does not fall on one server only.
+    meshes, nulls = [], []
+    for i in range(ROUNDS):
+        suffix = f" (round {i + 1} of {ROUNDS})" if ROUNDS > 1 else ""
+        meshes.append(measure("mesh-admission" + suffix, mesh_cmd, ca))
+        nulls.append(measure("null webhook" + suffix, null_cmd, ca))
+    mesh, null = median_of(meshes), median_of(nulls)
     rows = [
         ("HTTP/1.1 keep-alive, 25 conns (req/s)", mesh["h1"]["rps"], null["h1"]["rps"]),
+        ("  server CPU busy (% of its core)", 100 * mesh["h1"]["busy"], 100 * null["h1"]["busy"]),
+        ("  server CPU per request (us)", cpu_us(mesh["h1"]), cpu_us(null["h1"])),
         ("HTTP/2, 8 conns x 8 streams (req/s)", mesh["h2"]["rps"], null["h2"]["rps"]),
+        ("  server CPU busy (% of its core)", 100 * mesh["h2"]["busy"], 100 * null["h2"]["busy"]),
+        ("  server CPU per request (us)", cpu_us(mesh["h2"]), cpu_us(null["h2"])),
         ("p50 at 1,000 req/s (us)", latency(mesh, "p50"), latency(null, "p50")),
         ("p99 at 1,000 req/s (us)", latency(mesh, "p99"), latency(null, "p99")),
         ("p99.9 at 1,000 req/s (us)", latency(mesh, "p999"), latency(null, "p999")),
@@ -133,12 +178,17 @@ def main():
                 cpu = line.split(":", 1)[1].strip()
                 break
     print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), server on CPU {SERVER_CPU}, "
-          f"load on CPU {LOAD_CPU}, {SECONDS} s per run, body {os.path.getsize(BODY)} bytes")
+          f"load on CPU {LOAD_CPU}, {SECONDS} s per run, "
+          f"median of {ROUNDS} round(s), body {os.path.getsize(BODY)} bytes")
     print(f"| {'measure':40} | {'mesh-admission':>14} | {'null webhook':>12} | {'ratio':>6} |")
     print(f"|{'-' * 42}|{'-' * 16}:|{'-' * 14}:|{'-' * 7}:|")
     for label, m, n in rows:
         print(f"| {label:40} | {m:14,.1f} | {n:12,.1f} | {m / n if n else float('nan'):6.2f} |")
-    failed = mesh["failed"] + null["failed"] + mesh["latency"].get("failed", 0) + null["latency"].get("failed", 0)
+    failed = sum(r["failed"] + r["latency"].get("failed", 0) for r in meshes + nulls)
+    if ROUNDS > 1:
+        for proto in ("h1", "h2"):
+            ratios = ", ".join(f"{m[proto]['rps'] / n[proto]['rps']:.2f}" for m, n in zip(meshes, nulls))
+            print(f"{proto} throughput ratio per round: {ratios}")
     print(f"\nfailed or non-2xx requests: {failed}")
     return 1 if failed else 0
 
