@@ -8,7 +8,11 @@
 #   (c) resident memory idle and after 100,000 requests;
 #   (d) time from process start to /readyz 200.
 # The server is pinned to CPU $SERVER_CPU and the load tools to CPU $LOAD_CPU. Every run is bounded
-# (BENCH_SECONDS, default 10, at most 20). Prints a table with the ratio mesh-admission / null.
+# (BENCH_SECONDS, default 10, at most 20). Prints a table with the ratio mesh-admission / null, and
+# for each saturation run the share of its core the server used and its CPU time per request (a
+# server below 100% was not the bottleneck, so its throughput understates it).
+# BENCH_ROUNDS (1 to 5, default 1) alternates the two servers that many times and prints medians;
+# BENCH_BODY sends another review (hack/samples/pod-small.json: 2.7 KB, one container).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
