@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::Endpoint;
-use crate::policy::object::{Namespace, Pod};
+use crate::policy::object::{Namespace, Pod, Text};
 
 /// Which objects the decoder may turn into views in the same pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,10 +113,10 @@ impl<'de> Visitor<'de> for ReviewSeed {
             kind: None,
             request: None,
         };
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key()? {
             match key.as_ref() {
-                "apiVersion" => review.api_version = map.next_value()?,
-                "kind" => review.kind = map.next_value()?,
+                "apiVersion" => review.api_version = optional_text(&mut map)?,
+                "kind" => review.kind = optional_text(&mut map)?,
                 "request" => review.request = map.next_value_seed(OptionalRequest(self.0))?,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -173,14 +173,14 @@ impl<'de> Visitor<'de> for RequestVisitor {
         let (mut uid, mut kind, mut operation) = (None, None, None);
         let (mut sub_resource, mut name, mut namespace, mut dry_run) = (None, None, None, None);
         let mut object = ObjectIn::Absent;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key()? {
             match key.as_ref() {
-                "uid" => uid = Some(map.next_value()?),
+                "uid" => uid = Some(map.next_value::<Text>()?.into_cow()),
                 "kind" => kind = Some(map.next_value::<GroupVersionKindIn<'de>>()?),
-                "subResource" => sub_resource = map.next_value()?,
-                "name" => name = map.next_value()?,
-                "namespace" => namespace = map.next_value()?,
-                "operation" => operation = Some(parse_operation(map.next_value()?)?),
+                "subResource" => sub_resource = optional_text(&mut map)?,
+                "name" => name = optional_text(&mut map)?,
+                "namespace" => namespace = optional_text(&mut map)?,
+                "operation" => operation = Some(parse_operation(map.next_value::<Text>()?.0)?),
                 "dryRun" => dry_run = map.next_value()?,
                 "object" => {
                     let view = match (self.0, &kind, &operation) {
@@ -217,6 +217,11 @@ impl<'de> Visitor<'de> for RequestVisitor {
             object,
         })
     }
+}
+
+/// The next value as an optional string, borrowed from the body where it can be.
+fn optional_text<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(map.next_value::<Option<Text<'de>>>()?.map(Text::into_cow))
 }
 
 /// Reads `operation` as a string first: serde_json's enum decoder reports a non-string value (`false`,
@@ -262,6 +267,17 @@ mod tests {
             request(kind_first, Typing::Raw).object,
             ObjectIn::Raw(_)
         ));
+    }
+
+    #[test]
+    fn strings_borrow_from_the_body_and_escaped_keys_still_match() {
+        let body = r#"{"apiVersion":"admission.k8s.io/v1","request":{"uid":"u-1","kind":{"kind":"Pod"},"\u006eame":"p","namespace":"ns","operation":"DELETE"}}"#;
+        let review = ReviewIn::decode(body, Typing::Raw).unwrap();
+        assert!(matches!(review.api_version, Some(Cow::Borrowed(_))));
+        let r = review.request.unwrap();
+        assert!(matches!(r.uid, Cow::Borrowed("u-1")));
+        assert!(matches!(r.namespace, Some(Cow::Borrowed("ns"))));
+        assert_eq!(r.name.as_deref(), Some("p"));
     }
 
     #[test]
