@@ -183,7 +183,7 @@ def main():
           f"load on CPU {LOAD_CPU}, {SECONDS} s per run, "
           f"median of {ROUNDS} round(s), body {os.path.getsize(BODY)} bytes")
     print(f"| {'measure':40} | {'mesh-admission':>14} | {'null webhook':>12} | {'ratio':>6} |")
-    print(f"|{'-' * 42}|{'-' * 16}:|{'-' * 14}:|{'-' * 7}:|")
+    print(f"|{'-' * 42}|{'-' * 15}:|{'-' * 13}:|{'-' * 7}:|")
     for label, m, n in rows:
         print(f"| {label:40} | {m:14,.1f} | {n:12,.1f} | {m / n if n else float('nan'):6.2f} |")
     failed = sum(r["failed"] + r["latency"].get("failed", 0) for r in meshes + nulls)
