@@ -101,7 +101,7 @@ pub enum CertError {
     InvalidName { what: &'static str, value: String },
 
     /// The output directory could not be created.
-    #[error("cannot create directory {}: {source}", path.display())]
+    #[error("cannot create directory {}", path.display())]
     CreateDir {
         path: PathBuf,
         #[source]
@@ -117,7 +117,7 @@ pub enum CertError {
     IncompletePair { present: PathBuf, missing: PathBuf },
 
     /// An existing file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -125,7 +125,7 @@ pub enum CertError {
     },
 
     /// An existing CA certificate or key could not be parsed.
-    #[error("cannot parse {}: {source}", path.display())]
+    #[error("cannot parse {}", path.display())]
     Parse {
         path: PathBuf,
         #[source]
@@ -141,7 +141,7 @@ pub enum CertError {
     },
 
     /// rcgen failed to generate a key or sign a certificate.
-    #[error("cannot generate {}: {source}", path.display())]
+    #[error("cannot generate {}", path.display())]
     Generate {
         path: PathBuf,
         #[source]
@@ -149,7 +149,7 @@ pub enum CertError {
     },
 
     /// A file could not be written.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}", path.display())]
     Write {
         path: PathBuf,
         #[source]

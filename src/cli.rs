@@ -67,17 +67,31 @@ pub struct WebhookConfigArgs {
 pub enum ReviewOutput {
     /// The mutated objects as a YAML stream, one document per object.
     Object,
-    /// One JSON line per object with its JSON Patch.
+    /// One JSON line per object with its JSON Patch (none for a denied object).
     Patch,
     /// One JSON line per object with the AdmissionReview replies of /mutate and /validate.
     Review,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Input: YAML or JSON, multi-document, List kinds flattened. A workload (Deployment, StatefulSet,
+DaemonSet, ReplicaSet, Job, CronJob) is validated as itself, and its pod template (a
+ReplicationController's too) is shown as the Pods its controller will create. An AdmissionReview (a
+captured request) is reviewed as its request's object, namespace and operation.
+
+Exit status:
+  0  every object admitted (warnings go to stderr as `Warning: Kind ns/name: ...`)
+  1  some object denied (each on stderr as `denied: Kind ns/name: ...`)
+  2  unreadable input (with line and column), a document that is not a Kubernetes object,
+     an AdmissionReview without an object, or no objects at all (unless --allow-empty)")]
 pub struct ReviewArgs {
     /// YAML or JSON manifests (multi-document, List kinds too); `-` reads standard input.
     #[arg(short = 'f', long = "filename", default_value = "-")]
     pub file: String,
+    /// Succeed on input with no objects (by default that is exit 2, like `kubectl apply`).
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Namespace for objects that name none.
     #[arg(long, default_value = "default")]
     pub namespace: String,

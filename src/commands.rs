@@ -1,14 +1,16 @@
 //! The offline commands' I/O: read files, print results, choose exit codes. The work itself is in
 //! `review` and `webhook_config`.
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use crate::cli::{ReviewArgs, ReviewOutput, WebhookConfigArgs};
 use crate::config::Config;
-use crate::review::{self, ObjectReview};
+use crate::manifests::Manifests;
+use crate::review::{self, ObjectReview, Subject};
 use crate::webhook_config::{WebhookOptions, render_yaml};
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
@@ -42,8 +44,11 @@ pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
     Ok(render_yaml(&options)?)
 }
 
-/// `review`: exit 0 when everything is admitted, 1 when something is denied, 2 on unreadable input.
+/// `review`: exit 0 when everything is admitted, 1 when something is denied, 2 on unreadable input
+/// or no objects. Objects are read, reviewed and printed one document at a time, so memory is
+/// bounded by the largest document, not the input.
 pub fn review(args: &ReviewArgs) -> ExitCode {
+    let name = display_name(&args.file);
     let config = match load_config(args.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
@@ -51,25 +56,36 @@ pub fn review(args: &ReviewArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let text = match read_input(&args.file) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("mesh-admission: {error:#}");
-            return ExitCode::from(2);
+    let input: Box<dyn BufRead> = if args.file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match File::open(&args.file) {
+            Ok(file) => Box::new(BufReader::new(file)),
+            Err(error) => {
+                eprintln!("mesh-admission: cannot read {name}: {error}");
+                return ExitCode::from(2);
+            }
         }
     };
-    let objects = match review::parse_objects(&text) {
-        Ok(objects) => objects,
-        Err(error) => {
-            eprintln!("mesh-admission: {}: {error}", display_name(&args.file));
-            return ExitCode::from(2);
-        }
-    };
-    let mut out = std::io::stdout().lock();
+    let mut out = BufWriter::new(std::io::stdout().lock());
     let mut denied = false;
-    for (index, object) in objects.iter().enumerate() {
-        let uid = format!("review-{}", index + 1);
-        let result = review::review_object(object, &args.namespace, &config, &uid);
+    let mut objects = 0;
+    for document in Manifests::new(input) {
+        let subject = match document {
+            Ok(document) => Subject::from_document(document).map_err(anyhow::Error::new),
+            Err(error) => Err(anyhow::Error::new(error)),
+        };
+        let subject = match subject {
+            Ok(subject) => subject,
+            Err(error) => {
+                let _ = out.flush();
+                eprintln!("mesh-admission: {name}: {error:#}");
+                return ExitCode::from(2);
+            }
+        };
+        objects += 1;
+        let uid = format!("review-{objects}");
+        let result = review::review_subject(&subject, &args.namespace, &config, &uid);
         for warning in &result.warnings {
             eprintln!("Warning: {}: {warning}", describe(&result));
         }
@@ -77,10 +93,18 @@ pub fn review(args: &ReviewArgs) -> ExitCode {
             denied = true;
             eprintln!("denied: {}: {message}", describe(&result));
         }
-        if let Err(error) = print_result(&mut out, args.output, index, &result) {
+        if let Err(error) = print_result(&mut out, args.output, objects - 1, &result) {
             eprintln!("mesh-admission: cannot write output: {error}");
             return ExitCode::from(2);
         }
+    }
+    if let Err(error) = out.flush() {
+        eprintln!("mesh-admission: cannot write output: {error}");
+        return ExitCode::from(2);
+    }
+    if objects == 0 && !args.allow_empty {
+        eprintln!("mesh-admission: no objects in {name} (pass --allow-empty to accept that)");
+        return ExitCode::from(2);
     }
     if denied {
         ExitCode::from(1)
@@ -91,18 +115,6 @@ pub fn review(args: &ReviewArgs) -> ExitCode {
 
 fn display_name(file: &str) -> &str {
     if file == "-" { "<stdin>" } else { file }
-}
-
-fn read_input(file: &str) -> anyhow::Result<String> {
-    let mut text = String::new();
-    if file == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("cannot read standard input")?;
-    } else {
-        text = std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?;
-    }
-    Ok(text)
 }
 
 /// `Kind namespace/name`, as kubectl names objects.
@@ -126,11 +138,18 @@ fn print_result(
             }
             write!(out, "{}", serde_yaml::to_string(&r.mutated)?)?;
         }
+        // A denied object will not be stored, so it has no patch; the message says why.
         ReviewOutput::Patch => {
-            let line = serde_json::json!({
-                "kind": r.kind, "namespace": r.namespace, "name": r.name,
-                "allowed": r.denial.is_none(), "patch": r.patch,
-            });
+            let line = match &r.denial {
+                None => serde_json::json!({
+                    "kind": r.kind, "namespace": r.namespace, "name": r.name,
+                    "allowed": true, "patch": r.patch,
+                }),
+                Some(message) => serde_json::json!({
+                    "kind": r.kind, "namespace": r.namespace, "name": r.name,
+                    "allowed": false, "message": message,
+                }),
+            };
             writeln!(out, "{line}")?;
         }
         ReviewOutput::Review => {

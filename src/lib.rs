@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod manifests;
 pub mod metrics;
 pub mod policy;
 pub mod review;

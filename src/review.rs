@@ -3,84 +3,88 @@
 //! Each object goes through exactly the code the server runs (`admission::review`) inside an
 //! AdmissionReview built as the apiserver would build it. Workloads are validated as workloads, and
 //! their pod templates are mutated as the Pods their controllers will create, so the output shows
-//! what will run.
+//! what will run. An AdmissionReview in the input (a captured request) is reviewed as the object,
+//! namespace and operation of its request.
 
 use json_patch::jsonptr::{Pointer, PointerBuf};
 use json_patch::{
     AddOperation, CopyOperation, MoveOperation, PatchOperation, RemoveOperation, ReplaceOperation,
     TestOperation,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::admission::{self, Decision, Endpoint};
 use crate::config::Config;
 
-/// Input that cannot be read: exit code 2.
-#[derive(Debug, thiserror::Error)]
+/// One object to review, with what the apiserver would say about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subject {
+    pub object: Value,
+    /// The namespace the apiserver names in its request; else the object's, else the default.
+    pub namespace: Option<String>,
+    pub operation: String,
+    pub old_object: Value,
+}
+
+/// A document that cannot be reviewed as it stands: exit code 2.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum InputError {
-    /// Not YAML (or JSON), with the position serde_yaml reports.
-    #[error("line {line}, column {column}: {message}")]
-    Syntax {
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    /// A document that is not a Kubernetes object.
-    #[error("document {document}: {message}")]
-    NotAnObject { document: usize, message: String },
+pub enum SubjectError {
+    #[error("an AdmissionReview without a request (a reply?) has nothing to review")]
+    NoRequest,
+    #[error(
+        "the AdmissionReview's request (operation {operation}) has no object to review; \
+         the server admits such requests unchanged"
+    )]
+    NoObject { operation: String },
 }
 
-/// Splits a YAML or JSON stream into objects: `---`-separated documents, `List` items flattened,
-/// empty documents skipped.
-pub fn parse_objects(text: &str) -> Result<Vec<Value>, InputError> {
-    let mut objects = Vec::new();
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            InputError::Syntax {
-                line,
-                column,
-                message: e.to_string(),
-            }
-        })?;
-        flatten(value, index + 1, &mut objects)?;
+impl Subject {
+    /// An object as `kubectl apply` would create it.
+    pub fn create(object: Value) -> Self {
+        Self {
+            object,
+            namespace: None,
+            operation: "CREATE".into(),
+            old_object: Value::Null,
+        }
     }
-    Ok(objects)
-}
 
-fn flatten(value: Value, document: usize, out: &mut Vec<Value>) -> Result<(), InputError> {
-    match value {
-        Value::Null => Ok(()),
-        Value::Object(ref map)
-            if map
-                .get("kind")
+    /// What a document of the input stands for: itself, or for an AdmissionReview the object,
+    /// namespace and operation of its request.
+    pub fn from_document(document: Value) -> Result<Self, SubjectError> {
+        let is_review = document["kind"] == "AdmissionReview"
+            && document["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("admission.k8s.io/"));
+        if !is_review {
+            return Ok(Self::create(document));
+        }
+        let Value::Object(mut review) = document else {
+            return Err(SubjectError::NoRequest);
+        };
+        let Some(Value::Object(mut request)) = review.remove("request") else {
+            return Err(SubjectError::NoRequest);
+        };
+        let operation = request
+            .get("operation")
+            .and_then(Value::as_str)
+            .unwrap_or("CREATE")
+            .to_owned();
+        let object = match request.remove("object") {
+            Some(object @ Value::Object(_)) => object,
+            _ => return Err(SubjectError::NoObject { operation }),
+        };
+        Ok(Self {
+            object,
+            namespace: request
+                .get("namespace")
                 .and_then(Value::as_str)
-                .is_some_and(|k| k.ends_with("List"))
-                && map.get("items").is_some_and(Value::is_array) =>
-        {
-            if let Some(Value::Array(items)) = value.get("items").cloned() {
-                for item in items {
-                    flatten(item, document, out)?;
-                }
-            }
-            Ok(())
-        }
-        Value::Object(ref map)
-            if map.get("kind").is_some_and(Value::is_string)
-                && map.get("apiVersion").is_some_and(Value::is_string) =>
-        {
-            out.push(value);
-            Ok(())
-        }
-        _ => Err(InputError::NotAnObject {
-            document,
-            message: "not a Kubernetes object (a mapping with apiVersion and kind)".into(),
-        }),
+                .filter(|ns| !ns.is_empty())
+                .map(str::to_owned),
+            operation,
+            old_object: request.remove("oldObject").unwrap_or(Value::Null),
+        })
     }
 }
 
@@ -106,9 +110,9 @@ pub struct ObjectReview {
 /// Where a workload kind keeps its pod template.
 fn template_path(group: &str, kind: &str) -> Option<&'static [&'static str]> {
     match (group, kind) {
-        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") | ("batch", "Job") => {
-            Some(&["spec", "template"])
-        }
+        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch", "Job")
+        | ("", "ReplicationController") => Some(&["spec", "template"]),
         ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
         _ => None,
     }
@@ -116,16 +120,26 @@ fn template_path(group: &str, kind: &str) -> Option<&'static [&'static str]> {
 
 /// An AdmissionReview for `object` as kube-apiserver sends it on CREATE.
 pub fn admission_review(object: &Value, namespace: &str, uid: &str) -> Value {
+    request_review(object, "CREATE", &Value::Null, namespace, uid)
+}
+
+fn request_review(
+    object: &Value,
+    operation: &str,
+    old_object: &Value,
+    namespace: &str,
+    uid: &str,
+) -> Value {
     let (group, version, kind) = group_version_kind(object);
     let mut request = json!({
         "uid": uid,
         "kind": {"group": group, "version": version, "kind": kind},
         "resource": {"group": group, "version": version, "resource": format!("{}s", kind.to_lowercase())},
         "name": object["metadata"]["name"].as_str().unwrap_or(""),
-        "operation": "CREATE",
+        "operation": operation,
         "userInfo": {"username": "mesh-admission-review"},
         "object": object,
-        "oldObject": null,
+        "oldObject": old_object,
         "dryRun": true,
     });
     if kind != "Namespace" {
@@ -149,18 +163,38 @@ fn run(endpoint: Endpoint, review: &Value, cfg: &Config) -> Option<(Value, Decis
     Some((reply, outcome.decision))
 }
 
-/// Reviews one object: mutation first, then validation of the result, as the apiserver orders them.
+/// Reviews one object as `kubectl apply` creates it.
 pub fn review_object(
     object: &Value,
     default_namespace: &str,
     cfg: &Config,
     uid: &str,
 ) -> ObjectReview {
+    review_subject(
+        &Subject::create(object.clone()),
+        default_namespace,
+        cfg,
+        uid,
+    )
+}
+
+/// Reviews one subject: mutation first, then validation of the result, as the apiserver orders
+/// them. A denied object is reported with no patch: it will not be stored.
+pub fn review_subject(
+    subject: &Subject,
+    default_namespace: &str,
+    cfg: &Config,
+    uid: &str,
+) -> ObjectReview {
+    let object = &subject.object;
     let (group, _, kind) = group_version_kind(object);
-    let namespace = object["metadata"]["namespace"]
-        .as_str()
+    let namespace = subject
+        .namespace
+        .as_deref()
+        .or_else(|| object["metadata"]["namespace"].as_str())
         .unwrap_or(default_namespace)
         .to_owned();
+    let (operation, old_object) = (subject.operation.as_str(), &subject.old_object);
     let mut result = ObjectReview {
         kind: kind.to_owned(),
         namespace: if kind == "Namespace" {
@@ -181,9 +215,14 @@ pub fn review_object(
     let template = template_path(group, kind);
     let mutation_target = mutation_target(object);
     if let Some(target) = mutation_target {
+        // Whatever happens to a workload, its controller CREATEs the Pods.
+        let (operation, old_object) = match template {
+            Some(_) => ("CREATE", &Value::Null),
+            None => (operation, old_object),
+        };
         if let Some((reply, decision)) = run(
             Endpoint::Mutate,
-            &admission_review(&target, &namespace, uid),
+            &request_review(&target, operation, old_object, &namespace, uid),
             cfg,
         ) {
             if let Decision::Allowed { patch, warnings } = &decision {
@@ -212,7 +251,7 @@ pub fn review_object(
     };
     if let Some((reply, decision)) = run(
         Endpoint::Validate,
-        &admission_review(validated, &namespace, uid),
+        &request_review(validated, operation, old_object, &namespace, uid),
         cfg,
     ) {
         match decision {
@@ -228,6 +267,10 @@ pub fn review_object(
             }
         }
         result.validate_reply = Some(reply);
+    }
+    if result.denial.is_some() {
+        result.mutated = object.clone();
+        result.patch.clear();
     }
     result
 }
@@ -295,32 +338,6 @@ fn rebase(op: &PatchOperation, prefix: &Pointer) -> PatchOperation {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn documents_and_lists_are_flattened_in_order() {
-        let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: b}}\n";
-        let objects = parse_objects(text).unwrap();
-        let names: Vec<&str> = objects
-            .iter()
-            .map(|o| o["metadata"]["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["a", "p", "b"]);
-        let json = r#"{"apiVersion":"v1","kind":"PodList","items":[{"apiVersion":"v1","kind":"Pod","metadata":{"name":"q"}}]}"#;
-        assert_eq!(parse_objects(json).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn unreadable_input_names_line_and_column() {
-        let err = parse_objects("apiVersion: v1\nkind: Pod\nmetadata: {name: [\n").unwrap_err();
-        let InputError::Syntax { line, .. } = err else {
-            panic!("{err}")
-        };
-        assert!(line >= 3, "{line}");
-        assert!(matches!(
-            parse_objects("- just\n- a list\n"),
-            Err(InputError::NotAnObject { document: 1, .. })
-        ));
-    }
 
     #[test]
     fn a_workload_template_is_mutated_as_its_pods_would_be() {

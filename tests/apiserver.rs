@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use common::rules::{check_namespace, check_pod};
 use common::{Client, Protocol, Server, generate_certs, patch_of, review_for, temp_dir};
 use mesh_admission::config::Config;
-use mesh_admission::review::{is_workload, mutation_target, parse_objects};
+use mesh_admission::manifests::parse_objects;
+use mesh_admission::review::{is_workload, mutation_target};
 use serde_json::Value;
 
 fn corpus_dir() -> Option<PathBuf> {

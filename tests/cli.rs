@@ -10,7 +10,8 @@ use common::{Client, Protocol, Server, generate_certs, patch_of, temp_dir};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use mesh_admission::review::{admission_review, is_workload, mutation_target, parse_objects};
+use mesh_admission::manifests::parse_objects;
+use mesh_admission::review::{admission_review, is_workload, mutation_target};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -171,6 +172,134 @@ fn review_prints_mutated_objects_and_exits_by_verdict() {
     let (code, _, stderr) = review(&["-f", "/nonexistent.yaml"], "");
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent.yaml"));
+}
+
+fn sample(name: &str) -> String {
+    format!("{}/hack/samples/{name}.json", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn an_admission_review_in_the_input_is_reviewed_as_its_request() {
+    // The README's bad sample is refused, not passed as an object nobody knows.
+    let (code, stdout, stderr) = review(&["-f", &sample("helmrelease-bad"), "-o", "patch"], "");
+    assert_eq!(code, 1, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["kind"], "HelmRelease");
+    assert_eq!(line["allowed"], false);
+    assert!(
+        line.get("patch").is_none(),
+        "a denied object has no patch: {line}"
+    );
+    assert!(
+        line["message"]
+            .as_str()
+            .unwrap()
+            .contains("servicemesh.bigbang.dev/port")
+    );
+    assert!(
+        stderr.contains("denied: HelmRelease payments/podinfo: "),
+        "{stderr}"
+    );
+
+    // The Pod sample gets its patch, in the request's namespace.
+    let (code, stdout, stderr) = review(&["-f", &sample("pod"), "-o", "patch"], "");
+    assert_eq!(code, 0, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (line["kind"].as_str(), line["namespace"].as_str()),
+        (Some("Pod"), Some("payments"))
+    );
+    assert_eq!(line["patch"].as_array().map(Vec::len), Some(5), "{line}");
+
+    // The request's operation counts: Pods are mutated only on CREATE.
+    let mut update: Value =
+        serde_json::from_str(&std::fs::read_to_string(sample("pod")).unwrap()).unwrap();
+    update["request"]["operation"] = "UPDATE".into();
+    let (code, stdout, _) = review(&["-o", "patch"], &update.to_string());
+    assert_eq!(code, 0);
+    let line: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(line["patch"], serde_json::json!([]));
+
+    // Nothing to review is said, never passed silently.
+    for (review_json, needle) in [
+        (
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u","allowed":true}}"#,
+            "without a request",
+        ),
+        (
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":"DELETE","object":null}}"#,
+            "operation DELETE",
+        ),
+    ] {
+        let (code, stdout, stderr) = review(&[], review_json);
+        assert_eq!(code, 2, "{review_json}");
+        assert!(stdout.is_empty());
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}
+
+#[test]
+fn empty_input_is_an_error_unless_allowed() {
+    for input in ["", "\n", "# kustomize built nothing\n", "---\n...\n"] {
+        let (code, stdout, stderr) = review(&[], input);
+        assert_eq!(code, 2, "{input:?}");
+        assert!(stdout.is_empty());
+        assert!(stderr.contains("no objects in <stdin>"), "{stderr}");
+        let (code, stdout, stderr) = review(&["--allow-empty"], input);
+        assert_eq!((code, stdout.as_str()), (0, ""), "{input:?}: {stderr}");
+    }
+}
+
+#[test]
+fn review_help_gives_the_exit_codes() {
+    let out = Command::new(common::bin())
+        .args(["review", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "Exit status:",
+        "0  every object admitted",
+        "1  some object denied",
+        "2  unreadable input",
+        "--allow-empty",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
+}
+
+#[test]
+fn a_replication_controller_template_is_shown_as_its_pods() {
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: web, namespace: shop}\nspec:\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web}]}\n";
+    let (code, stdout, stderr) = review(&[], rc);
+    assert_eq!(code, 0, "{stderr}");
+    let object: Value = serde_yaml::from_str(&stdout).unwrap();
+    let template = &object["spec"]["template"];
+    assert_eq!(
+        template["metadata"]["labels"]["spire-managed-identity"],
+        "true"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["inject.istio.io/templates"],
+        "sidecar,spire"
+    );
+    assert_eq!(template["spec"]["volumes"][0]["name"], "workload-socket");
+}
+
+#[test]
+fn a_yaml_error_names_its_position_once() {
+    let (code, _, stderr) = review(
+        &[],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\nmetadata:\n  name: x\n   bad: 1\n",
+    );
+    assert_eq!(code, 2);
+    let line = stderr.lines().next().unwrap();
+    assert!(
+        line.starts_with("mesh-admission: <stdin>: line 7, column "),
+        "{line}"
+    );
+    assert_eq!(line.matches("line").count(), 1, "{line}");
+    assert_eq!(line.matches(": ").count(), 3, "{line}");
 }
 
 #[test]

@@ -405,6 +405,83 @@ async fn an_http2_stream_past_its_deadline_fails_alone() {
 }
 
 #[tokio::test]
+async fn an_early_http2_answer_lets_the_client_finish_its_body() {
+    let dir = temp_dir("early-h2");
+    let certs = certs(&dir);
+    let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
+    let mut client = Client::handshake(connect(server.addr, &certs.ca_cert, &[H2]).await).await;
+    let Client::H2(send) = &mut client else {
+        panic!("expected h2")
+    };
+    // `/hello` takes GET only, so the server answers 405 before it has read the body.
+    let (mut sender, body) =
+        http_body_util::channel::Channel::<_, std::convert::Infallible>::new(1);
+    let request = Request::post(format!("https://{SERVER_NAME}/hello"))
+        .body(http_body_util::BodyExt::boxed(body))
+        .unwrap();
+    send.ready().await.unwrap();
+    let response = send.send_request(request);
+    sender
+        .send_data(axum::body::Bytes::from_static(b"first part"))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    // The stream is not reset under a client that is still sending: the rest of its body goes out,
+    // and then the answer ends cleanly.
+    for _ in 0..3 {
+        sender
+            .send_data(axum::body::Bytes::from(vec![b'x'; 64 * 1024]))
+            .await
+            .expect("the server still reads the body");
+    }
+    drop(sender);
+    let answer = tokio::time::timeout(
+        Duration::from_secs(5),
+        http_body_util::BodyExt::collect(response.into_body()),
+    )
+    .await
+    .expect("the answer ends")
+    .expect("the answer ends without a reset");
+    // The test app's 405 has no body; what matters is that it ended without a reset.
+    assert!(answer.to_bytes().is_empty());
+    assert_eq!(client.get("/hello").await.unwrap().0, 200);
+
+    server.shutdown.cancel();
+    server.handle.await.unwrap();
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn an_http2_connection_accepted_before_the_listener_closed_gets_its_first_answer() {
+    let dir = temp_dir("settle-h2");
+    let certs = certs(&dir);
+    let opts = fast_options();
+    let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, opts).await;
+    server.shutdown.cancel();
+    // TLS is done within the grace period; the HTTP/2 preface and the first request only come
+    // after the listener has closed and the drain has begun.
+    tokio::time::sleep(opts.shutdown_grace / 2).await;
+    let tls = connect(server.addr, &certs.ca_cert, &[H2]).await;
+    tokio::time::sleep(opts.shutdown_grace + Duration::from_millis(300)).await;
+    let mut client = Client::handshake(tls).await;
+    let (status, version, body) = client.get("/hello").await.expect("answered");
+    assert_eq!(
+        (status, version, body.as_str()),
+        (200, Version::HTTP_2, "hello")
+    );
+    let report = tokio::time::timeout(Duration::from_secs(5), server.handle)
+        .await
+        .expect("serve returned")
+        .unwrap();
+    assert!(report.drained, "{report:?}");
+    fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
 async fn shutdown_finishes_in_flight_requests_then_returns() {
     let dir = temp_dir("drain");
     let certs = certs(&dir);

@@ -105,13 +105,14 @@ async fn bad_input_gets_the_contract_status_codes() {
     for (method, uri, body, want) in cases {
         let (status, reply) = send(app.clone(), method.clone(), uri, body).await;
         assert_eq!(status, want, "{method} {uri}");
-        if want == StatusCode::BAD_REQUEST {
-            let error: Value = serde_json::from_slice(&reply).expect("400 bodies are JSON");
-            assert!(
-                error["error"].as_str().is_some_and(|e| !e.contains('\n')),
-                "{error}"
-            );
-        }
+        // Every error has the same shape: one line of JSON with an "error" string.
+        let error: Value = serde_json::from_slice(&reply)
+            .unwrap_or_else(|e| panic!("{method} {uri}: {e}: {reply:?}"));
+        assert!(
+            error["error"].as_str().is_some_and(|e| !e.contains('\n')),
+            "{error}"
+        );
+        assert!(!reply.contains(&b'\n'), "{method} {uri}: {reply:?}");
     }
     // The server is unaffected: a good review right after is answered.
     let (status, reply) = send(app, Method::POST, "/mutate?timeout=5s", namespace_review()).await;
@@ -136,8 +137,13 @@ async fn a_body_just_under_the_limit_is_read() {
     let (status, _) = send(app.clone(), Method::POST, "/mutate", review.clone()).await;
     assert_eq!(status, StatusCode::OK);
     review.push(' ');
-    let (status, _) = send(app, Method::POST, "/mutate", review).await;
+    let (status, reply) = send(app, Method::POST, "/mutate", review).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = serde_json::from_slice(&reply).expect("413 bodies are JSON");
+    assert_eq!(
+        error["error"],
+        "request body larger than the limit of 65536 bytes"
+    );
 }
 
 #[tokio::test]

@@ -178,11 +178,18 @@ async fn bad_input_is_answered_and_the_server_keeps_serving() {
     let mut client = Client::connect(server.addr, &ca, Protocol::Http2)
         .await
         .unwrap();
-    let (status, _) = client
+    let (status, body) = client
         .request("POST", "/mutate", vec![b' '; 9 * 1024 * 1024])
         .await
         .unwrap();
     assert_eq!(status, 413);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["error"],
+        "request body larger than the limit of 8388608 bytes"
+    );
+    // The connection is still good for the next review.
+    let reply = client.review("mutate", &sample("pod")).await;
+    assert_eq!(reply["response"]["patchType"], "JSONPatch");
     let mut client = Client::connect(server.addr, &ca, Protocol::Http1)
         .await
         .unwrap();
@@ -606,4 +613,65 @@ async fn validation_denials_and_warnings_reach_the_apiserver_as_it_expects() {
             .await["response"]["allowed"],
         true
     );
+}
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_colour_codes() {
+    use std::io::BufRead;
+    let dir = temp_dir("text-logs");
+    generate_certs(&dir);
+    let mut child = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let line = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find(|line| line.contains("listening"));
+    child.kill().ok();
+    child.wait().ok();
+    let line = line.expect("the server logs where it listens");
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+}
+
+#[test]
+fn a_missing_certificate_is_reported_once_with_what_to_do() {
+    let dir = temp_dir("missing-cert");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("--dev-certs"), "{stderr}");
+    assert!(stderr.contains("mesh-admission certs"), "{stderr}");
 }

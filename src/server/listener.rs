@@ -16,13 +16,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, Version, header};
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -31,11 +30,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::body::{AfterRequest, DeadlineBody, SharedBody};
 use super::streams::{StreamQueue, WithStreams};
 use super::tls::ALPN_H2;
 use super::unvectored::Unvectored;
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Pause after an accept error that is not about one connection (EMFILE, ENFILE, ENOBUFS): retrying
 /// at once would spin on the same error while other tasks release descriptors.
@@ -43,14 +41,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// HTTP/2 pings find peers that vanished without a FIN, which would otherwise hold a task forever.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// After the listener closes, how long HTTP/1 connections accepted just before get to send their
-/// first request before the drain starts: hyper closes a connection that has not read a request yet
-/// at once, and a request already on its way would then be lost.
-const H1_SETTLE: Duration = Duration::from_millis(250);
-
-/// After a complete drain, how long connection tasks that already released their connection get to
-/// return before they are counted as aborted.
-const REAP_AFTER_DRAIN: Duration = Duration::from_secs(1);
+/// Once the drain starts, how long a connection that has not started its first request yet gets to
+/// do so before it is asked to finish. hyper ends such a connection at once (HTTP/1 before a request
+/// head, HTTP/2 before its handshake is complete), and the request its client is sending would be
+/// lost, although the connection was accepted.
+const FIRST_REQUEST_SETTLE: Duration = Duration::from_secs(1);
 
 /// Timing of one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +90,8 @@ pub struct ServeReport {
     /// Connections still open at the drain timeout, closed forcibly.
     pub aborted: usize,
 }
+
+type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Why a server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +152,7 @@ async fn serve(
 
     let mut connections = Connections {
         server: Arc::new(ConnectionServer::new(transport, app, &opts)),
-        graceful: GracefulShutdown::new(),
+        drain: CancellationToken::new(),
         tasks: JoinSet::new(),
         report: ServeReport::default(),
     };
@@ -167,19 +164,15 @@ async fn serve(
     connections
         .accept_until(&listener, tokio::time::sleep(opts.shutdown_grace))
         .await;
-    drop(listener);
-    if connections.graceful.count() > 0 {
-        connections
-            .accept_until_closed(tokio::time::sleep(H1_SETTLE))
-            .await;
-    }
+    connections.accept_backlog(listener);
     Ok(connections.drain(local, opts.drain_timeout).await)
 }
 
 /// The connections of one listener, from accept to drain.
 struct Connections {
     server: Arc<ConnectionServer>,
-    graceful: GracefulShutdown,
+    /// Cancelled when every connection is asked to finish.
+    drain: CancellationToken,
     tasks: JoinSet<ConnectionOutcome>,
     report: ServeReport,
 }
@@ -197,28 +190,38 @@ impl Connections {
         }
     }
 
-    /// Like [`Self::accept_until`] with the listener gone: only reaps finished connections.
-    async fn accept_until_closed(&mut self, stop: impl Future<Output = ()>) {
-        let mut stop = pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => return,
-                Some(joined) = self.tasks.join_next() => self.reap(joined),
+    /// Accepts what the kernel has already accepted for us, then closes the listener: those
+    /// clients consider themselves connected, and closing the listener would reset them.
+    fn accept_backlog(&mut self, listener: TcpListener) {
+        let listener = match listener.into_std() {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::debug!(%error, "cannot take the listener's backlog");
+                return;
+            }
+        };
+        // The socket is still non-blocking, so this ends with WouldBlock once the backlog is empty.
+        while let Ok((stream, peer)) = listener.accept() {
+            let accepted = stream
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(stream))
+                .map(|stream| (stream, peer));
+            if let Ok(accepted) = accepted {
+                self.spawn(accepted);
             }
         }
     }
 
+    fn spawn(&mut self, (stream, peer): (TcpStream, SocketAddr)) {
+        self.report.connections += 1;
+        let (server, drain) = (self.server.clone(), self.drain.clone());
+        self.tasks
+            .spawn(async move { server.serve(stream, peer, drain).await });
+    }
+
     async fn accept(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>) {
         match accepted {
-            Ok((stream, peer)) => {
-                self.report.connections += 1;
-                // The watcher is taken before the task starts so a drain also waits for
-                // connections that are still in their TLS handshake.
-                let watcher = self.graceful.watcher();
-                let server = self.server.clone();
-                self.tasks
-                    .spawn(async move { server.serve(stream, peer, watcher).await });
-            }
+            Ok(accepted) => self.spawn(accepted),
             Err(error) if is_connection_error(&error) => {
                 tracing::debug!(%error, "connection failed before it was accepted");
             }
@@ -242,26 +245,19 @@ impl Connections {
     }
 
     /// Asks every connection to finish (h1: `Connection: close` after the current response, h2:
-    /// GOAWAY) and waits up to `timeout` before closing the rest forcibly.
+    /// GOAWAY; see [`FIRST_REQUEST_SETTLE`] for connections that have not started a request) and
+    /// waits up to `timeout` before closing the rest forcibly.
     async fn drain(mut self, local: SocketAddr, timeout: Duration) -> ServeReport {
-        tracing::info!(%local, open = self.graceful.count(), "listener closed, draining connections");
-        let graceful = std::mem::take(&mut self.graceful);
-        self.report.drained = tokio::time::timeout(timeout, graceful.shutdown())
-            .await
-            .is_ok();
-        // Every task drops its watcher just before it returns, so after a complete drain the last
-        // ones may still be finishing: wait for them rather than count them as aborted.
-        let reap_until = Instant::now()
-            + if self.report.drained {
-                REAP_AFTER_DRAIN
-            } else {
-                Duration::ZERO
-            };
-        while let Ok(Some(joined)) =
-            tokio::time::timeout_at(reap_until, self.tasks.join_next()).await
-        {
-            self.reap(joined);
-        }
+        tracing::info!(%local, open = self.tasks.len(), "listener closed, draining connections");
+        self.drain.cancel();
+        let deadline = Instant::now() + timeout;
+        self.report.drained = loop {
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(joined)) => self.reap(joined),
+                Ok(None) => break true,
+                Err(_elapsed) => break false,
+            }
+        };
         self.report.aborted = self.tasks.len();
         if self.report.aborted > 0 {
             tracing::warn!(%local, aborted = self.report.aborted, "drain timeout reached, closing remaining connections");
@@ -336,13 +332,13 @@ impl ConnectionServer {
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-        watcher: Watcher,
+        drain: CancellationToken,
     ) -> ConnectionOutcome {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
         }
         match &self.transport {
-            Transport::Plain => self.serve_http(stream, false, peer, watcher).await,
+            Transport::Plain => self.serve_http(stream, false, peer, drain).await,
             Transport::Tls(acceptor) => {
                 let stream =
                     match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream))
@@ -360,7 +356,7 @@ impl ConnectionServer {
                     };
                 // RFC 9113 §3.2: over TLS, HTTP/2 is only spoken when ALPN selected it.
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-                self.serve_http(stream, h2, peer, watcher).await
+                self.serve_http(stream, h2, peer, drain).await
             }
         }
     }
@@ -370,23 +366,27 @@ impl ConnectionServer {
         io: I,
         h2: bool,
         peer: SocketAddr,
-        watcher: Watcher,
+        drain: CancellationToken,
     ) -> ConnectionOutcome
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let app = self.app.clone();
         let deadline = self.request_deadline;
+        let first_request = CancellationToken::new();
+        let finish = finish_requested(drain, first_request.clone());
         let result = if h2 {
             // Streams are multiplexed, so there is no connection-wide "between requests": each
             // stream's body deadline starts when its headers arrive.
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                first_request.cancel();
                 handle(app.clone(), request, deadline, None, None)
             });
             let queue = StreamQueue::default();
             let connection =
                 Self::http2(queue.clone()).serve_connection(TokioIo::new(Unvectored(io)), service);
-            WithStreams::new(watcher.watch(connection), queue)
+            let connection = until_finish(connection, finish, |c| c.graceful_shutdown());
+            WithStreams::new(connection, queue)
                 .await
                 .map_err(BoxError::from)
         } else {
@@ -394,6 +394,7 @@ impl ConnectionServer {
             let closing = self.closing.clone();
             let io = DeadlineIo::new(io, clock.clone(), deadline, self.idle_timeout);
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                first_request.cancel();
                 handle(
                     app.clone(),
                     request,
@@ -403,13 +404,38 @@ impl ConnectionServer {
                 )
             });
             let connection = self.http1.serve_connection(TokioIo::new(io), service);
-            watcher.watch(connection).await
+            until_finish(connection, finish, |c| c.graceful_shutdown()).await
         };
         if let Err(error) = result {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
         ConnectionOutcome::Served
     }
+}
+
+/// Resolves when a connection should be asked to finish: once the server drains, and the
+/// connection has started its first request or [`FIRST_REQUEST_SETTLE`] has passed.
+async fn finish_requested(drain: CancellationToken, first_request: CancellationToken) {
+    drain.cancelled().await;
+    let _ = tokio::time::timeout(FIRST_REQUEST_SETTLE, first_request.cancelled()).await;
+}
+
+/// Drives `connection` to its end, asking it to finish gracefully once `finish` resolves.
+async fn until_finish<C, E>(
+    connection: C,
+    finish: impl Future<Output = ()>,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    let mut connection = pin!(connection);
+    tokio::select! {
+        biased;
+        result = connection.as_mut() => return result,
+        () = finish => graceful_shutdown(connection.as_mut()),
+    }
+    connection.await
 }
 
 /// Runs one request through `app` with its body on a deadline counted from the request's first
@@ -426,8 +452,19 @@ async fn handle(
         .as_ref()
         .map_or_else(Instant::now, |clock| clock.begin_request());
     let expired = Arc::new(AtomicBool::new(false));
-    let request =
-        request.map(|body| DeadlineBody::new(body, first_byte + deadline, expired.clone()));
+    let (parts, body) = request.into_parts();
+    let body = DeadlineBody::new(body, first_byte + deadline, expired.clone());
+    // Over HTTP/2 the answer keeps the request's stream open until its body is read (see `body`);
+    // HTTP/1 needs no help, hyper reads or closes what a handler left.
+    let (request, unread) = if http1 {
+        (Request::from_parts(parts, Body::new(body)), None)
+    } else {
+        let shared = SharedBody::new(body);
+        (
+            Request::from_parts(parts, Body::new(shared.clone())),
+            Some(shared),
+        )
+    };
     let response = app.oneshot(request).await;
     if let Some(clock) = clock {
         clock.end_request();
@@ -441,83 +478,31 @@ async fn handle(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    Ok(response)
+    Ok(match unread {
+        Some(unread) if !unread.is_end_stream() => {
+            response.map(|answer| Body::new(AfterRequest::new(answer, unread)))
+        }
+        _ => response,
+    })
 }
 
 /// The answer once a body missed its deadline, whatever the handler made of the error it got.
 /// On HTTP/1 `Connection: close` makes hyper close the connection after writing it: the rest of
 /// the late body is still in flight, and the connection cannot be reused after it.
 fn request_timeout(http1: bool) -> Response<Body> {
-    let mut response = Response::new(Body::from("request not complete within the deadline\n"));
+    let mut response = Response::new(Body::from(
+        "{\"error\":\"request not complete within the deadline\"}",
+    ));
     *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if http1 {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-/// The request body did not arrive completely before the request's deadline.
-#[derive(Debug, thiserror::Error)]
-#[error("request body not complete within the deadline")]
-pub struct RequestDeadlineExceeded;
-
-/// A request body that fails with [`RequestDeadlineExceeded`] once its deadline passes, so a handler
-/// collecting it gets an error instead of waiting on a client that trickles bytes.
-pub struct DeadlineBody<B> {
-    inner: B,
-    deadline: Pin<Box<Sleep>>,
-    expired: Arc<AtomicBool>,
-}
-
-impl<B> DeadlineBody<B> {
-    /// `expired` is set when the deadline fires, so the caller can tell this apart from other errors.
-    pub fn new(inner: B, deadline: Instant, expired: Arc<AtomicBool>) -> Self {
-        Self {
-            inner,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            expired,
-        }
-    }
-}
-
-impl<B> HttpBody for DeadlineBody<B>
-where
-    B: HttpBody<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        if this.expired.load(Ordering::Acquire) {
-            return Poll::Ready(None);
-        }
-        // Bytes that already arrived are handed out even past the deadline: only waiting is cut off.
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    this.expired.store(true, Ordering::Release);
-                    Poll::Ready(Some(Err(Box::new(RequestDeadlineExceeded))))
-                }
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// Where an HTTP/1 connection stands between its requests, shared by its [`DeadlineIo`] (which

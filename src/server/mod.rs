@@ -1,6 +1,7 @@
 //! The shell: the HTTPS admission port and the plain-HTTP admin port, certificate reloading, and the
 //! shutdown sequence of DESIGN.md section 3.
 
+mod body;
 pub mod listener;
 pub mod routes;
 mod streams;
@@ -21,7 +22,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use listener::ServeOptions;
 use routes::{AppState, Health, admin_router, webhook_router};
-use tls::{CertificateResolver, ReloadEvent};
+use tls::{CertificateResolver, ReloadEvent, TlsError};
 
 /// `mesh-admission serve`: runs until SIGTERM/SIGINT has drained the server.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -40,10 +41,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(dir = %dir.display(), "generated development certificates");
         }
     }
-    let resolver = Arc::new(
-        CertificateResolver::from_files(&args.tls_cert, &args.tls_key)
-            .context("cannot load the serving certificate")?,
-    );
+    let resolver = match CertificateResolver::from_files(&args.tls_cert, &args.tls_key) {
+        Ok(resolver) => Arc::new(resolver),
+        Err(error @ TlsError::Read { .. }) if !args.dev_certs => {
+            return Err(anyhow::Error::new(error).context(
+                "cannot load the serving certificate (generate one with `mesh-admission certs`, \
+                 or start with --dev-certs to have development certificates generated)",
+            ));
+        }
+        Err(error) => {
+            return Err(anyhow::Error::new(error).context("cannot load the serving certificate"));
+        }
+    };
     let tls_config = tls::server_config(resolver.clone(), args.client_ca.as_deref())?;
 
     let metrics = Arc::new(Metrics::new());

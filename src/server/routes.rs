@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,8 @@ pub fn webhook_router(state: AppState) -> Router {
         .route("/validate", post(validate))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
@@ -66,16 +69,49 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
 }
 
-async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
-    answer(Endpoint::Mutate, &state, &body)
+async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    match body {
+        Ok(body) => answer(Endpoint::Mutate, &state, &body),
+        Err(rejection) => body_error(Endpoint::Mutate, &state, &rejection),
+    }
 }
 
-async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
-    answer(Endpoint::Validate, &state, &body)
+async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
+    match body {
+        Ok(body) => answer(Endpoint::Validate, &state, &body),
+        Err(rejection) => body_error(Endpoint::Validate, &state, &rejection),
+    }
+}
+
+/// A body that could not be read (over the limit: 413; cut off: 400), answered like the other
+/// errors so that clients parse one shape.
+fn body_error(endpoint: Endpoint, state: &AppState, rejection: &BytesRejection) -> Response {
+    let message = match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "request body larger than the limit of {} bytes",
+            state.config.max_body_bytes
+        ),
+        _ => rejection.body_text(),
+    };
+    tracing::warn!(endpoint = endpoint.as_str(), %message, "request body could not be read");
+    state
+        .metrics
+        .count_request(endpoint, "other", "unknown", ResultClass::Error);
+    json_error(rejection.status(), &message)
+}
+
+async fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn method_not_allowed() -> Response {
+    json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
 async fn healthz() -> &'static str {

@@ -36,7 +36,7 @@ const MAX_PEM_BYTES: u64 = 1024 * 1024;
 #[non_exhaustive]
 pub enum TlsError {
     /// The file could not be opened or read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
         #[source]
@@ -48,7 +48,7 @@ pub enum TlsError {
     TooLarge { path: PathBuf },
 
     /// A PEM section in the certificate file is malformed.
-    #[error("cannot parse certificates in {}: {source}", path.display())]
+    #[error("cannot parse certificates in {}", path.display())]
     ParseCert {
         path: PathBuf,
         #[source]
@@ -64,7 +64,7 @@ pub enum TlsError {
     NoKey { path: PathBuf },
 
     /// The private key PEM is malformed.
-    #[error("cannot parse private key in {}: {source}", path.display())]
+    #[error("cannot parse private key in {}", path.display())]
     ParseKey {
         path: PathBuf,
         #[source]
@@ -72,7 +72,7 @@ pub enum TlsError {
     },
 
     /// The private key is of a type or curve the ring provider cannot sign with.
-    #[error("unsupported private key in {}: {source}", path.display())]
+    #[error("unsupported private key in {}", path.display())]
     UnsupportedKey {
         path: PathBuf,
         #[source]
@@ -80,7 +80,7 @@ pub enum TlsError {
     },
 
     /// The leaf certificate is not valid X.509.
-    #[error("invalid certificate in {}: {source}", path.display())]
+    #[error("invalid certificate in {}", path.display())]
     BadCertificate {
         path: PathBuf,
         #[source]
@@ -92,7 +92,7 @@ pub enum TlsError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
 
     /// A certificate in the client CA file cannot be used as a trust anchor.
-    #[error("cannot use {} as client CA: {source}", path.display())]
+    #[error("cannot use {} as client CA", path.display())]
     ClientCa {
         path: PathBuf,
         #[source]
@@ -100,7 +100,7 @@ pub enum TlsError {
     },
 
     /// The client certificate verifier could not be built from the client CA file.
-    #[error("cannot build client verifier from {}: {source}", path.display())]
+    #[error("cannot build client verifier from {}", path.display())]
     ClientVerifier {
         path: PathBuf,
         #[source]
@@ -108,8 +108,20 @@ pub enum TlsError {
     },
 
     /// The ring provider rejected the protocol versions we ask for.
-    #[error("cannot configure TLS versions: {0}")]
+    #[error("cannot configure TLS versions")]
     Versions(#[source] rustls::Error),
+}
+
+/// `error: cause: cause`, on one line, for logs and reload events.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 /// Serves whatever pair was stored last; handshakes never wait for a reload.
@@ -350,7 +362,7 @@ impl CertReloader {
                 Some(ReloadEvent::Reloaded)
             }
             Err(error) => {
-                let reason = error.to_string();
+                let reason = with_causes(&error);
                 tracing::warn!(%reason, "keeping the previous TLS certificate");
                 Some(ReloadEvent::Failed(reason))
             }
