@@ -41,10 +41,15 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// HTTP/2 pings find peers that vanished without a FIN, which would otherwise hold a task forever.
 const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the listener closes, how long requests already under way get before any connection is
+/// asked to finish. A GOAWAY in the middle of a stream is legal, but some clients mishandle it
+/// (python-h2 refuses the PING that follows it), and most of these requests end within it.
+const DRAIN_SETTLE: Duration = Duration::from_millis(250);
 /// Once the drain starts, how long a connection that has not started its first request yet gets to
-/// do so before it is asked to finish. hyper ends such a connection at once (HTTP/1 before a request
-/// head, HTTP/2 before its handshake is complete), and the request its client is sending would be
-/// lost, although the connection was accepted.
+/// do so before it is asked to finish: hyper closes an HTTP/1 connection waiting for its first
+/// request head at once, and an HTTP/2 client answers the GOAWAY's PING before it sends the request
+/// it is about to send, which the final GOAWAY then excludes. Either way a request would be lost on a
+/// connection that was accepted.
 const FIRST_REQUEST_SETTLE: Duration = Duration::from_secs(1);
 
 /// Timing of one server.
@@ -165,6 +170,9 @@ async fn serve(
         .accept_until(&listener, tokio::time::sleep(opts.shutdown_grace))
         .await;
     connections.accept_backlog(listener);
+    if !connections.tasks.is_empty() {
+        connections.reap_until(tokio::time::sleep(DRAIN_SETTLE)).await;
+    }
     Ok(connections.drain(local, opts.drain_timeout).await)
 }
 
@@ -185,6 +193,17 @@ impl Connections {
                 () = &mut stop => return,
                 accepted = listener.accept() => self.accept(accepted).await,
                 // Reaping as we go keeps the set from growing with every connection ever served.
+                Some(joined) = self.tasks.join_next() => self.reap(joined),
+            }
+        }
+    }
+
+    /// Like [`Self::accept_until`] with the listener gone: only reaps finished connections.
+    async fn reap_until(&mut self, stop: impl Future<Output = ()>) {
+        let mut stop = pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
                 Some(joined) = self.tasks.join_next() => self.reap(joined),
             }
         }
