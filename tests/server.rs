@@ -615,23 +615,25 @@ async fn validation_denials_and_warnings_reach_the_apiserver_as_it_expects() {
     );
 }
 
+/// `serve` on ephemeral ports with default (text) logs and the pair in `dir`.
+fn serve_with_pair_in(dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(common::bin());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"));
+    command
+}
+
 #[test]
 fn text_logs_to_a_pipe_carry_no_colour_codes() {
     use std::io::BufRead;
     let dir = temp_dir("text-logs");
     generate_certs(&dir);
-    let mut child = std::process::Command::new(common::bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
+    let mut child = serve_with_pair_in(&dir)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -650,20 +652,7 @@ fn text_logs_to_a_pipe_carry_no_colour_codes() {
 #[test]
 fn a_missing_certificate_is_reported_once_with_what_to_do() {
     let dir = temp_dir("missing-cert");
-    let out = std::process::Command::new(common::bin())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"))
-        .output()
-        .unwrap();
+    let out = serve_with_pair_in(&dir).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
