@@ -61,6 +61,15 @@ pub struct WebhookConfigArgs {
     /// Configuration file whose excludedNamespaces and namespaceLabel the selectors use.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Register the webhooks by URL instead of by Service: `https://HOST[:PORT]`, the server's base
+    /// address (no path: /mutate and /validate are added), for a server outside the cluster and for
+    /// tests. Its certificate must be valid for HOST. --service then only names the configurations.
+    #[arg(
+        long,
+        value_name = "https://HOST:PORT",
+        value_parser = crate::webhook_config::parse_base_url
+    )]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -40,6 +40,7 @@ pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
             config.namespace_label.key.clone(),
             config.namespace_label.value.clone(),
         ),
+        url: args.url.clone(),
     };
     Ok(render_yaml(&options)?)
 }

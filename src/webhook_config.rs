@@ -2,6 +2,8 @@
 //! (DESIGN.md section 8), built from k8s-openapi types so the output is schema-valid by construction.
 //! The Helm chart renders the same selectors and rules; `hack/check-chart.sh` compares the two.
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
@@ -27,6 +29,9 @@ pub struct WebhookOptions {
     pub excluded_namespaces: Vec<String>,
     /// The label a namespace carries when its pods are injected.
     pub injection_label: (String, String),
+    /// `https://HOST[:PORT]` as [`parse_base_url`] returns it: register the webhooks by
+    /// `clientConfig.url` (this base plus `/mutate` or `/validate`) instead of by Service.
+    pub url: Option<String>,
 }
 
 impl WebhookOptions {
@@ -40,21 +45,130 @@ impl WebhookOptions {
     }
 
     fn client_config(&self, path: &str) -> WebhookClientConfig {
+        let (service, url) = match &self.url {
+            Some(base) => (None, Some(format!("{base}{path}"))),
+            None => (
+                Some(ServiceReference {
+                    name: self.service.clone(),
+                    namespace: self.namespace.clone(),
+                    path: Some(path.into()),
+                    port: Some(443),
+                }),
+                None,
+            ),
+        };
         WebhookClientConfig {
-            service: Some(ServiceReference {
-                name: self.service.clone(),
-                namespace: self.namespace.clone(),
-                path: Some(path.into()),
-                port: Some(443),
-            }),
+            service,
             ca_bundle: Some(ByteString(self.ca_bundle.clone())),
-            url: None,
+            url,
         }
     }
 
     fn webhook_name(&self, purpose: &str) -> String {
         format!("{purpose}.{}.{}.svc", self.service, self.namespace)
     }
+}
+
+/// Checks a `--url` value and returns it as `https://HOST[:PORT]`, without a trailing `/`.
+///
+/// The value is the server's base address: the endpoint paths are added to it, so it carries no path
+/// (a lone trailing `/` is dropped), query or fragment, and no user information (the apiserver refuses
+/// it). HOST is a DNS name, an IPv4 address or an IPv6 address in brackets; PORT, when given, is
+/// 1-65535 (443 otherwise, as for any https URL). The errors say what is wrong and what is expected.
+pub fn parse_base_url(value: &str) -> Result<String, String> {
+    const EXPECTED: &str = "expected https://HOST[:PORT], e.g. https://127.0.0.1:8443";
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return Err(format!("not a URL ({EXPECTED})"));
+    };
+    if !scheme.eq_ignore_ascii_case("https") {
+        return Err(format!(
+            "the scheme must be https, not {scheme:?}: the apiserver calls webhooks over TLS only"
+        ));
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if let Some(at) = authority.find(['/', '?', '#']) {
+        let what = match authority.as_bytes()[at] {
+            b'/' => "a path",
+            b'?' => "a query",
+            _ => "a fragment",
+        };
+        return Err(format!(
+            "{what} is not allowed ({:?}): the endpoint paths /mutate and /validate are added to \
+             the base URL ({EXPECTED})",
+            &authority[at..]
+        ));
+    }
+    if authority.contains('@') {
+        return Err(format!(
+            "user information is not allowed (the apiserver refuses it; {EXPECTED})"
+        ));
+    }
+    let (host, port) = split_host_port(authority)?;
+    if host.is_empty() {
+        return Err(format!("the host is missing ({EXPECTED})"));
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').unwrap_or(inner);
+        inner
+            .parse::<Ipv6Addr>()
+            .map_err(|_| format!("{host:?} is not an IPv6 address ({EXPECTED})"))?;
+    } else if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        host.parse::<Ipv4Addr>()
+            .map_err(|_| format!("{host:?} is not an IPv4 address ({EXPECTED})"))?;
+    } else if !is_dns_name(host) {
+        return Err(format!(
+            "{host:?} is not a host name (letters, digits, '-' and '.'), an IPv4 address or an \
+             IPv6 address in brackets ({EXPECTED})"
+        ));
+    }
+    Ok(match port {
+        Some(port) => format!("https://{host}:{port}"),
+        None => format!("https://{host}"),
+    })
+}
+
+/// `HOST[:PORT]` split in two, with PORT checked to be 1-65535.
+fn split_host_port(authority: &str) -> Result<(&str, Option<u16>), String> {
+    let colon = if authority.starts_with('[') {
+        // `[v6]` or `[v6]:port`: the port's colon comes right after the bracket.
+        match authority.find(']') {
+            Some(end) if authority[end + 1..].is_empty() => None,
+            Some(end) if authority[end + 1..].starts_with(':') => Some(end + 1),
+            _ => {
+                return Err(format!(
+                    "{authority:?} is not [IPv6] or [IPv6]:PORT (e.g. https://[::1]:8443)"
+                ));
+            }
+        }
+    } else {
+        authority.rfind(':')
+    };
+    let Some(colon) = colon else {
+        return Ok((authority, None));
+    };
+    let (host, port) = (&authority[..colon], &authority[colon + 1..]);
+    match port.parse::<u16>() {
+        Ok(number) if number > 0 && port.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok((host, Some(number)))
+        }
+        _ => Err(format!(
+            "the port must be a number 1-65535 (value {port:?})"
+        )),
+    }
+}
+
+/// One or more DNS labels (letters, digits and `-`, not at a label's ends, at most 63 each) joined by
+/// `.`, at most 253 in all.
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -203,4 +317,137 @@ pub fn render_yaml(opts: &WebhookOptions) -> Result<String, serde_yaml::Error> {
         serde_yaml::to_string(&mutating(opts))?,
         serde_yaml::to_string(&validating(opts))?
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(url: Option<&str>) -> WebhookOptions {
+        WebhookOptions {
+            service: "mesh-admission".into(),
+            namespace: "mesh-system".into(),
+            ca_bundle: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+            failure_policy: "Fail".into(),
+            excluded_namespaces: vec!["kube-system".into(), "istio-system".into()],
+            injection_label: ("istio-injection".into(), "enabled".into()),
+            url: url.map(|u| parse_base_url(u).unwrap()),
+        }
+    }
+
+    #[test]
+    fn base_urls_are_accepted_and_normalised() {
+        for (value, want) in [
+            ("https://127.0.0.1:8443", "https://127.0.0.1:8443"),
+            ("https://127.0.0.1:8443/", "https://127.0.0.1:8443"),
+            ("HTTPS://localhost:1", "https://localhost:1"),
+            ("https://webhook.example.com", "https://webhook.example.com"),
+            ("https://[::1]:8443", "https://[::1]:8443"),
+            ("https://[fd00::1]", "https://[fd00::1]"),
+            ("https://my-host:65535", "https://my-host:65535"),
+        ] {
+            assert_eq!(parse_base_url(value).as_deref(), Ok(want), "{value}");
+        }
+    }
+
+    #[test]
+    fn bad_base_urls_say_what_is_wrong() {
+        for (value, says) in [
+            ("127.0.0.1:8443", "not a URL"),
+            ("http://127.0.0.1:8443", "scheme must be https"),
+            (
+                "https://127.0.0.1:8443/mutate",
+                "a path is not allowed (\"/mutate\")",
+            ),
+            ("https://127.0.0.1:8443//", "a path is not allowed"),
+            (
+                "https://127.0.0.1:8443?timeout=5s",
+                "a query is not allowed",
+            ),
+            ("https://127.0.0.1:8443#x", "a fragment is not allowed"),
+            ("https://user:pw@127.0.0.1:8443", "user information"),
+            ("https://:8443", "the host is missing"),
+            ("https://", "the host is missing"),
+            (
+                "https://127.0.0.1:",
+                "the port must be a number 1-65535 (value \"\")",
+            ),
+            (
+                "https://127.0.0.1:0",
+                "the port must be a number 1-65535 (value \"0\")",
+            ),
+            ("https://127.0.0.1:65536", "1-65535 (value \"65536\")"),
+            ("https://127.0.0.1:+80", "1-65535 (value \"+80\")"),
+            ("https://127.0.0.1:http", "1-65535 (value \"http\")"),
+            ("https://::1:8443", "not a host name"),
+            ("https://[::1", "is not [IPv6] or [IPv6]:PORT"),
+            ("https://[::1]8443", "is not [IPv6] or [IPv6]:PORT"),
+            ("https://[nope]:8443", "\"[nope]\" is not an IPv6 address"),
+            (
+                "https://300.0.0.1:8443",
+                "\"300.0.0.1\" is not an IPv4 address",
+            ),
+            ("https://bad_host:8443", "\"bad_host\" is not a host name"),
+            ("https://-x.example:8443", "is not a host name"),
+            ("https://a..b:8443", "is not a host name"),
+        ] {
+            let error = parse_base_url(value).expect_err(value);
+            assert!(error.contains(says), "{value}: {error}");
+        }
+    }
+
+    #[test]
+    fn by_url_every_webhook_calls_its_endpoint_and_nothing_else_changes() {
+        let by_service = options(None);
+        let by_url = options(Some("https://127.0.0.1:8443/"));
+        for (path, with_url, with_service) in mutating(&by_url)
+            .webhooks
+            .unwrap()
+            .into_iter()
+            .zip(mutating(&by_service).webhooks.unwrap())
+            .map(|(u, s)| ("/mutate", serde_json::to_value(u), serde_json::to_value(s)))
+            .chain(
+                validating(&by_url)
+                    .webhooks
+                    .unwrap()
+                    .into_iter()
+                    .zip(validating(&by_service).webhooks.unwrap())
+                    .map(|(u, s)| {
+                        (
+                            "/validate",
+                            serde_json::to_value(u),
+                            serde_json::to_value(s),
+                        )
+                    }),
+            )
+        {
+            let (mut with_url, mut with_service) = (with_url.unwrap(), with_service.unwrap());
+            let client = with_url["clientConfig"].as_object_mut().unwrap();
+            assert_eq!(
+                client.remove("url"),
+                Some(format!("https://127.0.0.1:8443{path}").into())
+            );
+            assert!(!client.contains_key("service"), "{client:?}");
+            let client = with_service["clientConfig"].as_object_mut().unwrap();
+            assert_eq!(client["service"]["path"], path);
+            client.remove("service");
+            // Selectors, rules, exclusions, failure policy, names: all the same.
+            assert_eq!(with_url, with_service);
+        }
+    }
+
+    #[test]
+    fn by_service_is_unchanged() {
+        let hook = &mutating(&options(None)).webhooks.unwrap()[0];
+        let service = hook.client_config.service.as_ref().unwrap();
+        assert_eq!(
+            (service.name.as_str(), service.namespace.as_str()),
+            ("mesh-admission", "mesh-system")
+        );
+        assert_eq!(
+            (service.path.as_deref(), service.port),
+            (Some("/mutate"), Some(443))
+        );
+        assert_eq!(hook.client_config.url, None);
+    }
 }

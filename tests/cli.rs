@@ -403,3 +403,71 @@ fn webhook_config_is_schema_valid_and_never_sends_its_own_namespace() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/ca.crt"));
 }
+
+#[test]
+fn webhook_config_by_url_calls_the_endpoints_and_refuses_a_bad_url() {
+    let dir = temp_dir("webhook-config-url");
+    generate_certs(&dir);
+    let run = |url: &str| {
+        Command::new(common::bin())
+            .args(["webhook-config", "--failure-policy", "Ignore", "--url", url])
+            .arg("--ca-bundle")
+            .arg(dir.join("ca.crt"))
+            .output()
+            .unwrap()
+    };
+    let out = run("https://127.0.0.1:8443");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut documents = serde_yaml::Deserializer::from_str(&text);
+    let mutating = MutatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();
+    let validating =
+        ValidatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let mutating_hooks = mutating.webhooks.unwrap();
+    assert_eq!(mutating_hooks.len(), 3);
+    let hooks = mutating_hooks
+        .iter()
+        .map(|h| (&h.client_config, &h.failure_policy, "/mutate"))
+        .chain(
+            validating
+                .webhooks
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|h| (&h.client_config, &h.failure_policy, "/validate")),
+        );
+    for (client, failure_policy, path) in hooks {
+        assert_eq!(
+            client.url.as_deref(),
+            Some(format!("https://127.0.0.1:8443{path}").as_str())
+        );
+        assert!(client.service.is_none(), "{client:?}");
+        assert_eq!(client.ca_bundle.as_ref().unwrap().0, ca);
+        assert_eq!(failure_policy.as_deref(), Some("Ignore"));
+    }
+
+    for (url, says) in [
+        ("http://127.0.0.1:8443", "the scheme must be https"),
+        ("https://127.0.0.1:8443/mutate", "a path is not allowed"),
+        ("https://127.0.0.1:8443?x=1", "a query is not allowed"),
+        (
+            "https://127.0.0.1:99999",
+            "the port must be a number 1-65535",
+        ),
+        ("https://:8443", "the host is missing"),
+    ] {
+        let out = run(url);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {stderr}");
+        assert!(
+            stderr.contains("--url") && stderr.contains(says),
+            "{url}: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{url}");
+    }
+}

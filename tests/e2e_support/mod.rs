@@ -185,6 +185,41 @@ impl ControlPlane {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// Runs `kubectl` with `stdin` as its standard input, fails the test unless it succeeded, and returns
+    /// its standard output.
+    pub fn kubectl_stdin_ok<I, S>(&self, args: I, stdin: &str) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<S> = args.into_iter().collect();
+        let output = self.kubectl_stdin(&args, stdin);
+        assert!(
+            output.status.success(),
+            "kubectl {} failed on\n{stdin}\n{}",
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            self.report(&output)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `kubectl get ARGS -o json`: the object (or List) as the API serves it.
+    pub fn get_json<I, S>(&self, args: I) -> serde_json::Value
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["get".into()];
+        all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        all.extend(["-o".into(), "json".into()]);
+        let text = self.kubectl_ok(&all);
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("kubectl printed no JSON ({e}): {text}"))
+    }
+
     /// Installs every CRD in `dir` with server-side apply, waits until each is Established, and returns
     /// their names.
     pub fn apply_crds(&self, dir: &Path) -> Vec<String> {
@@ -559,4 +594,252 @@ fn https_get(
     let name = ServerName::IpAddress(addr.ip().into());
     let tls = rustls::ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
     http_get(rustls::StreamOwned::new(tls, tcp), path, Some(token))
+}
+
+/// The `mesh-admission` binary under test.
+pub fn mesh_admission() -> &'static str {
+    env!("CARGO_BIN_EXE_mesh-admission")
+}
+
+/// Runs `mesh-admission ARGS` with `stdin`; returns its output, whatever its exit code.
+pub fn mesh_admission_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(mesh_admission())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", mesh_admission()));
+    let written = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let output = child.wait_with_output().unwrap();
+    written.unwrap_or_else(|e| panic!("writing mesh-admission's stdin: {e}"));
+    output
+}
+
+/// How long `mesh-admission serve` may take to log `listening` and answer `/readyz`, and the apiserver
+/// to start calling a newly registered webhook configuration.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `mesh-admission serve` on free 127.0.0.1 ports, with its own certificates from
+/// `mesh-admission certs`, its JSON log in the control plane's log folder. Killed by its PID on drop,
+/// also when a test panics.
+pub struct Webhook {
+    child: Option<Child>,
+    certs: PathBuf,
+    log: PathBuf,
+    url: String,
+    admin_addr: SocketAddr,
+}
+
+impl Webhook {
+    /// Generates certificates and starts the server; returns once it logged `listening` and its admin
+    /// `/readyz` answers 200.
+    pub fn start(cp: &ControlPlane) -> Webhook {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let certs = cp.dir.join(format!("webhook-{n}"));
+        fs::create_dir_all(&certs).unwrap();
+        let generated = Command::new(mesh_admission())
+            .args(["certs", "--out"])
+            .arg(&certs)
+            .output()
+            .unwrap();
+        assert!(
+            generated.status.success(),
+            "mesh-admission certs failed: {}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
+
+        let log = cp.logs.join(format!("mesh-admission-{n}.log"));
+        let file =
+            fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let child = Command::new(mesh_admission())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json"])
+            .arg("--tls-cert")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.join("tls.key"))
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", mesh_admission()));
+        // The guard exists from here on: a failed wait below still kills the process.
+        let mut webhook = Webhook {
+            child: Some(child),
+            certs,
+            log,
+            url: String::new(),
+            admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        };
+        let started = Instant::now();
+        let (addr, admin_addr) = loop {
+            if let Some(found) = webhook.listening() {
+                break found;
+            }
+            webhook.assert_running_within(started);
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        webhook.url = format!("https://{addr}");
+        webhook.admin_addr = admin_addr;
+        loop {
+            let ready = TcpStream::connect(admin_addr)
+                .and_then(|tcp| {
+                    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    http_get(tcp, "/readyz", None)
+                })
+                .is_ok_and(|reply| reply.starts_with("HTTP/1.1 200"));
+            if ready {
+                break;
+            }
+            webhook.assert_running_within(started);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!(
+            "e2e: mesh-admission serving {} (admin {admin_addr}), ready in {:.1?}, log {}",
+            webhook.url,
+            started.elapsed(),
+            webhook.log.display()
+        );
+        webhook
+    }
+
+    /// `https://127.0.0.1:PORT`, the base URL the webhooks are registered with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The CA that signed the serving certificate (the caBundle).
+    pub fn ca_file(&self) -> PathBuf {
+        self.certs.join("ca.crt")
+    }
+
+    /// The admin port's `/metrics` (Prometheus text).
+    pub fn metrics(&self) -> String {
+        let reply = TcpStream::connect(self.admin_addr)
+            .and_then(|tcp| {
+                tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+                http_get(tcp, "/metrics", None)
+            })
+            .unwrap_or_else(|e| panic!("GET /metrics from {}: {e}", self.admin_addr));
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        reply
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `mesh-admission webhook-config --url URL --ca-bundle CA --failure-policy POLICY | kubectl apply
+    /// -f -`. While the server runs, returns only once the apiserver calls both the mutating and the
+    /// validating webhook (it picks configurations up from a watch, a moment after they are stored).
+    pub fn register(&self, cp: &ControlPlane, failure_policy: &str) {
+        let config = Command::new(mesh_admission())
+            .args(["webhook-config", "--url", &self.url])
+            .args(["--failure-policy", failure_policy])
+            .arg("--ca-bundle")
+            .arg(self.ca_file())
+            .output()
+            .unwrap();
+        assert!(
+            config.status.success(),
+            "mesh-admission webhook-config failed: {}",
+            String::from_utf8_lossy(&config.stderr)
+        );
+        let config = String::from_utf8(config.stdout).unwrap();
+        cp.kubectl_stdin_ok(["apply", "-f", "-"], &config);
+        if self.child.is_some() {
+            self.wait_until_called(cp);
+        }
+    }
+
+    /// Stops the server (SIGKILL to its PID) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Polls with server-side dry runs until the apiserver sends namespaces to `/mutate` (the label
+    /// appears) and pods to `/validate` (a bad annotation is denied).
+    fn wait_until_called(&self, cp: &ControlPlane) {
+        let started = Instant::now();
+        let probe_pod = r#"{"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "e2e-probe", "namespace": "default",
+                "annotations": {"servicemesh.bigbang.dev/permissivePorts": "0"}},
+            "spec": {"containers": [{"name": "c", "image": "example/probe:1"}]}}"#;
+        loop {
+            let namespace = cp.kubectl([
+                "create",
+                "namespace",
+                "e2e-probe",
+                "--dry-run=server",
+                "-o",
+                "json",
+            ]);
+            let mutated = namespace.status.success()
+                && serde_json::from_slice::<serde_json::Value>(&namespace.stdout)
+                    .is_ok_and(|ns| ns["metadata"]["labels"]["istio-injection"] == "enabled");
+            let validated = mutated && {
+                let pod = cp.kubectl_stdin(["create", "--dry-run=server", "-f", "-"], probe_pod);
+                String::from_utf8_lossy(&pod.stderr).contains("denied the request")
+            };
+            if validated {
+                return;
+            }
+            assert!(
+                started.elapsed() < WEBHOOK_TIMEOUT,
+                "the apiserver did not call the webhooks at {} within {WEBHOOK_TIMEOUT:?} of their \
+                 registration (logs: {})",
+                self.url,
+                cp.logs.display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The addresses from the server's `listening` log line, once it is there.
+    fn listening(&self) -> Option<(SocketAddr, SocketAddr)> {
+        self.log().lines().find_map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).ok()?;
+            let fields = &line["fields"];
+            if fields["message"] != "listening" {
+                return None;
+            }
+            let addr = fields["addr"].as_str()?.parse().ok()?;
+            let admin_addr = fields["admin_addr"].as_str()?.parse().ok()?;
+            Some((addr, admin_addr))
+        })
+    }
+
+    fn assert_running_within(&mut self, started: Instant) {
+        let child = self.child.as_mut().unwrap();
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "mesh-admission serve exited with {status} before it was ready; its log is {}:\n{}",
+                self.log.display(),
+                self.log()
+            );
+        }
+        assert!(
+            started.elapsed() < WEBHOOK_TIMEOUT,
+            "mesh-admission serve was not ready within {WEBHOOK_TIMEOUT:?}; its log is {}",
+            self.log.display()
+        );
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
