@@ -171,7 +171,9 @@ async fn serve(
         .await;
     connections.accept_backlog(listener);
     if !connections.tasks.is_empty() {
-        connections.reap_until(tokio::time::sleep(DRAIN_SETTLE)).await;
+        connections
+            .reap_until(tokio::time::sleep(DRAIN_SETTLE))
+            .await;
     }
     Ok(connections.drain(local, opts.drain_timeout).await)
 }
