@@ -1,4 +1,4 @@
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -45,7 +45,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, every cause joined: this is what a user sees in `kubectl logs` or a terminal.
-            eprintln!("mesh-admission: {error:#}");
+            // `writeln!` rather than `eprintln!`: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "mesh-admission: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -83,7 +84,11 @@ fn init_tracing(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr is a pipe nobody reads any more) is dropped.
+        // The default reports it with `eprintln!`, which panics on that same stderr: in the
+        // signal task that panic left SIGTERM unanswered, on the main thread it ended the server.
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder

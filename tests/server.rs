@@ -649,6 +649,45 @@ fn text_logs_to_a_pipe_carry_no_colour_codes() {
     assert!(!line.contains('\u{1b}'), "{line:?}");
 }
 
+/// `serve ... 2>&1 | head -1`: once the reader has gone, log lines are lost but the server keeps
+/// serving and still answers SIGTERM (tracing's own error report used to panic on that stderr).
+#[test]
+fn a_closed_stderr_loses_log_lines_but_not_the_shutdown() {
+    use std::io::BufRead;
+    let dir = temp_dir("closed-stderr");
+    generate_certs(&dir);
+    let mut child = serve_with_pair_in(&dir)
+        .args(["--shutdown-grace", "0s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let stderr = child.stderr.take().unwrap();
+    let listening = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("listening"));
+    // The reader (and with it the pipe's only read end) is gone here.
+    assert!(listening, "the server logs where it listens");
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        child.kill().ok();
+        child.wait().ok();
+    }
+    let status = status.expect("the server exits within 10 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
 #[test]
 fn a_missing_certificate_is_reported_once_with_what_to_do() {
     let dir = temp_dir("missing-cert");
