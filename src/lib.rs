@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod manifests;
+pub mod match_conditions;
 pub mod metrics;
 pub mod policy;
 pub mod review;

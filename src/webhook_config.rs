@@ -4,6 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::match_conditions;
+
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
@@ -214,20 +216,21 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
     let excluded = opts.excluded();
     let excluded: Vec<&str> = excluded.iter().map(String::as_str).collect();
     let (label_key, label_value) = (&opts.injection_label.0, opts.injection_label.1.as_str());
-    let webhook = |purpose: &str, rules, namespace_selector, object_selector| MutatingWebhook {
-        name: opts.webhook_name(purpose),
-        client_config: opts.client_config("/mutate"),
-        rules: Some(vec![rules]),
-        namespace_selector,
-        object_selector,
-        failure_policy: Some(opts.failure_policy.clone()),
-        side_effects: "None".into(),
-        timeout_seconds: Some(5),
-        admission_review_versions: vec!["v1".into()],
-        reinvocation_policy: Some("IfNeeded".into()),
-        match_policy: Some("Equivalent".into()),
-        match_conditions: None,
-    };
+    let webhook =
+        |purpose: &str, rules, namespace_selector, object_selector, conditions| MutatingWebhook {
+            name: opts.webhook_name(purpose),
+            client_config: opts.client_config("/mutate"),
+            rules: Some(vec![rules]),
+            namespace_selector,
+            object_selector,
+            failure_policy: Some(opts.failure_policy.clone()),
+            side_effects: "None".into(),
+            timeout_seconds: Some(5),
+            admission_review_versions: vec!["v1".into()],
+            reinvocation_policy: Some("IfNeeded".into()),
+            match_policy: Some("Equivalent".into()),
+            match_conditions: Some(conditions),
+        };
     let pods = || rule(&["CREATE"], "", &["v1"], &["pods"], "Namespaced");
     MutatingWebhookConfiguration {
         metadata: metadata(&opts.service),
@@ -237,6 +240,7 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
                 rule(&["CREATE", "UPDATE"], "", &["v1"], &["namespaces"], "*"),
                 None,
                 selector(vec![requirement(NAME_LABEL, "NotIn", &excluded)]),
+                match_conditions::namespaces(label_key),
             ),
             // Pods in namespaces labelled for injection, unless they opt out: as Istio selects them.
             webhook(
@@ -247,6 +251,7 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
                     requirement(NAME_LABEL, "NotIn", &excluded),
                 ]),
                 selector(vec![requirement(INJECT_LABEL, "NotIn", &["false"])]),
+                match_conditions::pods(),
             ),
             // Pods that opt in, in namespaces without the label.
             webhook(
@@ -257,6 +262,7 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
                     requirement(NAME_LABEL, "NotIn", &excluded),
                 ]),
                 selector(vec![requirement(INJECT_LABEL, "In", &["true"])]),
+                match_conditions::pods(),
             ),
         ]),
     }
@@ -305,7 +311,7 @@ pub fn validating(opts: &WebhookOptions) -> ValidatingWebhookConfiguration {
             timeout_seconds: Some(5),
             admission_review_versions: vec!["v1".into()],
             match_policy: Some("Equivalent".into()),
-            match_conditions: None,
+            match_conditions: Some(match_conditions::validation()),
         }]),
     }
 }

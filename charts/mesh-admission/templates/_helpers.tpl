@@ -137,3 +137,19 @@ annotations:
 {{- $_ := set $cfg "excludedNamespaces" (include "mesh-admission.excludedNamespaces" . | fromJsonArray) }}
 {{- toYaml $cfg }}
 {{- end }}
+
+{{/*
+The pod webhooks' matchConditions: no call for hostNetwork pods or pods that opt out with
+sidecar.istio.io/inject=false (label wins over annotation, any case), which the server leaves alone.
+*/}}
+{{- define "mesh-admission.podMatchConditions" -}}
+matchConditions:
+  - name: not-host-network
+    expression: '!has(object.spec) || !has(object.spec.hostNetwork) || object.spec.hostNetwork != true'
+  - name: not-opted-out
+    expression: |-
+      !(has(object.metadata.labels) && 'sidecar.istio.io/inject' in object.metadata.labels
+        ? object.metadata.labels['sidecar.istio.io/inject'].lowerAscii() == 'false'
+        : has(object.metadata.annotations) && 'sidecar.istio.io/inject' in object.metadata.annotations &&
+          object.metadata.annotations['sidecar.istio.io/inject'].lowerAscii() == 'false')
+{{- end }}
