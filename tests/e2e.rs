@@ -565,6 +565,33 @@ fn denials_and_warnings_reach_the_kubectl_user_whole() {
         );
     }
 
+    // The README's "Verify" step: its fixture is refused object by object, each by our webhook.
+    let fixture = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/denied.yaml"),
+    )
+    .unwrap();
+    let output = cp.kubectl_stdin(["apply", "-f", "-"], &fixture);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{}", cp.report(&output));
+    // kubectl names no object in a refused create ("error when creating \"STDIN\""): each
+    // message is told apart by the fields it names.
+    for first_problem in [
+        "denied the request: metadata.annotations[servicemesh.bigbang.dev/expose]",
+        "denied the request: spec.template.metadata.annotations[contrast.edgeless.systems/",
+    ] {
+        assert!(
+            stderr.contains(first_problem),
+            "{first_problem}\n{}",
+            cp.report(&output)
+        );
+    }
+    assert_eq!(
+        stderr.matches("denied the request").count(),
+        2,
+        "{}",
+        cp.report(&output)
+    );
+
     // Admitted with every warning as a kubectl `Warning:` line (from /mutate and /validate).
     let reviews = offline_reviews(WARNED_POD);
     let mut warnings: Vec<&str> = ["mutate", "validate"]
