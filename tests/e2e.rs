@@ -483,6 +483,23 @@ spec:
           env: [{name: EDG_INGRESS_PROXY_CONFIG, value: "web#70000#maybe"}]
 "#;
 
+/// A Contrast pod whose only problems sit in env vars (no annotation at all): the validation
+/// webhook's matchCondition must still send it.
+const CONTRAST_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: contrast-web, namespace: shop}
+spec:
+  initContainers:
+    - name: service-mesh
+      image: ghcr.io/edgelesssys/contrast/service-mesh-proxy:latest
+      restartPolicy: Always
+      env:
+        - {name: CONTRAST_INGRESS_PROXY_CONFIG, value: "web#8080#maybe"}
+        - {name: CONTRAST_EGRESS_PROXY_CONFIG, value: "db#127.0.0.1:70000#db:5432"}
+  containers: [{name: web, image: example/web:1}]
+"#;
+
 const WARNED_POD: &str = r#"
 apiVersion: v1
 kind: Pod
@@ -562,6 +579,12 @@ fn denials_and_warnings_reach_the_kubectl_user_whole() {
             &apply,
             CONTRAST_JOB,
             &["get", "job", "migrate", "-n", "shop"],
+        );
+        assert_denied(
+            &cp,
+            &apply,
+            CONTRAST_POD,
+            &["get", "pod", "contrast-web", "-n", "shop"],
         );
     }
 
