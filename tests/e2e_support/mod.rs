@@ -626,15 +626,32 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Webhook {
     child: Option<Child>,
     certs: PathBuf,
+    /// The Secret-volume folder the server reads its pair from, when started with one.
+    volume: Option<PathBuf>,
     log: PathBuf,
     url: String,
     admin_addr: SocketAddr,
+}
+
+/// How [`Webhook::start_with`] runs `mesh-admission serve`; the default is what [`Webhook::start`] does.
+#[derive(Clone, Debug, Default)]
+pub struct WebhookOptions {
+    /// Serve the pair through the layout of a Kubernetes Secret volume (`tls.crt -> ..data/tls.crt`,
+    /// `..data -> ..TIMESTAMP/`) so that [`Webhook::rotate`] can update it the way the kubelet does.
+    pub secret_volume: bool,
+    /// More `serve` arguments, e.g. `--log-level mesh_admission=debug`.
+    pub args: Vec<String>,
 }
 
 impl Webhook {
     /// Generates certificates and starts the server; returns once it logged `listening` and its admin
     /// `/readyz` answers 200.
     pub fn start(cp: &ControlPlane) -> Webhook {
+        Self::start_with(cp, &WebhookOptions::default())
+    }
+
+    /// [`Webhook::start`] with `options`.
+    pub fn start_with(cp: &ControlPlane, options: &WebhookOptions) -> Webhook {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let certs = cp.dir.join(format!("webhook-{n}"));
@@ -650,6 +667,21 @@ impl Webhook {
             String::from_utf8_lossy(&generated.stderr)
         );
 
+        let (serving, volume) = if options.secret_volume {
+            let volume = certs.join("volume");
+            fs::create_dir_all(&volume).unwrap();
+            publish_to_volume(&certs, &volume);
+            // As in a Secret volume: the names the server is given are links through `..data`, so
+            // one rename of `..data` switches both files at once.
+            for file in ["tls.crt", "tls.key"] {
+                std::os::unix::fs::symlink(Path::new("..data").join(file), volume.join(file))
+                    .unwrap();
+            }
+            (volume.clone(), Some(volume))
+        } else {
+            (certs.clone(), None)
+        };
+
         let log = cp.logs.join(format!("mesh-admission-{n}.log"));
         let file =
             fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
@@ -663,9 +695,10 @@ impl Webhook {
             ])
             .args(["--log-format", "json"])
             .arg("--tls-cert")
-            .arg(certs.join("tls.crt"))
+            .arg(serving.join("tls.crt"))
             .arg("--tls-key")
-            .arg(certs.join("tls.key"))
+            .arg(serving.join("tls.key"))
+            .args(&options.args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -675,6 +708,7 @@ impl Webhook {
         let mut webhook = Webhook {
             child: Some(child),
             certs,
+            volume,
             log,
             url: String::new(),
             admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -742,6 +776,11 @@ impl Webhook {
     /// -f -`. While the server runs, returns only once the apiserver calls both the mutating and the
     /// validating webhook (it picks configurations up from a watch, a moment after they are stored).
     pub fn register(&self, cp: &ControlPlane, failure_policy: &str) {
+        self.apply_config(cp, &self.config(failure_policy));
+    }
+
+    /// What `mesh-admission webhook-config --url URL --ca-bundle CA --failure-policy POLICY` prints.
+    pub fn config(&self, failure_policy: &str) -> String {
         let config = Command::new(mesh_admission())
             .args(["webhook-config", "--url", &self.url])
             .args(["--failure-policy", failure_policy])
@@ -754,11 +793,84 @@ impl Webhook {
             "mesh-admission webhook-config failed: {}",
             String::from_utf8_lossy(&config.stderr)
         );
-        let config = String::from_utf8(config.stdout).unwrap();
-        cp.kubectl_stdin_ok(["apply", "-f", "-"], &config);
+        String::from_utf8(config.stdout).unwrap()
+    }
+
+    /// `kubectl apply -f -` of `config` (the [`Webhook::config`] output, possibly edited), then, as
+    /// [`Webhook::register`], waits until the apiserver calls both webhooks.
+    pub fn apply_config(&self, cp: &ControlPlane, config: &str) {
+        cp.kubectl_stdin_ok(["apply", "-f", "-"], config);
         if self.child.is_some() {
             self.wait_until_called(cp);
         }
+    }
+
+    /// Issues a new serving pair from the same CA (`mesh-admission certs` again, which keeps an
+    /// existing CA) and publishes it the way the kubelet updates a Secret volume. Returns the new
+    /// certificate (PEM). Only for a server started with [`WebhookOptions::secret_volume`].
+    pub fn rotate(&self) -> String {
+        let volume = self
+            .volume
+            .as_ref()
+            .expect("rotate needs a server started with WebhookOptions::secret_volume");
+        let ca = fs::read(self.ca_file()).unwrap();
+        let old = fs::read_to_string(self.certs.join("tls.crt")).unwrap();
+        let generated = Command::new(mesh_admission())
+            .args(["certs", "--out"])
+            .arg(&self.certs)
+            .output()
+            .unwrap();
+        assert!(
+            generated.status.success(),
+            "mesh-admission certs failed: {}",
+            String::from_utf8_lossy(&generated.stderr)
+        );
+        assert_eq!(
+            fs::read(self.ca_file()).unwrap(),
+            ca,
+            "mesh-admission certs replaced the CA in {}: the registered caBundle no longer holds",
+            self.certs.display()
+        );
+        let new = fs::read_to_string(self.certs.join("tls.crt")).unwrap();
+        assert_ne!(
+            new, old,
+            "mesh-admission certs wrote the same certificate again"
+        );
+        publish_to_volume(&self.certs, volume);
+        new
+    }
+
+    /// The certificate (DER) a new TLS handshake with the server gets; the handshake verifies it
+    /// against [`Webhook::ca_file`] for 127.0.0.1.
+    pub fn served_certificate(&self) -> Vec<u8> {
+        let stream = self.connect_tls();
+        let chain = stream.conn.peer_certificates().unwrap();
+        chain[0].to_vec()
+    }
+
+    /// A new TLS connection to the webhook port, handshake done (no ALPN: HTTP/1.1).
+    pub fn connect_tls(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+        let addr: SocketAddr = self.url.strip_prefix("https://").unwrap().parse().unwrap();
+        let mut tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let ca = fs::read_to_string(self.ca_file()).unwrap();
+        let name = ServerName::IpAddress(addr.ip().into());
+        let mut tls = rustls::ClientConnection::new(client_config(&ca), name).unwrap();
+        // Each round trip moves the handshake on; TLS 1.3 needs two, TLS 1.2 three.
+        for _ in 0..10 {
+            if !tls.is_handshaking() {
+                break;
+            }
+            tls.complete_io(&mut tcp)
+                .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+        }
+        assert!(
+            !tls.is_handshaking(),
+            "TLS handshake with {addr} did not finish"
+        );
+        rustls::StreamOwned::new(tls, tcp)
     }
 
     /// Stops the server (SIGKILL to its PID) and waits for it to exit.
@@ -841,5 +953,134 @@ impl Webhook {
 impl Drop for Webhook {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Copies `certs`' serving pair into `volume` as the kubelet's atomic writer updates a Secret
+/// volume: a new `..TIMESTAMP` folder, a `..data_tmp` link to it renamed over `..data` (one
+/// atomic step for both files), then the previous folder removed.
+fn publish_to_volume(certs: &Path, volume: &Path) {
+    static VERSIONS: AtomicUsize = AtomicUsize::new(0);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let version = format!(
+        "..{}_{:09}_{}",
+        now.as_secs(),
+        now.subsec_nanos(),
+        VERSIONS.fetch_add(1, Ordering::Relaxed)
+    );
+    fs::create_dir(volume.join(&version)).unwrap();
+    for file in ["tls.crt", "tls.key"] {
+        fs::copy(certs.join(file), volume.join(&version).join(file)).unwrap();
+    }
+    let data = volume.join("..data");
+    let previous = fs::read_link(&data).ok();
+    let staged = volume.join("..data_tmp");
+    std::os::unix::fs::symlink(&version, &staged).unwrap();
+    fs::rename(&staged, &data).unwrap();
+    if let Some(previous) = previous {
+        fs::remove_dir_all(volume.join(previous)).unwrap();
+    }
+}
+
+/// The Kubernetes REST API over one HTTP/2 connection with the admin token, as client-go talks to
+/// it: many requests in flight on one connection, no process per request.
+pub struct ApiClient {
+    send: hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    base: String,
+    token: String,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+/// How long one API request may take before [`ApiClient`] reports it failed.
+const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ApiClient {
+    /// Connects to `cp`'s apiserver (TLS verified against its CA, ALPN h2); the connection is driven
+    /// by a task of the current tokio runtime.
+    pub async fn connect(cp: &ControlPlane) -> ApiClient {
+        let ca = fs::read_to_string(cp.ca_file()).unwrap();
+        let mut config = (*client_config(&ca)).clone();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let addr: SocketAddr = cp.url().strip_prefix("https://").unwrap().parse().unwrap();
+        let tcp =
+            tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+                .await
+                .unwrap_or_else(|_| panic!("connecting to {addr} timed out"))
+                .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        tcp.set_nodelay(true).unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+        let (send, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("HTTP/2 handshake with {addr}: {e}"));
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        ApiClient {
+            send,
+            base: cp.url().to_owned(),
+            token: cp.admin_token().to_owned(),
+            connection,
+        }
+    }
+
+    /// `POST path` with `object` as JSON: the status code and the JSON the apiserver answered (the
+    /// stored object, or a Status), or why there was no answer within [`API_REQUEST_TIMEOUT`].
+    pub async fn post(
+        &self,
+        path: &str,
+        object: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), String> {
+        use http_body_util::BodyExt;
+        let request = hyper::Request::post(format!("{}{path}", self.base))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/json")
+            .header("accept", "application/json")
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                object.to_string(),
+            )))
+            .unwrap();
+        let exchange = async {
+            let response = self
+                .send
+                .clone()
+                .send_request(request)
+                .await
+                .map_err(|e| format!("POST {path}: {e}"))?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("POST {path}: reading the answer: {e}"))?
+                .to_bytes();
+            let json = serde_json::from_slice(&body).map_err(|e| {
+                format!(
+                    "POST {path}: {status} with no JSON ({e}): {}",
+                    String::from_utf8_lossy(&body)
+                )
+            })?;
+            Ok((status, json))
+        };
+        tokio::time::timeout(API_REQUEST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "POST {path}: no answer within {API_REQUEST_TIMEOUT:?}"
+                ))
+            })
+    }
+}
+
+impl Drop for ApiClient {
+    fn drop(&mut self) {
+        self.connection.abort();
     }
 }
