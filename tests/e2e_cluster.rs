@@ -481,20 +481,18 @@ async fn relabel(
 }
 
 /// The `/mutate` reviews of pod `name` in the server's JSON log, dry runs left out, in order, by
-/// result. The log's span object carries the pod's `name` and the span's own name under the same
-/// key, and a JSON parser keeps only the last one: the pod is found in the line's text.
+/// result.
 fn logged_pod_mutations(webhook: &Webhook, name: &str) -> Vec<String> {
-    let needle = format!(r#""name":"{name}""#);
     webhook
         .log()
         .lines()
-        .filter(|line| line.contains(&needle))
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|line| {
             line["fields"]["message"] == "reviewed"
                 && line["fields"]["dry_run"] == false
                 && line["span"]["endpoint"] == "mutate"
                 && line["span"]["kind"] == "Pod"
+                && line["span"]["object_name"] == name
         })
         .map(|line| line["span"]["result"].as_str().unwrap().to_owned())
         .collect()
@@ -937,11 +935,12 @@ fn the_apiservers_timeout_reaches_the_server_and_a_stalled_connection_does_not_s
     timed_creations(&runtime, &api, "warm-up", Duration::from_secs(10));
     let without = timed_creations(&runtime, &api, "free", Duration::from_secs(30));
 
-    // Half a request: a complete head announcing a body, and the body's first bytes only.
+    // Half a request: a complete head announcing a body, and the body's first bytes only. Without
+    // `?timeout=` (a client other than the apiserver) it stalls for the server's own deadline.
     let mut stalled = webhook.connect_tls();
     stalled
         .write_all(
-            b"POST /mutate?timeout=2s HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+            b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\n\
               Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n\
               {\"apiVersion\":\"admission.k8s.io/v1\",",
         )
@@ -1012,6 +1011,32 @@ fn the_apiservers_timeout_reaches_the_server_and_a_stalled_connection_does_not_s
         ),
         1.0,
         "{metrics}"
+    );
+
+    // The same stall on a request as the apiserver sends it: cut off at its `?timeout=`, long
+    // before the server's own deadline, since nobody waits for the answer after that.
+    let mut stalled = webhook.connect_tls();
+    stalled
+        .write_all(
+            format!(
+                "POST /mutate?timeout={TIMEOUT_SECONDS}s HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                 Content-Type: application/json\r\nContent-Length: 4096\r\n\r\n{{\"a\":"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    stalled.flush().unwrap();
+    let stalled_at = Instant::now();
+    stalled.sock.set_read_timeout(Some(STALL * 3)).unwrap();
+    let mut reply = Vec::new();
+    let read = stalled.read_to_end(&mut reply);
+    let answered_after = stalled_at.elapsed();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:?} ({read:?})");
+    assert!(
+        answered_after >= Duration::from_secs(TIMEOUT_SECONDS) - Duration::from_millis(200)
+            && answered_after < STALL - Duration::from_millis(500),
+        "answered after {answered_after:?}: the apiserver's {TIMEOUT_SECONDS} s, not the server's {STALL:?}"
     );
 
     // The URL the apiserver calls for our webhook carries the registered timeout, as its error says

@@ -287,6 +287,30 @@ async fn a_stalled_client_is_cut_off_while_others_are_served() {
     );
 }
 
+/// kube-apiserver gives up after `?timeout=`; a body still stalled then is cut off at that time,
+/// not at the server's longer `--request-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apiservers_timeout_parameter_shortens_the_deadline() {
+    let dir = temp_dir("timeout-parameter");
+    generate_certs(&dir);
+    let server = Server::start(&dir, &["--request-timeout", "20s"]);
+    let ca = dir.join("ca.crt");
+    let mut tls = raw_http1(&server, &ca).await;
+    let started = Instant::now();
+    tls.write_all(b"POST /mutate?timeout=1s HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 5000\r\n\r\n{\"a\":").await.unwrap();
+    tls.flush().await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), tls.read_to_end(&mut reply)).await;
+    let elapsed = started.elapsed();
+    assert!(read.is_ok(), "still open after 15 s");
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+    assert!(
+        elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(10),
+        "{elapsed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_keeps_open_connections_and_survives_a_broken_pair() {
     let dir = temp_dir("rotation");

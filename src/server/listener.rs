@@ -474,6 +474,9 @@ async fn handle(
         .map_or_else(Instant::now, |clock| clock.begin_request());
     let expired = Arc::new(AtomicBool::new(false));
     let (parts, body) = request.into_parts();
+    // The apiserver stops waiting after its `timeoutSeconds`, which it sends as `?timeout=`: a body
+    // still arriving after that would be reviewed for nobody, so the earlier deadline wins.
+    let deadline = caller_timeout(parts.uri.query()).map_or(deadline, |t| t.min(deadline));
     let body = DeadlineBody::new(body, first_byte + deadline, expired.clone());
     // Over HTTP/2 the answer keeps the request's stream open until its body is read (see `body`);
     // HTTP/1 needs no help, hyper reads or closes what a handler left.
@@ -505,6 +508,16 @@ async fn handle(
         }
         _ => response,
     })
+}
+
+/// The `timeout` query parameter (`5s`, `500ms`), as kube-apiserver adds it to every webhook call.
+/// One that does not parse is ignored: the server's own deadline still applies.
+fn caller_timeout(query: Option<&str>) -> Option<Duration> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(|value| crate::cli::parse_duration(value).ok())
+        .filter(|timeout| !timeout.is_zero())
 }
 
 /// The answer once a body missed its deadline, whatever the handler made of the error it got.
@@ -708,6 +721,20 @@ pub fn spawn_signal_handler() -> io::Result<CancellationToken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_apiservers_timeout_parameter_is_read_and_bad_ones_ignored() {
+        for (query, want) in [
+            (Some("timeout=5s"), Some(Duration::from_secs(5))),
+            (Some("a=b&timeout=500ms"), Some(Duration::from_millis(500))),
+            (Some("timeout=0s"), None),
+            (Some("timeout=soon"), None),
+            (Some("timeouts=5s"), None),
+            (None, None),
+        ] {
+            assert_eq!(caller_timeout(query), want, "{query:?}");
+        }
+    }
 
     #[tokio::test]
     async fn the_http1_transport_reports_no_vectored_writes_even_over_a_socket_that_has_them() {

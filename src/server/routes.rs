@@ -169,7 +169,9 @@ fn answer(endpoint: Endpoint, state: &AppState, body: &[u8]) -> Response {
                 kind = %outcome.kind,
                 operation = outcome.operation,
                 namespace = %outcome.namespace,
-                name = %outcome.name,
+                // Not `name`: JSON logs write the span's own name under that key too, and JSON
+                // readers keep only the last of two equal keys.
+                object_name = %outcome.name,
                 result = result.as_str(),
             );
             let _entered = span.enter();
