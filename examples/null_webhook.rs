@@ -4,7 +4,13 @@
 //! since the apiserver, and the load tool, reject a reply that does not echo it. `hack/bench.sh`
 //! runs it beside the real server: the difference is what decoding, the rules and the reply cost.
 //!
-//! cargo run --release --example null_webhook -- --listen 127.0.0.1:8444 --tls-cert certs/tls.crt --tls-key certs/tls.key
+//! With `--patch FILE` (a JSON Patch array, such as the `patch` that `mesh-admission review -o patch`
+//! prints for a pod), every `/mutate` reply carries that patch, base64-encoded, with `patchType:
+//! JSONPatch`, still without decoding the request: `hack/bench-e2e.sh` uses it so that the
+//! apiserver's own cost of applying a mutation is in the baseline. The patch is the same for every
+//! object, so only send it objects it applies to (the benchmark's pods).
+//!
+//! cargo run --release --example null_webhook -- --listen 127.0.0.1:8444 --tls-cert certs/tls.crt --tls-key certs/tls.key [--patch FILE]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,6 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use base64::Engine as _;
 use clap::Parser;
 use mesh_admission::config::DEFAULT_MAX_BODY_BYTES;
 use mesh_admission::server::listener::{self, ServeOptions};
@@ -30,6 +37,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const HEAD: &[u8] =
     br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":""#;
 const TAIL: &[u8] = br#"","allowed":true}}"#;
+const PATCHED_TAIL_HEAD: &[u8] = br#"","allowed":true,"patchType":"JSONPatch","patch":""#;
+const PATCHED_TAIL_END: &[u8] = br#""}}"#;
 
 #[derive(Parser)]
 struct Args {
@@ -39,6 +48,9 @@ struct Args {
     tls_cert: PathBuf,
     #[arg(long, default_value = "certs/tls.key")]
     tls_key: PathBuf,
+    /// A JSON Patch (array) that every `/mutate` reply carries.
+    #[arg(long)]
+    patch: Option<PathBuf>,
 }
 
 /// The first `"uid":"…"` of the body: the request's (the apiserver writes it first in `request`).
@@ -55,13 +67,29 @@ fn uid(body: &[u8]) -> &[u8] {
     &body[start..start + len]
 }
 
-async fn allow(body: Bytes) -> impl IntoResponse {
-    let uid = uid(&body);
-    let mut reply = Vec::with_capacity(HEAD.len() + uid.len() + TAIL.len());
+fn reply(body: &[u8], tail: &[u8]) -> impl IntoResponse + use<> {
+    let uid = uid(body);
+    let mut reply = Vec::with_capacity(HEAD.len() + uid.len() + tail.len());
     reply.extend_from_slice(HEAD);
     reply.extend_from_slice(uid);
-    reply.extend_from_slice(TAIL);
+    reply.extend_from_slice(tail);
     ([(header::CONTENT_TYPE, "application/json")], reply)
+}
+
+async fn allow(body: Bytes) -> impl IntoResponse {
+    reply(&body, TAIL)
+}
+
+/// The reply's tail after the uid with `patch` in it. The patch is checked to be a JSON array at
+/// start-up, since the apiserver refuses every admission of a reply whose patch is not one.
+fn patched_tail(patch: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let ops: serde_json::Value = serde_json::from_slice(patch).context("not JSON")?;
+    anyhow::ensure!(
+        ops.is_array(),
+        "not a JSON Patch: the top level is not an array"
+    );
+    let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+    Ok([PATCHED_TAIL_HEAD, encoded.as_bytes(), PATCHED_TAIL_END].concat())
 }
 
 #[tokio::main]
@@ -72,9 +100,20 @@ async fn main() -> anyhow::Result<()> {
             .context("serving certificate")?,
     );
     let tls_config = tls::server_config(resolver, None)?;
+    let mutate = match &args.patch {
+        None => post(allow),
+        Some(path) => {
+            let patch =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let tail: Arc<[u8]> = patched_tail(&patch)
+                .with_context(|| format!("--patch {}", path.display()))?
+                .into();
+            post(move |body: Bytes| async move { reply(&body, &tail) })
+        }
+    };
     // The same layers as the real webhook router, so only the handler differs.
     let app = Router::new()
-        .route("/mutate", post(allow))
+        .route("/mutate", mutate)
         .route("/validate", post(allow))
         .route("/readyz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(DEFAULT_MAX_BODY_BYTES))

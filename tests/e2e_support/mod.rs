@@ -1084,3 +1084,4 @@ impl Drop for ApiClient {
         self.connection.abort();
     }
 }
+pub mod bench;

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Pod creations through the real kube-apiserver (issue 14): pods/s, p50/p99 of the create calls and
+# the webhook's CPU per pod, in a namespace labelled istio-injection=enabled, with (a) no webhook,
+# (b) the null webhook registered with exactly `webhook-config`'s configuration, (b') the same null
+# webhook answering with mesh-admission's patch for the pod, (c) mesh-admission serve. The modes
+# alternate over the rounds; the table of medians and ratios is printed and written to
+# target/bench-e2e/results.md (every round's figures in results.json beside it).
+#
+#   bash hack/bench-e2e.sh [--pods N] [--in-flight K] [--connections C] [--rounds R] [--modes a,b,b',c]
+#
+# Each flag has an environment variable: BENCH_E2E_PODS (1000), BENCH_E2E_IN_FLIGHT (16),
+# BENCH_E2E_CONNECTIONS (1), BENCH_E2E_ROUNDS (2), BENCH_E2E_MODES (a,b,b',c), BENCH_E2E_OUT
+# (target/bench-e2e). Needs the control plane (hack/build-control-plane.sh) and kubectl
+# (hack/install-tools.sh). Everything runs on 127.0.0.1; every process is stopped at the end, also
+# on failure or Ctrl-C. The driver is the ignored test tests/bench_e2e.rs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+  sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --pods) BENCH_E2E_PODS=${2:?--pods needs a number}; shift 2 ;;
+    --in-flight) BENCH_E2E_IN_FLIGHT=${2:?--in-flight needs a number}; shift 2 ;;
+    --connections) BENCH_E2E_CONNECTIONS=${2:?--connections needs a number}; shift 2 ;;
+    --rounds) BENCH_E2E_ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
+    --modes) BENCH_E2E_MODES=${2:?--modes needs a list such as a,b,c}; shift 2 ;;
+    --out) BENCH_E2E_OUT=${2:?--out needs a folder}; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "bench-e2e: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+export BENCH_E2E_PODS="${BENCH_E2E_PODS:-1000}"
+export BENCH_E2E_IN_FLIGHT="${BENCH_E2E_IN_FLIGHT:-16}"
+export BENCH_E2E_CONNECTIONS="${BENCH_E2E_CONNECTIONS:-1}"
+export BENCH_E2E_ROUNDS="${BENCH_E2E_ROUNDS:-2}"
+default_modes="a,b,b',c"
+export BENCH_E2E_MODES="${BENCH_E2E_MODES:-$default_modes}"
+if [ -n "${BENCH_E2E_OUT:-}" ]; then
+  export BENCH_E2E_OUT
+fi
+
+for tool in .tools/control-plane/kube-apiserver .tools/control-plane/etcd; do
+  [ -x "$tool" ] || { echo "bench-e2e: $tool is missing: run bash hack/build-control-plane.sh" >&2; exit 2; }
+done
+[ -x .tools/bin/kubectl ] || { echo "bench-e2e: kubectl is missing: run bash hack/install-tools.sh" >&2; exit 2; }
+
+echo "== building release binaries (mesh-admission, examples null_webhook and pod_load)"
+cargo build --quiet --release --locked --bin mesh-admission --example null_webhook --example pod_load
+
+echo "== benchmark: $BENCH_E2E_PODS pods per round, $BENCH_E2E_IN_FLIGHT in flight, $BENCH_E2E_ROUNDS rounds of $BENCH_E2E_MODES"
+# The test runs in its own process group (setsid), so that stopping that group by its id stops
+# etcd, the apiserver and the webhooks it started even when it is killed before its own clean-up.
+setsid cargo test --quiet --release --locked --test bench_e2e -- --ignored --nocapture &
+group=$!
+# kube-apiserver can hang on SIGTERM once etcd is gone, so the group gets SIGKILL (what the test's own
+# clean-up sends) if it is still there 5 s after the SIGTERM.
+stop_group() {
+  kill -TERM -- "-$group" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do
+    kill -0 -- "-$group" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL -- "-$group" 2>/dev/null || true
+}
+trap 'stop_group; exit 130' INT
+trap 'stop_group; exit 143' TERM
+status=0
+wait "$group" || status=$?
+trap - INT TERM
+# A test that failed has stopped its processes already, unless it was killed: make sure.
+if [ "$status" -ne 0 ]; then
+  stop_group
+fi
+exit "$status"

@@ -1,0 +1,618 @@
+//! The pod-creation benchmark of issue 14 through the real kube-apiserver (`hack/bench-e2e.sh` runs
+//! it; it is `#[ignore]`d so the test command does not): pods created per second, p50/p99 latency of
+//! the create calls, and the webhook's CPU per pod, in a namespace labelled `istio-injection=enabled`,
+//! with
+//!
+//! * (a) no webhook registered;
+//! * (b) the null webhook (`examples/null_webhook.rs`) registered with exactly mesh-admission's
+//!   configuration (what `mesh-admission webhook-config --url` prints);
+//! * (b') the same, answering pods with the constant patch mesh-admission gives the benchmark's pod
+//!   (so the apiserver's cost of applying a mutation is in the baseline);
+//! * (c) `mesh-admission serve`.
+//!
+//! The modes alternate within each round (a b b' c, a b b' c, ...), every run starts from an empty
+//! namespace (so etcd holds as much in each), and the results are the medians over the rounds.
+//! Settings come from the environment (the script's flags set them):
+//! `BENCH_E2E_PODS` (1000), `BENCH_E2E_IN_FLIGHT` (16), `BENCH_E2E_CONNECTIONS` (1),
+//! `BENCH_E2E_ROUNDS` (2), `BENCH_E2E_MODES` (`a,b,b',c`), `BENCH_E2E_OUT` (`target/bench-e2e`).
+
+mod e2e_support;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use e2e_support::bench::{
+    Load, NullWebhook, WebhookCalls, control_plane_pid, cpu_time, delete_pods, load_average,
+    median, pod_load, review_time, switch_registration, webhook_config, webhook_pid, work_dir,
+};
+use e2e_support::{ControlPlane, Webhook, mesh_admission_stdin};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "bench";
+/// A plain one-container pod, as a Deployment would create it (minus the owner), named by the
+/// apiserver. It has a label so the patch adds to an existing map, as it would for most pods.
+const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"generateName":"bench-","labels":{"app":"bench"}},"spec":{"containers":[{"name":"app","image":"registry.example/bench/app:1.0","ports":[{"containerPort":8080}]}]}}"#;
+/// After the pods of the previous run are deleted, a moment for the apiserver's watch cache and
+/// etcd to take in the deletions before the next run is timed.
+const SETTLE: Duration = Duration::from_secs(2);
+/// A run of the load client sends nothing after this long.
+const MAX_RUN: Duration = Duration::from_secs(600);
+/// The label mesh-admission's patch adds: counts the stored pods that were mutated.
+const MUTATED_LABEL: &str = "spire-managed-identity=true";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Mode {
+    NoWebhook,
+    Null,
+    NullPatch,
+    MeshAdmission,
+}
+
+impl Mode {
+    const ALL: [Mode; 4] = [
+        Mode::NoWebhook,
+        Mode::Null,
+        Mode::NullPatch,
+        Mode::MeshAdmission,
+    ];
+
+    fn key(self) -> &'static str {
+        match self {
+            Mode::NoWebhook => "a",
+            Mode::Null => "b",
+            Mode::NullPatch => "b'",
+            Mode::MeshAdmission => "c",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Mode::NoWebhook => "(a) no webhook",
+            Mode::Null => "(b) null webhook",
+            Mode::NullPatch => "(b') null webhook + patch",
+            Mode::MeshAdmission => "(c) mesh-admission",
+        }
+    }
+
+    /// Whether the stored pods carry mesh-admission's mutation.
+    fn mutates(self) -> bool {
+        matches!(self, Mode::NullPatch | Mode::MeshAdmission)
+    }
+}
+
+struct Settings {
+    pods: u64,
+    in_flight: usize,
+    connections: usize,
+    rounds: usize,
+    modes: Vec<Mode>,
+    out: PathBuf,
+}
+
+fn env_number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    default: T,
+    min: T,
+    max: T,
+) -> T {
+    let Ok(text) = std::env::var(name) else {
+        return default;
+    };
+    let value: T = text
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{name}={text:?} is not a number"));
+    assert!(
+        min <= value && value <= max,
+        "{name}={value} is outside {min}..={max}"
+    );
+    value
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let in_flight = env_number("BENCH_E2E_IN_FLIGHT", 16, 1, 1024);
+        let modes_text = std::env::var("BENCH_E2E_MODES").unwrap_or_else(|_| "a,b,b',c".into());
+        let mut modes = Vec::new();
+        for key in modes_text
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
+            let mode = Mode::ALL
+                .into_iter()
+                .find(|mode| mode.key() == key)
+                .unwrap_or_else(|| {
+                    panic!("BENCH_E2E_MODES={modes_text:?}: {key:?} is not one of a, b, b', c")
+                });
+            if !modes.contains(&mode) {
+                modes.push(mode);
+            }
+        }
+        assert!(
+            !modes.is_empty(),
+            "BENCH_E2E_MODES={modes_text:?} names no mode"
+        );
+        let default_out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .map_or_else(|| PathBuf::from("target"), PathBuf::from)
+            .join("bench-e2e");
+        Settings {
+            pods: env_number("BENCH_E2E_PODS", 1000, 1, 100_000),
+            in_flight,
+            connections: env_number("BENCH_E2E_CONNECTIONS", 1, 1, in_flight),
+            rounds: env_number("BENCH_E2E_ROUNDS", 2, 1, 20),
+            modes,
+            out: std::env::var_os("BENCH_E2E_OUT").map_or(default_out, PathBuf::from),
+        }
+    }
+}
+
+/// One timed run of one mode.
+struct Sample {
+    mode: Mode,
+    round: usize,
+    created: u64,
+    failed: u64,
+    pods_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    webhook_cpu_us: Option<f64>,
+    apiserver_cpu_us: f64,
+    etcd_cpu_us: f64,
+    calls_per_pod: f64,
+    /// Mean duration of one webhook call as the apiserver timed it.
+    call_ms: Option<f64>,
+    /// Mean duration of one review as mesh-admission timed it (mode c only).
+    review_ms: Option<f64>,
+    mutated: u64,
+    report: Value,
+}
+
+fn number(value: &Value, what: &str) -> f64 {
+    value
+        .as_f64()
+        .unwrap_or_else(|| panic!("pod_load's report has no number for {what}: {value}"))
+}
+
+#[test]
+#[ignore = "a benchmark of several minutes: run by hack/bench-e2e.sh"]
+fn pod_creation_through_the_apiserver_per_webhook_mode() {
+    let settings = Settings::from_env();
+    let cp = ControlPlane::start();
+    let version: Value = serde_json::from_str(&cp.kubectl_ok(["version", "-o", "json"]))
+        .unwrap_or_else(|e| panic!("kubectl version printed no JSON: {e}"));
+    let server_version = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    // Created before any webhook is registered, so it is exactly as written.
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": NAMESPACE, "labels": {"istio-injection": "enabled"}}});
+    cp.kubectl_stdin_ok(["apply", "-f", "-"], &namespace.to_string());
+
+    let dir = work_dir(&cp).to_path_buf();
+    let pod_file = dir.join("bench-pod.json");
+    std::fs::write(&pod_file, POD)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", pod_file.display()));
+    let patch_file = dir.join("bench-patch.json");
+    let patch = mesh_admission_patch();
+    std::fs::write(&patch_file, patch.to_string())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", patch_file.display()));
+
+    let mesh_admission = Webhook::start(&cp);
+    let null = NullWebhook::start(&cp, &mesh_admission, None);
+    let null_patch = NullWebhook::start(&cp, &mesh_admission, Some(&patch_file));
+    let ca = mesh_admission.ca_file();
+    let configs: BTreeMap<Mode, String> = [
+        (Mode::Null, webhook_config(null.url(), &ca)),
+        (Mode::NullPatch, webhook_config(null_patch.url(), &ca)),
+        (
+            Mode::MeshAdmission,
+            webhook_config(mesh_admission.url(), &ca),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let pids: BTreeMap<Mode, u32> = [
+        (Mode::Null, null.pid()),
+        (Mode::NullPatch, null_patch.pid()),
+        (Mode::MeshAdmission, webhook_pid(&mesh_admission)),
+    ]
+    .into_iter()
+    .collect();
+    let apiserver = control_plane_pid(&cp, "kube-apiserver");
+    let etcd = control_plane_pid(&cp, "etcd");
+
+    let load = |count| Load {
+        namespace: NAMESPACE,
+        pod_file: &pod_file,
+        count,
+        in_flight: settings.in_flight,
+        connections: settings.connections,
+        max_duration: MAX_RUN,
+    };
+    // The first pods through a fresh apiserver pay for its caches and heap growth: not timed.
+    let warm_up = pod_load(&cp, &load(settings.pods.min(500)));
+    eprintln!("bench: warm-up {warm_up}");
+    let load_before = load_average();
+
+    let mut registered: Option<&str> = None;
+    let mut probes: BTreeMap<Mode, Value> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for round in 1..=settings.rounds {
+        for &mode in &settings.modes {
+            let config = configs.get(&mode).map(String::as_str);
+            let probe = switch_registration(&cp, registered, config, NAMESPACE, POD);
+            registered = config;
+            probes.entry(mode).or_insert(probe);
+            delete_pods(&cp, NAMESPACE);
+            // The apiserver's CPU for serving /metrics is not the pods': it is read outside the
+            // CPU measurement.
+            let calls_before = WebhookCalls::read(&cp);
+            let reviews_before =
+                (mode == Mode::MeshAdmission).then(|| review_time(&mesh_admission));
+            std::thread::sleep(SETTLE);
+
+            let webhook = pids.get(&mode).copied();
+            let webhook_before = webhook.map(cpu_time);
+            let (apiserver_before, etcd_before) = (cpu_time(apiserver), cpu_time(etcd));
+            let report = pod_load(&cp, &load(settings.pods));
+            let apiserver_cpu = cpu_time(apiserver) - apiserver_before;
+            let etcd_cpu = cpu_time(etcd) - etcd_before;
+            let webhook_cpu = webhook
+                .zip(webhook_before)
+                .map(|(pid, t)| cpu_time(pid) - t);
+            let calls = WebhookCalls::read(&cp).since(calls_before);
+            let review_ms = reviews_before.and_then(|(count, seconds)| {
+                let (count_after, seconds_after) = review_time(&mesh_admission);
+                let reviews = count_after - count;
+                (reviews > 0.0).then(|| (seconds_after - seconds) * 1e3 / reviews)
+            });
+
+            let created = number(&report["created"], "created") as u64;
+            let failed = report["failed"]
+                .as_object()
+                .map_or(0, |by| by.values().filter_map(Value::as_u64).sum());
+            let per_pod = |cpu: Duration| cpu.as_secs_f64() * 1e6 / created.max(1) as f64;
+            let mutated = cp
+                .kubectl_ok([
+                    "get",
+                    "pods",
+                    "--namespace",
+                    NAMESPACE,
+                    "-l",
+                    MUTATED_LABEL,
+                    "-o",
+                    "name",
+                ])
+                .lines()
+                .count() as u64;
+            let sample = Sample {
+                mode,
+                round,
+                created,
+                failed,
+                pods_per_s: number(&report["pods_per_s"], "pods_per_s"),
+                p50_ms: number(&report["latency_ms"]["p50"], "p50"),
+                p99_ms: number(&report["latency_ms"]["p99"], "p99"),
+                max_ms: number(&report["latency_ms"]["max"], "max"),
+                webhook_cpu_us: webhook_cpu.map(per_pod),
+                apiserver_cpu_us: per_pod(apiserver_cpu),
+                etcd_cpu_us: per_pod(etcd_cpu),
+                calls_per_pod: calls.calls / created.max(1) as f64,
+                call_ms: (calls.timed > 0.0).then(|| calls.seconds * 1e3 / calls.timed),
+                review_ms,
+                mutated,
+                report,
+            };
+            eprintln!("bench: round {round} {}", round_row(&sample));
+            samples.push(sample);
+        }
+    }
+    switch_registration(&cp, registered, None, NAMESPACE, POD);
+    delete_pods(&cp, NAMESPACE);
+
+    let same_pod = match (
+        probes.get(&Mode::NullPatch),
+        probes.get(&Mode::MeshAdmission),
+    ) {
+        (Some(null_patch), Some(mesh_admission)) => {
+            Some(stored_shape(null_patch) == stored_shape(mesh_admission))
+        }
+        _ => None,
+    };
+    let context = Context {
+        settings: &settings,
+        server_version,
+        load_before,
+        load_after: load_average(),
+        conditions: configs
+            .get(&Mode::MeshAdmission)
+            .map(|config| matched_webhooks(config)),
+        same_pod,
+    };
+    let markdown = results_markdown(&context, &samples);
+    println!("\n{markdown}");
+    std::fs::create_dir_all(&settings.out)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", settings.out.display()));
+    let results = settings.out.join("results.md");
+    std::fs::write(&results, &markdown)
+        .unwrap_or_else(|e| panic!("writing {}: {e}", results.display()));
+    let raw: Vec<Value> = samples
+        .iter()
+        .map(|s| json!({"mode": s.mode.key(), "round": s.round, "webhook_cpu_us_per_pod": s.webhook_cpu_us,
+            "apiserver_cpu_us_per_pod": s.apiserver_cpu_us, "etcd_cpu_us_per_pod": s.etcd_cpu_us,
+            "webhook_calls_per_pod": s.calls_per_pod, "webhook_call_ms_mean": s.call_ms, "mesh_admission_review_ms_mean": s.review_ms,
+            "mutated_pods": s.mutated, "pod_load": s.report}))
+        .collect();
+    let raw_file = settings.out.join("results.json");
+    std::fs::write(
+        &raw_file,
+        serde_json::to_string_pretty(&raw).unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", raw_file.display()));
+    eprintln!(
+        "bench: wrote {} and {}",
+        results.display(),
+        raw_file.display()
+    );
+
+    // The figures are only comparable when every mode did the work it stands for.
+    for s in &samples {
+        assert!(
+            s.failed == 0 && s.created == settings.pods,
+            "round {} {}: {} of {} pods created, {} failed: {}",
+            s.round,
+            s.mode.label(),
+            s.created,
+            settings.pods,
+            s.failed,
+            s.report
+        );
+        let want = if s.mode.mutates() { s.created } else { 0 };
+        assert_eq!(
+            s.mutated,
+            want,
+            "round {} {}: stored pods with {MUTATED_LABEL}",
+            s.round,
+            s.mode.label()
+        );
+    }
+    assert_ne!(
+        same_pod,
+        Some(false),
+        "the null webhook's patch does not store the pod mesh-admission stores: (b') is no baseline \
+         for (c)\n(b'): {:#}\n(c): {:#}",
+        probes[&Mode::NullPatch],
+        probes[&Mode::MeshAdmission]
+    );
+}
+
+/// The patch `mesh-admission review -o patch` gives the benchmark's pod in the benchmark's namespace.
+fn mesh_admission_patch() -> Value {
+    let output = mesh_admission_stdin(
+        &["review", "-o", "patch", "--namespace", NAMESPACE, "-f", "-"],
+        POD,
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "mesh-admission review failed: {}{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line: Value = stdout
+        .lines()
+        .next()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("mesh-admission review -o patch printed {stdout:?}"));
+    let patch = &line["patch"];
+    assert!(
+        patch.as_array().is_some_and(|ops| !ops.is_empty()),
+        "mesh-admission gives the benchmark pod no patch: {line}"
+    );
+    patch.clone()
+}
+
+/// What a mutation can change in the pod: labels, annotations and spec.
+fn stored_shape(pod: &Value) -> Value {
+    json!([
+        pod["metadata"]["labels"],
+        pod["metadata"]["annotations"],
+        pod["spec"]
+    ])
+}
+
+/// `(webhooks with matchConditions, webhooks)` in a `webhook-config` output.
+fn matched_webhooks(config: &str) -> (usize, usize) {
+    let count = |key: &str| {
+        config
+            .lines()
+            .filter(|line| line.trim_start() == key)
+            .count()
+    };
+    (count("matchConditions:"), count("clientConfig:"))
+}
+
+struct Context<'a> {
+    settings: &'a Settings,
+    server_version: String,
+    load_before: String,
+    load_after: String,
+    conditions: Option<(usize, usize)>,
+    same_pod: Option<bool>,
+}
+
+fn opt(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+fn round_row(s: &Sample) -> String {
+    format!(
+        "{}: {} created, {} failed, {:.0} pods/s, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, \
+         webhook CPU {} µs/pod, apiserver {:.0} µs/pod, etcd {:.0} µs/pod, {:.2} webhook calls/pod \
+         ({} ms each as the apiserver timed them{}), {} stored pods mutated",
+        s.mode.label(),
+        s.created,
+        s.failed,
+        s.pods_per_s,
+        s.p50_ms,
+        s.p99_ms,
+        s.max_ms,
+        opt(s.webhook_cpu_us, 0),
+        s.apiserver_cpu_us,
+        s.etcd_cpu_us,
+        s.calls_per_pod,
+        opt(s.call_ms, 2),
+        s.review_ms.map_or_else(String::new, |ms| format!(
+            ", {ms:.3} ms per review as mesh-admission timed it"
+        )),
+        s.mutated
+    )
+}
+
+/// Medians per mode of one figure.
+fn medians(samples: &[Sample], figure: impl Fn(&Sample) -> Option<f64>) -> BTreeMap<Mode, f64> {
+    let mut by_mode: BTreeMap<Mode, Vec<f64>> = BTreeMap::new();
+    for s in samples {
+        if let Some(value) = figure(s) {
+            by_mode.entry(s.mode).or_default().push(value);
+        }
+    }
+    by_mode
+        .into_iter()
+        .filter_map(|(mode, values)| Some((mode, median(&values)?)))
+        .collect()
+}
+
+fn ratio(figures: &BTreeMap<Mode, f64>, top: Mode, bottom: Mode) -> Option<f64> {
+    let (top, bottom) = (figures.get(&top)?, figures.get(&bottom)?);
+    (*bottom > 0.0).then(|| top / bottom)
+}
+
+fn results_markdown(context: &Context, samples: &[Sample]) -> String {
+    let settings = context.settings;
+    let throughput = medians(samples, |s| Some(s.pods_per_s));
+    let p50 = medians(samples, |s| Some(s.p50_ms));
+    let p99 = medians(samples, |s| Some(s.p99_ms));
+    let webhook_cpu = medians(samples, |s| s.webhook_cpu_us);
+    let apiserver_cpu = medians(samples, |s| Some(s.apiserver_cpu_us));
+    let calls = medians(samples, |s| Some(s.calls_per_pod));
+    let call_ms = medians(samples, |s| s.call_ms);
+    let review_ms = medians(samples, |s| s.review_ms);
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Pod creations through kube-apiserver {} ({} CPUs): {} pods per round, {} in flight over {} \
+         HTTP/2 connection{}, {} round{} alternating {}; medians over the rounds. Load average {} \
+         before the rounds, {} after.",
+        context.server_version,
+        cpus,
+        settings.pods,
+        settings.in_flight,
+        settings.connections,
+        if settings.connections == 1 { "" } else { "s" },
+        settings.rounds,
+        if settings.rounds == 1 { "" } else { "s" },
+        settings
+            .modes
+            .iter()
+            .map(|m| m.key())
+            .collect::<Vec<_>>()
+            .join(" "),
+        context.load_before,
+        context.load_after,
+    );
+    if let Some((with, all)) = context.conditions {
+        let _ = writeln!(
+            out,
+            "Registered with `mesh-admission webhook-config --url`: {with} of its {all} webhooks \
+             have matchConditions."
+        );
+    }
+    out.push('\n');
+    out.push_str(
+        "| mode | pods/s | p50 ms | p99 ms | webhook CPU µs/pod | apiserver CPU µs/pod | \
+         webhook calls/pod | ms per call (apiserver's view) |\n",
+    );
+    out.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for &mode in &settings.modes {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            mode.label(),
+            opt(throughput.get(&mode).copied(), 0),
+            opt(p50.get(&mode).copied(), 1),
+            opt(p99.get(&mode).copied(), 1),
+            opt(webhook_cpu.get(&mode).copied(), 0),
+            opt(apiserver_cpu.get(&mode).copied(), 0),
+            opt(calls.get(&mode).copied(), 2),
+            opt(call_ms.get(&mode).copied(), 2),
+        );
+    }
+    out.push('\n');
+    let c_bp_throughput = ratio(&throughput, Mode::MeshAdmission, Mode::NullPatch);
+    let c_bp_p99 = ratio(&p99, Mode::MeshAdmission, Mode::NullPatch);
+    let c_a_throughput = ratio(&throughput, Mode::MeshAdmission, Mode::NoWebhook);
+    let _ = writeln!(
+        out,
+        "- (c)/(b') throughput: {} (target ≥ 0.95)",
+        opt(c_bp_throughput, 2)
+    );
+    let _ = writeln!(
+        out,
+        "- (c)/(b') p99 latency: {} (lower is better; (b')/(c) = {}, target ≥ 0.95)",
+        opt(c_bp_p99, 2),
+        opt(c_bp_p99.filter(|r| *r > 0.0).map(|r| 1.0 / r), 2)
+    );
+    let _ = writeln!(
+        out,
+        "- (c)/(a) throughput: {} (target ≥ 0.70)",
+        opt(c_a_throughput, 2)
+    );
+    if let (Some(review), Some(call)) = (
+        review_ms.get(&Mode::MeshAdmission),
+        call_ms.get(&Mode::MeshAdmission),
+    ) {
+        let _ = writeln!(
+            out,
+            "- (c): mesh-admission timed {review:.3} ms per review (body received to reply \
+             encoded); the apiserver timed {call:.2} ms per call to it."
+        );
+    }
+    match context.same_pod {
+        Some(true) => out.push_str(
+            "- (b') and (c) store the same pod (labels, annotations, spec of a server-side dry run).\n",
+        ),
+        Some(false) => out.push_str("- **(b') and (c) store different pods: (b') is no baseline.**\n"),
+        None => {}
+    }
+    out.push_str("\nEvery round:\n\n");
+    out.push_str(
+        "| round | mode | pods/s | p50 ms | p99 ms | max ms | webhook CPU µs/pod | apiserver CPU \
+         µs/pod | etcd CPU µs/pod | failed |\n",
+    );
+    out.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for s in samples {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.0} | {:.0} | {} |",
+            s.round,
+            s.mode.label(),
+            s.pods_per_s,
+            s.p50_ms,
+            s.p99_ms,
+            s.max_ms,
+            opt(s.webhook_cpu_us, 0),
+            s.apiserver_cpu_us,
+            s.etcd_cpu_us,
+            s.failed
+        );
+    }
+    out
+}

@@ -1,0 +1,461 @@
+//! Helpers for the pod-creation benchmark (`tests/bench_e2e.rs`, run by `hack/bench-e2e.sh`): the
+//! null webhook as a process, the load client, CPU time from `/proc`, the apiserver's own admission
+//! metrics, and switching the registered webhook configuration with proof that the apiserver follows.
+//!
+//! Everything started here is killed by its PID on drop, also when the benchmark panics.
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use super::{ControlPlane, Webhook, mesh_admission};
+
+/// How long a webhook process may take to listen, and the apiserver to follow a registration change
+/// (it reads webhook configurations from a watch, a moment after they are stored).
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Probes are cheap, but each is a kubectl process: this bounds their number as well as their time.
+const MAX_PROBES: usize = 200;
+const POLL: Duration = Duration::from_millis(100);
+
+/// A release-built example next to the test binary (`target/release/examples/NAME` for
+/// `cargo test --release`), which `hack/bench-e2e.sh` builds first: integration tests get the
+/// paths of the crate's binaries from cargo, not of its examples.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the test's own path: {e}"));
+    // target/PROFILE/deps/TEST-HASH -> target/PROFILE/examples/NAME
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} has no profile folder", exe.display()));
+    let path = profile.join("examples").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash hack/bench-e2e.sh`, which builds the examples before the benchmark",
+        path.display()
+    );
+    path
+}
+
+/// A child process killed by its PID when this guard drops.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `examples/null_webhook.rs` on a free 127.0.0.1 port, with the serving pair of a [`Webhook`] (so
+/// the same caBundle works), answering every review allowed, with `patch` on `/mutate` if given.
+pub struct NullWebhook {
+    child: Guard,
+    url: String,
+    log: PathBuf,
+}
+
+impl NullWebhook {
+    pub fn start(cp: &ControlPlane, certs_of: &Webhook, patch: Option<&Path>) -> NullWebhook {
+        static RUNS: AtomicUsize = AtomicUsize::new(0);
+        let n = RUNS.fetch_add(1, Ordering::Relaxed);
+        let log = cp.logs.join(format!("null-webhook-{n}.log"));
+        let file =
+            fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let binary = example("null_webhook");
+        let mut command = Command::new(&binary);
+        command
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--tls-cert")
+            .arg(certs_of.certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs_of.certs.join("tls.key"));
+        if let Some(patch) = patch {
+            command.arg("--patch").arg(patch);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let mut webhook = NullWebhook {
+            child: Guard(child),
+            url: String::new(),
+            log,
+        };
+        let started = Instant::now();
+        let addr = loop {
+            let log = fs::read_to_string(&webhook.log).unwrap_or_default();
+            let addr = log.lines().find_map(|line| {
+                line.strip_prefix("null webhook listening on ")?
+                    .parse::<SocketAddr>()
+                    .ok()
+            });
+            if let Some(addr) = addr {
+                break addr;
+            }
+            if let Some(status) = webhook.child.0.try_wait().unwrap() {
+                panic!(
+                    "{} exited with {status} before it listened; its log is {}:\n{log}",
+                    binary.display(),
+                    webhook.log.display()
+                );
+            }
+            assert!(
+                started.elapsed() < SWITCH_TIMEOUT,
+                "{} did not listen within {SWITCH_TIMEOUT:?}; its log is {}",
+                binary.display(),
+                webhook.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // It prints the address once bound; a connection proves it accepts too.
+        TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+        webhook.url = format!("https://{addr}");
+        eprintln!(
+            "bench: null webhook{} serving {}, log {}",
+            if patch.is_some() { " with patch" } else { "" },
+            webhook.url,
+            webhook.log.display()
+        );
+        webhook
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+}
+
+/// The PID of `mesh-admission serve` while it runs.
+pub fn webhook_pid(webhook: &Webhook) -> u32 {
+    webhook
+        .child
+        .as_ref()
+        .map(Child::id)
+        .unwrap_or_else(|| panic!("mesh-admission serve at {} was stopped", webhook.url))
+}
+
+/// The PID of a control-plane process (`etcd` or `kube-apiserver`).
+pub fn control_plane_pid(cp: &ControlPlane, name: &str) -> u32 {
+    cp.processes
+        .iter()
+        .find(|(process, _)| *process == name)
+        .map(|(_, child)| child.id())
+        .unwrap_or_else(|| panic!("no {name} in the control plane"))
+}
+
+/// Clock ticks per second of `/proc/PID/stat`'s times.
+fn clock_ticks() -> f64 {
+    static TICKS: OnceLock<f64> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let output = Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap_or_else(|e| panic!("running getconf CLK_TCK: {e}"));
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|ticks| *ticks > 0.0)
+            .unwrap_or_else(|| panic!("getconf CLK_TCK printed {text:?}"))
+    })
+}
+
+/// User plus system CPU time of process `pid` and all its threads so far (`utime` + `stime`).
+pub fn cpu_time(pid: u32) -> Duration {
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    // The command name (field 2) is in parentheses and may hold spaces: fields count from after it.
+    let rest = stat
+        .rfind(')')
+        .map(|end| &stat[end + 1..])
+        .unwrap_or_else(|| panic!("{path} has no command name: {stat}"));
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line; `rest` starts at field 3.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .map(|&i| {
+            fields
+                .get(i)
+                .and_then(|field| field.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{path}: field {} is not a number: {stat}", i + 3))
+        })
+        .sum();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks())
+}
+
+/// The apiserver's admission-webhook counters (its `/metrics`), summed over every webhook.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WebhookCalls {
+    /// `apiserver_admission_webhook_request_total`: calls made.
+    pub calls: f64,
+    /// `apiserver_admission_webhook_admission_duration_seconds`: count and total time of the calls
+    /// as the apiserver measured them (from before the request is sent to the decoded reply).
+    pub timed: f64,
+    pub seconds: f64,
+}
+
+impl WebhookCalls {
+    pub fn read(cp: &ControlPlane) -> WebhookCalls {
+        let metrics = cp.kubectl_ok(["get", "--raw", "/metrics"]);
+        WebhookCalls {
+            calls: metric_sum(&metrics, "apiserver_admission_webhook_request_total"),
+            timed: metric_sum(
+                &metrics,
+                "apiserver_admission_webhook_admission_duration_seconds_count",
+            ),
+            seconds: metric_sum(
+                &metrics,
+                "apiserver_admission_webhook_admission_duration_seconds_sum",
+            ),
+        }
+    }
+
+    /// What happened between `before` and `self`.
+    pub fn since(self, before: WebhookCalls) -> WebhookCalls {
+        WebhookCalls {
+            calls: self.calls - before.calls,
+            timed: self.timed - before.timed,
+            seconds: self.seconds - before.seconds,
+        }
+    }
+}
+
+/// The sum of every series of metric `name` in Prometheus text.
+fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let value = if rest.starts_with('{') {
+                &rest[rest.rfind('}')? + 1..]
+            } else if rest.starts_with(' ') {
+                rest
+            } else {
+                return None; // another metric whose name starts with `name`
+            };
+            value.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// `mesh-admission webhook-config --url URL --ca-bundle CA`: exactly what a user registers.
+pub fn webhook_config(url: &str, ca_bundle: &Path) -> String {
+    let output = Command::new(mesh_admission())
+        .args(["webhook-config", "--url", url])
+        .arg("--ca-bundle")
+        .arg(ca_bundle)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", mesh_admission()));
+    assert!(
+        output.status.success(),
+        "mesh-admission webhook-config failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("webhook-config printed {e}"))
+}
+
+/// Switches the apiserver's webhook configurations: deletes `old` (if any), proves with probes
+/// that the apiserver no longer calls any webhook for `probe_pod`, then applies `new` (if any) and
+/// proves that it calls one. Returns the last probe's object as the apiserver would store it
+/// (a server-side dry run, which calls webhooks like a real create and stores nothing).
+///
+/// Proving both steps through the apiserver's own call counter works for any webhook, including
+/// ones that leave no trace in the object (the null webhook without a patch).
+pub fn switch_registration(
+    cp: &ControlPlane,
+    old: Option<&str>,
+    new: Option<&str>,
+    namespace: &str,
+    probe_pod: &str,
+) -> serde_json::Value {
+    if let Some(old) = old {
+        cp.kubectl_stdin_ok(["delete", "--ignore-not-found", "-f", "-"], old);
+    }
+    let mut object = wait_for_calls(cp, false, namespace, probe_pod);
+    if let Some(new) = new {
+        cp.kubectl_stdin_ok(["apply", "-f", "-"], new);
+        object = wait_for_calls(cp, true, namespace, probe_pod);
+    }
+    object
+}
+
+fn wait_for_calls(
+    cp: &ControlPlane,
+    called: bool,
+    namespace: &str,
+    probe_pod: &str,
+) -> serde_json::Value {
+    let started = Instant::now();
+    for _ in 0..MAX_PROBES {
+        let before = WebhookCalls::read(cp);
+        let probe = cp.kubectl_stdin(
+            [
+                "create",
+                "--dry-run=server",
+                "--namespace",
+                namespace,
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            probe_pod,
+        );
+        let after = WebhookCalls::read(cp).since(before);
+        if probe.status.success() && (after.calls > 0.0) == called {
+            return serde_json::from_slice(&probe.stdout).unwrap_or_else(|e| {
+                panic!("the dry run printed no JSON ({e}):\n{}", cp.report(&probe))
+            });
+        }
+        if started.elapsed() > SWITCH_TIMEOUT {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    panic!(
+        "the apiserver {} webhooks for a pod in {namespace} within {SWITCH_TIMEOUT:?} (or \
+         {MAX_PROBES} probes) of the registration change (logs: {})",
+        if called {
+            "did not call"
+        } else {
+            "still called"
+        },
+        cp.logs.display()
+    )
+}
+
+/// Deletes every pod in `namespace` in one call (DELETE on the collection: the pods are bound to
+/// no node, so the apiserver removes them at once) and waits until none is listed.
+pub fn delete_pods(cp: &ControlPlane, namespace: &str) {
+    let collection = format!("/api/v1/namespaces/{namespace}/pods");
+    cp.kubectl_ok(["delete", "--raw", &collection]);
+    let started = Instant::now();
+    for _ in 0..MAX_PROBES {
+        let left = cp.kubectl_ok(["get", "pods", "--namespace", namespace, "-o", "name"]);
+        if left.trim().is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < SWITCH_TIMEOUT,
+            "{} pods still in {namespace} {SWITCH_TIMEOUT:?} after the delete (logs: {})",
+            left.lines().count(),
+            cp.logs.display()
+        );
+        std::thread::sleep(POLL);
+    }
+    panic!("pods still in {namespace} after {MAX_PROBES} checks")
+}
+
+/// What to ask of `examples/pod_load.rs`.
+pub struct Load<'a> {
+    pub namespace: &'a str,
+    pub pod_file: &'a Path,
+    pub count: u64,
+    pub in_flight: usize,
+    pub connections: usize,
+    /// No request starts after this long; the run is killed a while after it.
+    pub max_duration: Duration,
+}
+
+/// Runs the load client against the control plane's apiserver with its admin token and returns
+/// its JSON report.
+pub fn pod_load(cp: &ControlPlane, load: &Load) -> serde_json::Value {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    let token_file = cp.dir.join("bench-token");
+    fs::write(&token_file, cp.admin_token())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", token_file.display()));
+    let stdout_path = cp.dir.join(format!("pod-load-{n}.json"));
+    let stderr_path = cp.logs.join(format!("pod-load-{n}.log"));
+    let create = |path: &Path| {
+        fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
+    };
+    let binary = example("pod_load");
+    let request_timeout = Duration::from_secs(30);
+    let child = Command::new(&binary)
+        .args(["--url", cp.url()])
+        .arg("--ca")
+        .arg(cp.ca_file())
+        .arg("--token-file")
+        .arg(&token_file)
+        .args(["--namespace", load.namespace])
+        .arg("--pod")
+        .arg(load.pod_file)
+        .args(["--count", &load.count.to_string()])
+        .args(["--in-flight", &load.in_flight.to_string()])
+        .args(["--connections", &load.connections.to_string()])
+        .args(["--timeout", &request_timeout.as_secs().to_string()])
+        .args(["--max-duration", &load.max_duration.as_secs().to_string()])
+        .stdin(Stdio::null())
+        .stdout(create(&stdout_path))
+        .stderr(create(&stderr_path))
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+    let mut child = Guard(child);
+    // The client stops sending at max_duration and every request ends within its timeout.
+    let deadline = load.max_duration + request_timeout * 4;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "pod_load ran longer than {deadline:?}; killed (log: {})",
+            stderr_path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
+    let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        status.success(),
+        "pod_load exited with {status}:\n{stderr}{stdout}"
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("pod_load printed no JSON ({e}): {stdout}\n{stderr}"))
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
+/// The control plane's temporary folder, for the benchmark's own files (removed with it).
+pub fn work_dir(cp: &ControlPlane) -> &Path {
+    &cp.dir
+}
+
+/// The one-minute load average, to tell a quiet machine from a busy one in the results.
+pub fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// `mesh_admission_request_duration_seconds` of `mesh-admission serve` so far: (count, total
+/// seconds) of the reviews it answered, timed from body received to reply encoded.
+pub fn review_time(webhook: &Webhook) -> (f64, f64) {
+    let metrics = webhook.metrics();
+    (
+        metric_sum(&metrics, "mesh_admission_request_duration_seconds_count"),
+        metric_sum(&metrics, "mesh_admission_request_duration_seconds_sum"),
+    )
+}
