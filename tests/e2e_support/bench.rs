@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
+
 use super::{ControlPlane, Webhook, mesh_admission};
 
 /// How long a webhook process may take to listen, and the apiserver to follow a registration change
@@ -260,7 +262,25 @@ pub fn webhook_config(url: &str, ca_bundle: &Path) -> String {
         "mesh-admission webhook-config failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("webhook-config printed {e}"))
+    let config =
+        String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("webhook-config printed {e}"));
+    if std::env::var("BENCH_E2E_MATCH_CONDITIONS").as_deref() != Ok("0") {
+        return config;
+    }
+    // The configuration as it was before matchConditions, to measure what they save: every webhook
+    // without them, the rest unchanged (JSON documents are YAML for kubectl).
+    serde_yaml::Deserializer::from_str(&config)
+        .map(|document| {
+            let mut object = serde_json::Value::deserialize(document)
+                .unwrap_or_else(|e| panic!("webhook-config printed invalid YAML: {e}"));
+            for hook in object["webhooks"].as_array_mut().into_iter().flatten() {
+                if let Some(hook) = hook.as_object_mut() {
+                    hook.remove("matchConditions");
+                }
+            }
+            format!("---\n{object}\n")
+        })
+        .collect()
 }
 
 /// Switches the apiserver's webhook configurations: deletes `old` (if any), proves with probes
