@@ -19,12 +19,14 @@ FUZZ = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(FUZZ)
 SEEDS = os.path.join(FUZZ, "corpus")
 
-# Must match fuzz_support::KINDS and NAMESPACES.
+# Must match fuzz_support::KINDS (the kinds table of src/policy/kinds.rs in its order, then the two
+# extras) and NAMESPACES.
 KINDS = [
-    ("", "v1", "Pod"), ("", "v1", "Namespace"), ("apps", "v1", "Deployment"), ("batch", "v1", "CronJob"),
-    ("helm.toolkit.fluxcd.io", "v2", "HelmRelease"), ("", "v1", "Pod"), ("apps", "v1", "StatefulSet"),
-    ("apps", "v1", "DaemonSet"), ("batch", "v1", "Job"), ("helm.toolkit.fluxcd.io", "v2beta1", "HelmRelease"),
-    ("apps", "v1", "ReplicaSet"), ("", "v1", "ConfigMap"),
+    ("", "v1", "Namespace"), ("helm.toolkit.fluxcd.io", "v2", "HelmRelease"), ("", "v1", "Pod"),
+    ("apps", "v1", "Deployment"), ("apps", "v1", "StatefulSet"), ("apps", "v1", "DaemonSet"),
+    ("apps", "v1", "ReplicaSet"), ("batch", "v1", "Job"), ("batch", "v1", "CronJob"),
+    ("", "v1", "ReplicationController"), ("helm.toolkit.fluxcd.io", "v2beta1", "HelmRelease"),
+    ("", "v1", "ConfigMap"),
 ]
 NAMESPACES = ["apps", "payments", "", "kube-system", "istio-system", "mesh-system"]
 

@@ -17,6 +17,7 @@ use crate::policy::contrast::{
     EGRESS_ANNOTATION, EGRESS_ENV_VARS, INGRESS_ANNOTATION, INGRESS_ENV_VARS,
 };
 use crate::policy::helmrelease::PREFIX;
+use crate::policy::kinds;
 use crate::policy::namespace::ISTIO_REVISION_LABEL;
 use crate::policy::pod::INJECT_KEY;
 
@@ -59,8 +60,8 @@ pub fn pods() -> Vec<MatchCondition> {
 
 /// Validation: only when the object or its pod template carries a setting a rule reads: a Big Bang
 /// mesh annotation, a Contrast proxy annotation, or a Contrast proxy env var in a container or init
-/// container. All three template places are looked at whatever the kind (a missing place is an
-/// empty map): a Deployment whose own metadata carries a mesh annotation is called needlessly, which
+/// container. Every template place of the kinds table is looked at whatever the kind (a missing
+/// place is an empty map): a Deployment whose own metadata carries a mesh annotation is called needlessly, which
 /// is harmless, and one expression for every kind stays short enough to review.
 pub fn validation() -> Vec<MatchCondition> {
     let annotations = cel_list(&[INGRESS_ANNOTATION, EGRESS_ANNOTATION]);
@@ -71,22 +72,40 @@ pub fn validation() -> Vec<MatchCondition> {
         .collect();
     let env_vars = cel_list(&env_vars);
     let prefix = cel_string(PREFIX);
+    let places: Vec<String> = kinds::template_paths()
+        .into_iter()
+        .map(template_place)
+        .collect();
     vec![condition(
         "mesh-settings-present",
         format!(
-            "[\n  object,\n  \
-             has(object.spec) && has(object.spec.template) ? object.spec.template : {{}},\n  \
-             has(object.spec) && has(object.spec.jobTemplate) && has(object.spec.jobTemplate.spec) &&\n    \
-             has(object.spec.jobTemplate.spec.template) ? object.spec.jobTemplate.spec.template : {{}}\n\
-             ].exists(t,\n  \
+            "[\n  {}\n].exists(t,\n  \
              has(t.metadata) && has(t.metadata.annotations) && t.metadata.annotations.exists(k,\n    \
              k.startsWith({prefix}) || k in {annotations}) ||\n  \
              has(t.spec) && [\n    \
              has(t.spec.containers) ? t.spec.containers : [],\n    \
              has(t.spec.initContainers) ? t.spec.initContainers : []\n  \
-             ].exists(cs, cs.exists(c, has(c.env) && c.env.exists(e, has(e.name) && e.name in {env_vars}))))"
+             ].exists(cs, cs.exists(c, has(c.env) && c.env.exists(e, has(e.name) && e.name in {env_vars}))))",
+            places.join(",\n  ")
         ),
     )]
+}
+
+/// The pod template at `path` of the object (the kinds table's paths), or an empty map where the
+/// object has none.
+fn template_place(path: &[&str]) -> String {
+    if path.is_empty() {
+        return "object".to_owned();
+    }
+    let fields: Vec<String> = (1..=path.len())
+        .map(|depth| format!("object.{}", path[..depth].join(".")))
+        .collect();
+    let guards: Vec<String> = fields.iter().map(|f| format!("has({f})")).collect();
+    format!(
+        "{} ? {} : {{}}",
+        guards.join(" && "),
+        fields[fields.len() - 1]
+    )
 }
 
 fn condition(name: &str, expression: String) -> MatchCondition {

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::admission::{self, Decision, Endpoint};
 use crate::config::Config;
+use crate::policy::kinds;
 
 /// One object to review, with what the apiserver would say about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,15 +108,20 @@ pub struct ObjectReview {
     pub warnings: Vec<String>,
 }
 
+impl ObjectReview {
+    fn add_denial(&mut self, message: String) {
+        self.denial = Some(match self.denial.take() {
+            Some(earlier) => format!("{earlier}; {message}"),
+            None => message,
+        });
+    }
+}
+
 /// Where a workload kind keeps its pod template.
 fn template_path(group: &str, kind: &str) -> Option<&'static [&'static str]> {
-    match (group, kind) {
-        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
-        | ("batch", "Job")
-        | ("", "ReplicationController") => Some(&["spec", "template"]),
-        ("batch", "CronJob") => Some(&["spec", "jobTemplate", "spec", "template"]),
-        _ => None,
-    }
+    kinds::find(group, kind)
+        .filter(|k| k.is_workload())
+        .and_then(|k| k.template)
 }
 
 /// An AdmissionReview for `object` as kube-apiserver sends it on CREATE.
@@ -230,8 +236,8 @@ pub fn review_subject(
                 result.patch = patch.iter().map(|op| rebase(op, &prefix)).collect();
                 result.warnings.extend(warnings.iter().cloned());
             }
-            if let Decision::Denied { message, .. } = &decision {
-                result.denial = Some(message.clone());
+            if let Some(message) = decision.denial() {
+                result.denial = Some(message.to_owned());
             }
             result.mutate_reply = Some(reply);
         }
@@ -256,15 +262,11 @@ pub fn review_subject(
     ) {
         match decision {
             Decision::Allowed { warnings, .. } => result.warnings.extend(warnings),
-            Decision::Denied {
-                message, warnings, ..
-            } => {
+            Decision::Denied { message, warnings } => {
                 result.warnings.extend(warnings);
-                result.denial = Some(match result.denial.take() {
-                    Some(earlier) => format!("{earlier}; {message}"),
-                    None => message,
-                });
+                result.add_denial(message);
             }
+            Decision::BadRequest { message } => result.add_denial(message),
         }
         result.validate_reply = Some(reply);
     }

@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::match_conditions;
+use crate::policy::kinds::{self, Kind, Mutator, VALIDATED_OPERATIONS};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -188,21 +189,40 @@ fn selector(requirements: Vec<LabelSelectorRequirement>) -> Option<LabelSelector
     })
 }
 
-fn rule(
-    operations: &[&str],
-    group: &str,
-    versions: &[&str],
-    resources: &[&str],
-    scope: &str,
-) -> RuleWithOperations {
-    let strings = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect());
-    RuleWithOperations {
-        operations: strings(operations),
-        api_groups: strings(&[group]),
-        api_versions: strings(versions),
-        resources: strings(resources),
-        scope: Some(scope.into()),
+/// One rule per group, version and scope of `kinds`, their resources together, for `operations`.
+fn rules<'k>(
+    kinds: impl IntoIterator<Item = &'k Kind>,
+    operations: &[kube::core::admission::Operation],
+) -> Vec<RuleWithOperations> {
+    let mut rules: Vec<RuleWithOperations> = Vec::new();
+    let strings = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let operations: Vec<&str> = operations.iter().map(kinds::operation_name).collect();
+    for kind in kinds {
+        let same = |r: &&mut RuleWithOperations| {
+            r.api_groups == strings(&[kind.group])
+                && r.api_versions == strings(&[kind.version])
+                && r.scope.as_deref() == Some(kind.scope)
+        };
+        match rules.iter_mut().find(same) {
+            Some(rule) => rule
+                .resources
+                .get_or_insert_with(Vec::new)
+                .push(kind.resource.into()),
+            None => rules.push(RuleWithOperations {
+                operations: strings(&operations),
+                api_groups: strings(&[kind.group]),
+                api_versions: strings(&[kind.version]),
+                resources: strings(&[kind.resource]),
+                scope: Some(kind.scope.into()),
+            }),
+        }
     }
+    rules
+}
+
+/// The rules of a mutating webhook: the kinds with this mutator, on its operations.
+fn mutated(mutator: Mutator) -> Vec<RuleWithOperations> {
+    rules(kinds::mutated_by(mutator), mutator.operations())
 }
 
 fn metadata(name: &str) -> ObjectMeta {
@@ -220,7 +240,7 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
         |purpose: &str, rules, namespace_selector, object_selector, conditions| MutatingWebhook {
             name: opts.webhook_name(purpose),
             client_config: opts.client_config("/mutate"),
-            rules: Some(vec![rules]),
+            rules: Some(rules),
             namespace_selector,
             object_selector,
             failure_policy: Some(opts.failure_policy.clone()),
@@ -231,13 +251,12 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
             match_policy: Some("Equivalent".into()),
             match_conditions: Some(conditions),
         };
-    let pods = || rule(&["CREATE"], "", &["v1"], &["pods"], "Namespaced");
     MutatingWebhookConfiguration {
         metadata: metadata(&opts.service),
         webhooks: Some(vec![
             webhook(
                 "namespaces",
-                rule(&["CREATE", "UPDATE"], "", &["v1"], &["namespaces"], "*"),
+                mutated(Mutator::Namespace),
                 None,
                 selector(vec![requirement(NAME_LABEL, "NotIn", &excluded)]),
                 match_conditions::namespaces(label_key),
@@ -245,7 +264,7 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
             // Pods in namespaces labelled for injection, unless they opt out: as Istio selects them.
             webhook(
                 "pods",
-                pods(),
+                mutated(Mutator::Pod),
                 selector(vec![
                     requirement(label_key, "In", &[label_value]),
                     requirement(NAME_LABEL, "NotIn", &excluded),
@@ -256,7 +275,7 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
             // Pods that opt in, in namespaces without the label.
             webhook(
                 "pods-opt-in",
-                pods(),
+                mutated(Mutator::Pod),
                 selector(vec![
                     requirement(label_key, "DoesNotExist", &[]),
                     requirement(NAME_LABEL, "NotIn", &excluded),
@@ -269,7 +288,6 @@ pub fn mutating(opts: &WebhookOptions) -> MutatingWebhookConfiguration {
 }
 
 pub fn validating(opts: &WebhookOptions) -> ValidatingWebhookConfiguration {
-    let write = ["CREATE", "UPDATE"];
     // Validation stays on everywhere but in the webhook's own namespace and kube-system.
     let mut excluded = vec![opts.namespace.as_str()];
     if opts.namespace != "kube-system" {
@@ -280,30 +298,7 @@ pub fn validating(opts: &WebhookOptions) -> ValidatingWebhookConfiguration {
         webhooks: Some(vec![ValidatingWebhook {
             name: opts.webhook_name("validate"),
             client_config: opts.client_config("/validate"),
-            rules: Some(vec![
-                rule(
-                    &write,
-                    "helm.toolkit.fluxcd.io",
-                    &["*"],
-                    &["helmreleases"],
-                    "Namespaced",
-                ),
-                rule(&write, "", &["v1"], &["pods"], "Namespaced"),
-                rule(
-                    &write,
-                    "apps",
-                    &["v1"],
-                    &["deployments", "statefulsets", "daemonsets", "replicasets"],
-                    "Namespaced",
-                ),
-                rule(
-                    &write,
-                    "batch",
-                    &["v1"],
-                    &["jobs", "cronjobs"],
-                    "Namespaced",
-                ),
-            ]),
+            rules: Some(rules(kinds::validated(), VALIDATED_OPERATIONS)),
             namespace_selector: selector(vec![requirement(NAME_LABEL, "NotIn", &excluded)]),
             object_selector: None,
             failure_policy: Some(opts.failure_policy.clone()),

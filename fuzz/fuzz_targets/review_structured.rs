@@ -12,6 +12,7 @@ use fuzz_support::{
 };
 use libfuzzer_sys::fuzz_target;
 use mesh_admission::admission::{self, Endpoint};
+use mesh_admission::policy::kinds;
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, Arbitrary)]
@@ -445,16 +446,15 @@ fn object_json(o: &Object, group: &str, version: &str, kind: &str) -> Value {
     field(&mut template, "metadata", &o.metadata, Meta::to_json);
     field(&mut template, "spec", &o.spec, Spec::to_json);
     let template = Value::Object(template);
-    let mut top = match kind {
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
-            json!({"metadata": {"name": "w"}, "spec": {"replicas": 1, "template": template}})
-        }
-        "CronJob" => json!({
-            "metadata": {"name": "c"},
-            "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": template}}}
-        }),
-        _ => template,
-    };
+    // A workload nests the template where the kinds table says; a Pod is the template itself.
+    let path = kinds::find(group, kind)
+        .filter(|k| k.is_workload())
+        .and_then(|k| k.template)
+        .unwrap_or(&[]);
+    let mut top = path.iter().rev().fold(template, |inner, key| json!({ *key: inner }));
+    if !path.is_empty() {
+        top["metadata"] = json!({"name": "w"});
+    }
     if let Value::Object(map) = &mut top {
         map.insert("apiVersion".into(), api_version.into());
         map.insert("kind".into(), kind.into());

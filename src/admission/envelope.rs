@@ -13,8 +13,10 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::Endpoint;
-use crate::policy::object::{Namespace, Pod, Text};
+use crate::policy::Endpoint;
+use crate::policy::decide::Object;
+use crate::policy::kinds::Mutator;
+use crate::policy::object::{MapOnly, Namespace, Pod, Text};
 
 /// Which objects the decoder may turn into views in the same pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,22 +30,6 @@ pub enum Typing {
 impl From<Endpoint> for Typing {
     fn from(endpoint: Endpoint) -> Self {
         Typing::Views(endpoint)
-    }
-}
-
-/// The views `/mutate` decodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    Namespace,
-    Pod,
-}
-
-/// The view the mutation rules need for this request, if any: Namespaces on any write, Pods on CREATE.
-pub fn mutated_view(kind: &GroupVersionKindIn<'_>, operation: &Operation) -> Option<View> {
-    match (kind.group.as_ref(), kind.kind.as_ref(), operation) {
-        ("", "Namespace", Operation::Create | Operation::Update) => Some(View::Namespace),
-        ("", "Pod", Operation::Create) => Some(View::Pod),
-        _ => None,
     }
 }
 
@@ -61,7 +47,7 @@ pub struct RequestIn<'a> {
     pub namespace: Option<Cow<'a, str>>,
     pub operation: Operation,
     pub dry_run: Option<bool>,
-    pub object: ObjectIn<'a>,
+    pub object: Object<'a>,
 }
 
 #[derive(Deserialize)]
@@ -70,15 +56,6 @@ pub struct GroupVersionKindIn<'a> {
     pub group: Cow<'a, str>,
     #[serde(borrow)]
     pub kind: Cow<'a, str>,
-}
-
-/// The request's object, decoded or not.
-pub enum ObjectIn<'a> {
-    /// Absent or `null` (DELETE carries none).
-    Absent,
-    Raw(&'a RawValue),
-    Pod(Pod<'a>),
-    Namespace(Namespace<'a>),
 }
 
 impl<'a> ReviewIn<'a> {
@@ -172,7 +149,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let (mut uid, mut kind, mut operation) = (None, None, None);
         let (mut sub_resource, mut name, mut namespace, mut dry_run) = (None, None, None, None);
-        let mut object = ObjectIn::Absent;
+        let mut object = Object::Absent;
         while let Some(Text(key)) = map.next_key()? {
             match key.as_ref() {
                 "uid" => uid = Some(map.next_value::<Text>()?.into_cow()),
@@ -184,21 +161,21 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 "dryRun" => dry_run = map.next_value()?,
                 "object" => {
                     let view = match (self.0, &kind, &operation) {
-                        (Typing::Views(Endpoint::Mutate), Some(kind), Some(op)) => {
-                            mutated_view(kind, op)
+                        (Typing::Views(endpoint), Some(kind), Some(op)) => {
+                            endpoint.view(&kind.group, &kind.kind, op)
                         }
                         _ => None,
                     };
                     object = match view {
-                        Some(View::Pod) => map
-                            .next_value::<Option<Pod<'de>>>()?
-                            .map_or(ObjectIn::Absent, ObjectIn::Pod),
-                        Some(View::Namespace) => map
-                            .next_value::<Option<Namespace<'de>>>()?
-                            .map_or(ObjectIn::Absent, ObjectIn::Namespace),
+                        Some(Mutator::Pod) => map
+                            .next_value::<Option<MapOnly<Pod<'de>>>>()?
+                            .map_or(Object::Absent, |MapOnly(pod)| Object::Pod(pod)),
+                        Some(Mutator::Namespace) => map
+                            .next_value::<Option<MapOnly<Namespace<'de>>>>()?
+                            .map_or(Object::Absent, |MapOnly(ns)| Object::Namespace(ns)),
                         None => map
                             .next_value::<Option<&'de RawValue>>()?
-                            .map_or(ObjectIn::Absent, ObjectIn::Raw),
+                            .map_or(Object::Absent, |raw| Object::Raw(raw.get())),
                     };
                 }
                 _ => {
@@ -251,21 +228,21 @@ mod tests {
         let kind_first = r#"{"request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"operation":"CREATE","object":{"metadata":{"name":"p"}}}}"#;
         assert!(matches!(
             request(kind_first, Endpoint::Mutate.into()).object,
-            ObjectIn::Pod(_)
+            Object::Pod(_)
         ));
         // Validation and pod updates keep the object raw.
         assert!(matches!(
             request(kind_first, Endpoint::Validate.into()).object,
-            ObjectIn::Raw(_)
+            Object::Raw(_)
         ));
         let update = kind_first.replace("CREATE", "UPDATE");
         assert!(matches!(
             request(&update, Endpoint::Mutate.into()).object,
-            ObjectIn::Raw(_)
+            Object::Raw(_)
         ));
         assert!(matches!(
             request(kind_first, Typing::Raw).object,
-            ObjectIn::Raw(_)
+            Object::Raw(_)
         ));
     }
 
@@ -284,15 +261,13 @@ mod tests {
     fn any_key_order_is_read() {
         let object_first = r#"{"request":{"object":{"metadata":{"name":"n"}},"operation":"UPDATE","kind":{"kind":"Namespace"},"uid":"u"},"kind":"AdmissionReview"}"#;
         let r = request(object_first, Endpoint::Mutate.into());
-        assert!(
-            matches!(r.object, ObjectIn::Raw(raw) if raw.get() == r#"{"metadata":{"name":"n"}}"#)
-        );
+        assert!(matches!(r.object, Object::Raw(raw) if raw == r#"{"metadata":{"name":"n"}}"#));
         assert_eq!((r.uid.as_ref(), r.kind.kind.as_ref()), ("u", "Namespace"));
         let null =
             r#"{"request":{"uid":"u","kind":{"kind":"Pod"},"operation":"DELETE","object":null}}"#;
         assert!(matches!(
             request(null, Endpoint::Mutate.into()).object,
-            ObjectIn::Absent
+            Object::Absent
         ));
         assert!(
             ReviewIn::decode(r#"{"request":null}"#, Typing::Raw)

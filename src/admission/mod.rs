@@ -6,34 +6,17 @@ use std::borrow::Cow;
 
 use base64::Engine;
 use kube::core::Status;
-use kube::core::admission::Operation;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 mod envelope;
 
-use envelope::{ObjectIn, RequestIn, ReviewIn};
+use envelope::ReviewIn;
 
 use crate::config::Config;
-use crate::policy::finding::{Finding, denial_message};
-use crate::policy::object::{self, DecodeError};
-use crate::policy::{Mutation, namespace, pod, validate};
-
-/// Which webhook a review was sent to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Mutate,
-    Validate,
-}
-
-impl Endpoint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Mutate => "mutate",
-            Endpoint::Validate => "validate",
-        }
-    }
-}
+use crate::policy::decide::{self, Request};
+use crate::policy::kinds;
+pub use crate::policy::{Decision, Endpoint};
 
 /// A body that is not an AdmissionReview at all: answered with HTTP 400, since there is no uid to echo.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,21 +51,6 @@ impl ResultClass {
     }
 }
 
-/// The decision for one review.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    Allowed {
-        patch: Vec<json_patch::PatchOperation>,
-        warnings: Vec<String>,
-    },
-    Denied {
-        code: u16,
-        reason: &'static str,
-        message: String,
-        warnings: Vec<String>,
-    },
-}
-
 /// A review's facts and decision: everything needed to reply, log and count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -101,7 +69,7 @@ impl Outcome {
         match &self.decision {
             Decision::Allowed { patch, .. } if patch.is_empty() => ResultClass::Unchanged,
             Decision::Allowed { .. } => ResultClass::Patched,
-            Decision::Denied { code: 400, .. } => ResultClass::Error,
+            Decision::BadRequest { .. } => ResultClass::Error,
             Decision::Denied { .. } => ResultClass::Denied,
         }
     }
@@ -118,18 +86,19 @@ impl Outcome {
                 let encoded = (!patch.is_empty())
                     .then(|| serde_json::to_vec(patch).unwrap_or_default())
                     .and_then(|bytes| base64_json_string(&bytes));
-                (true, None, encoded, warnings)
+                (true, None, encoded, warnings.as_slice())
             }
-            Decision::Denied {
-                code,
-                reason,
-                message,
-                warnings,
-            } => (
+            Decision::Denied { message, warnings } => (
                 false,
-                Some(Status::failure(message, reason).with_code(*code)),
+                Some(Status::failure(message, "Invalid").with_code(422)),
                 None,
-                warnings,
+                warnings.as_slice(),
+            ),
+            Decision::BadRequest { message } => (
+                false,
+                Some(Status::failure(message, "BadRequest").with_code(400)),
+                None,
+                &[][..],
             ),
         };
         let reply = ReviewOut {
@@ -141,7 +110,7 @@ impl Outcome {
                 status,
                 patch_type: patch.as_ref().map(|_| "JSONPatch"),
                 patch,
-                warnings: (!warnings.is_empty()).then_some(warnings.as_slice()),
+                warnings: (!warnings.is_empty()).then_some(warnings),
             },
         };
         // Strings, bools and numbers only: serialization cannot fail.
@@ -182,15 +151,6 @@ fn base64_json_string(bytes: &[u8]) -> Option<Box<RawValue>> {
     RawValue::from_string(text).ok()
 }
 
-fn operation_str(op: &Operation) -> &'static str {
-    match op {
-        Operation::Create => "CREATE",
-        Operation::Update => "UPDATE",
-        Operation::Delete => "DELETE",
-        Operation::Connect => "CONNECT",
-    }
-}
-
 /// Decodes a review body and decides it.
 pub fn review(endpoint: Endpoint, body: &[u8], cfg: &Config) -> Result<Outcome, ReviewError> {
     let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
@@ -226,12 +186,20 @@ pub fn review(endpoint: Endpoint, body: &[u8], cfg: &Config) -> Result<Outcome, 
     }
 
     let namespace = request.namespace.as_deref().unwrap_or("");
-    let decision = decide(endpoint, &request, namespace, cfg);
+    let facts = Request {
+        group: &request.kind.group,
+        kind: &request.kind.kind,
+        operation: &request.operation,
+        sub_resource: request.sub_resource.as_deref(),
+        namespace,
+        name: request.name.as_deref(),
+    };
+    let decision = decide::decide(endpoint, &facts, request.object, cfg);
     Ok(Outcome {
         api_version: api_version.into_owned(),
         uid: request.uid.into_owned(),
         kind: request.kind.kind.into_owned(),
-        operation: operation_str(&request.operation),
+        operation: kinds::operation_name(&request.operation),
         namespace: namespace.to_owned(),
         name: request.name.map(Cow::into_owned).unwrap_or_default(),
         dry_run: request.dry_run.unwrap_or(false),
@@ -239,103 +207,9 @@ pub fn review(endpoint: Endpoint, body: &[u8], cfg: &Config) -> Result<Outcome, 
     })
 }
 
-fn allowed(patch: Vec<json_patch::PatchOperation>, warnings: Vec<String>) -> Decision {
-    Decision::Allowed { patch, warnings }
-}
-
-fn decide(endpoint: Endpoint, request: &RequestIn<'_>, namespace: &str, cfg: &Config) -> Decision {
-    let writes = matches!(request.operation, Operation::Create | Operation::Update);
-    // DELETE and CONNECT carry no object to change; subresources (status, binding…) are not ours.
-    if !writes || request.sub_resource.is_some() {
-        return allowed(Vec::new(), Vec::new());
-    }
-    let (group, kind) = (request.kind.group.as_ref(), request.kind.kind.as_ref());
-    let result = match (&request.object, endpoint) {
-        (ObjectIn::Absent, _) => return allowed(Vec::new(), Vec::new()),
-        (ObjectIn::Pod(p), _) => mutate_pod(p, namespace, cfg),
-        (ObjectIn::Namespace(ns), _) => Ok(mutate_namespace(ns, request, cfg)),
-        (ObjectIn::Raw(raw), Endpoint::Mutate) => mutate_raw(request, raw.get(), namespace, cfg),
-        (ObjectIn::Raw(raw), Endpoint::Validate) => {
-            return validate::validate(group, kind, raw.get())
-                .map(verdict)
-                .unwrap_or_else(|e| bad_request(kind, &e));
-        }
-    };
-    result
-        .map(|m| allowed(m.patch, m.warnings))
-        .unwrap_or_else(|e| bad_request(kind, &e))
-}
-
-/// Mutation of an object the envelope kept raw (its kind came after it, or its view did not fit).
-fn mutate_raw(
-    request: &RequestIn<'_>,
-    object: &str,
-    namespace: &str,
-    cfg: &Config,
-) -> Result<Mutation, DecodeError> {
-    match envelope::mutated_view(&request.kind, &request.operation) {
-        Some(envelope::View::Namespace) => {
-            Ok(mutate_namespace(&object::decode(object)?, request, cfg))
-        }
-        Some(envelope::View::Pod) => mutate_pod(&object::decode(object)?, namespace, cfg),
-        None => Ok(Mutation::default()),
-    }
-}
-
-fn mutate_namespace(ns: &object::Namespace<'_>, request: &RequestIn<'_>, cfg: &Config) -> Mutation {
-    let name = ns
-        .metadata
-        .as_ref()
-        .and_then(|m| m.name.as_deref())
-        .or(request.name.as_deref())
-        .unwrap_or("");
-    namespace::mutate(ns, name, cfg)
-}
-
-fn mutate_pod(p: &object::Pod<'_>, namespace: &str, cfg: &Config) -> Result<Mutation, DecodeError> {
-    // Pods created by controllers carry the namespace only in the request.
-    let ns = if namespace.is_empty() {
-        p.metadata
-            .as_ref()
-            .and_then(|m| m.namespace.as_deref())
-            .unwrap_or("")
-    } else {
-        namespace
-    };
-    pod::mutate(p, ns, cfg)
-}
-
-/// Turns findings into the reply: every error in one message, warnings alongside.
-pub fn verdict(findings: Vec<Finding>) -> Decision {
-    let warnings = findings
-        .iter()
-        .filter(|f| !f.is_error())
-        .map(Finding::to_warning)
-        .collect();
-    match denial_message(&findings) {
-        None => allowed(Vec::new(), warnings),
-        Some(message) => Decision::Denied {
-            code: 422,
-            reason: "Invalid",
-            message,
-            warnings,
-        },
-    }
-}
-
-fn bad_request(kind: &str, error: &DecodeError) -> Decision {
-    Decision::Denied {
-        code: 400,
-        reason: "BadRequest",
-        message: format!("cannot decode {kind}: {error}"),
-        warnings: Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::finding::Severity;
     use serde_json::{Value, json};
 
     fn body(kind: &str, operation: &str, object: Value) -> Vec<u8> {
@@ -510,34 +384,5 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
-    }
-
-    #[test]
-    fn findings_become_one_denial_listing_every_error() {
-        let finding = |severity, field: &str| match severity {
-            Severity::Error => Finding::error(field, "bad"),
-            Severity::Warning => Finding::warning(field, "bad"),
-        };
-        let decision = verdict(vec![
-            finding(Severity::Error, "a"),
-            finding(Severity::Warning, "w"),
-            finding(Severity::Error, "b"),
-        ]);
-        let Decision::Denied {
-            code,
-            reason,
-            message,
-            warnings,
-        } = decision
-        else {
-            panic!("not denied")
-        };
-        assert_eq!((code, reason), (422, "Invalid"));
-        assert_eq!(message, "a: bad; b: bad");
-        assert_eq!(warnings, vec!["w: bad".to_string()]);
-        assert_eq!(
-            verdict(vec![finding(Severity::Warning, "w")]),
-            allowed(vec![], vec!["w: bad".into()])
-        );
     }
 }

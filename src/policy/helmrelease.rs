@@ -4,13 +4,9 @@
 //! Values are checked exactly as written (no trimming), every problem is reported, and annotations outside
 //! `servicemesh.bigbang.dev/` are none of our business.
 
-use serde::Deserialize;
-
 use super::finding::{Finding, annotation_path};
-use super::object::{ObjectMeta, map_only};
+use super::object::HelmRelease;
 use super::syntax::{LabelError, LabelKind, MAX_NAME_CHARS, check_label, closest, parse_port};
-
-map_only!(HelmRelease<'a>, "a HelmRelease object");
 
 /// Prefix of every Big Bang service-mesh annotation.
 pub const PREFIX: &str = "servicemesh.bigbang.dev/";
@@ -29,14 +25,6 @@ pub const PERMISSIVE_PORTS: &str = "servicemesh.bigbang.dev/permissivePorts";
 pub const KNOWN_NAMES: [&str; 5] = ["expose", "host", "port", "mtlsMode", "permissivePorts"];
 /// PeerAuthentication modes, as Istio spells them.
 pub const MTLS_MODES: [&str; 3] = ["STRICT", "PERMISSIVE", "DISABLE"];
-
-/// A Flux HelmRelease, any API version: only its annotations are read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(remote = "Self")]
-pub struct HelmRelease<'a> {
-    #[serde(borrow, default)]
-    pub metadata: Option<ObjectMeta<'a>>,
-}
 
 /// Applies the HelmRelease table.
 pub fn validate(hr: &HelmRelease<'_>) -> Vec<Finding> {
@@ -74,7 +62,7 @@ pub fn validate(hr: &HelmRelease<'_>) -> Vec<Finding> {
         findings.extend(
             problems
                 .into_iter()
-                .map(|message| Finding::error(field.clone(), message).with_value(value.as_ref())),
+                .map(|message| Finding::error(field.clone(), message).with_value(value.as_str())),
         );
     }
     findings.extend(route_completeness(

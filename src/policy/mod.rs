@@ -1,8 +1,10 @@
 //! The pure policy core: objects in, patches or verdicts out. No I/O anywhere below this module.
 
 pub mod contrast;
+pub mod decide;
 pub mod finding;
 pub mod helmrelease;
+pub mod kinds;
 pub mod namespace;
 pub mod object;
 pub mod patch;
@@ -12,6 +14,8 @@ pub mod syntax;
 pub mod validate;
 
 use json_patch::PatchOperation;
+
+pub use decide::{Decision, Endpoint};
 
 /// What a mutation rule decided for one object: the JSON Patch (empty when nothing changes) and
 /// warnings for the requesting user.

@@ -32,13 +32,13 @@ pub fn remove(path: PointerBuf) -> PatchOperation {
 /// adding `/metadata/labels/x` to a missing `labels` fails to apply.
 pub struct MapEdit<'m> {
     path: [&'static str; 2],
-    existing: Option<&'m StringMap<'m>>,
+    existing: Option<&'m StringMap>,
     changes: Vec<(String, String)>,
 }
 
 impl<'m> MapEdit<'m> {
     /// `path` is e.g. `["metadata", "labels"]`.
-    pub fn new(path: [&'static str; 2], existing: Option<&'m StringMap<'m>>) -> Self {
+    pub fn new(path: [&'static str; 2], existing: Option<&'m StringMap>) -> Self {
         MapEdit {
             path,
             existing,

@@ -14,98 +14,55 @@
 //! - Contrast's proxy settings, as env vars of any container or init container (literal `value` only: a
 //!   `valueFrom` is resolved by the kubelet, later) and as pod annotations.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-
-use serde::Deserialize;
 
 use super::contrast::Direction;
 use super::finding::{Finding, annotation_path, field_path};
 use super::helmrelease::{self, PREFIX};
-use super::object::{ObjectMeta, StringMap, map_only};
+use super::object::{Container, DecodeError, Pod, StringMap};
 use super::syntax::parse_port;
-
-map_only!(PodTemplate<'a>, "an object (PodTemplate)");
-map_only!(PodSpec<'a>, "an object (PodSpec)");
-map_only!(Container<'a>, "an object (Container)");
-map_only!(ContainerPort, "an object (ContainerPort)");
-map_only!(EnvVar<'a>, "an object (EnvVar)");
-
-/// A Pod, or the `template` of a workload: the parts these rules read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(remote = "Self")]
-pub struct PodTemplate<'a> {
-    #[serde(borrow, default)]
-    pub metadata: Option<ObjectMeta<'a>>,
-    #[serde(borrow, default)]
-    pub spec: Option<PodSpec<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[serde(remote = "Self")]
-pub struct PodSpec<'a> {
-    #[serde(borrow, default)]
-    pub containers: Option<Vec<Container<'a>>>,
-    #[serde(borrow, default)]
-    pub init_containers: Option<Vec<Container<'a>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[serde(remote = "Self")]
-pub struct Container<'a> {
-    /// `Always` on an init container makes it a native sidecar, running as long as the pod.
-    #[serde(borrow, default)]
-    pub restart_policy: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub ports: Option<Vec<ContainerPort>>,
-    #[serde(borrow, default)]
-    pub env: Option<Vec<EnvVar<'a>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[serde(remote = "Self")]
-pub struct ContainerPort {
-    /// Wider than the `int32` of the API so that an out-of-range number is ignored, not a decode error.
-    #[serde(default)]
-    pub container_port: Option<i64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(remote = "Self")]
-pub struct EnvVar<'a> {
-    #[serde(borrow, default)]
-    pub name: Option<Cow<'a, str>>,
-    /// Absent when the variable comes from `valueFrom`.
-    #[serde(borrow, default)]
-    pub value: Option<Cow<'a, str>>,
-}
 
 /// Big Bang keys that only act on the HelmRelease.
 const HELM_RELEASE_ONLY: [&str; 4] = ["mtlsMode", "expose", "host", "port"];
 
 /// Applies the pod rules to the template at `at` (`""` for a Pod, `spec.template` for a Deployment …).
-pub fn validate(template: &PodTemplate<'_>, at: &str) -> Vec<Finding> {
+/// Containers that cannot be read are a `DecodeError` naming their full path.
+pub fn validate(template: &Pod<'_>, at: &str) -> Result<Vec<Finding>, DecodeError> {
     let mut findings = Vec::new();
-    let spec = template.spec.as_ref();
+    let containers = Containers::of(template).map_err(|e| e.under(at))?;
     if let Some(annotations) = template
         .metadata
         .as_ref()
         .and_then(|m| m.annotations.as_ref())
     {
-        annotation_rules(annotations, spec, at, &mut findings);
+        annotation_rules(annotations, &containers, at, &mut findings);
     }
-    if let Some(spec) = spec {
-        env_rules(spec, at, &mut findings);
+    env_rules(&containers, at, &mut findings);
+    Ok(findings)
+}
+
+/// A pod's containers and init containers, read once for all the rules.
+#[derive(Default)]
+struct Containers<'a> {
+    init: Vec<Container<'a>>,
+    main: Vec<Container<'a>>,
+}
+
+impl<'a> Containers<'a> {
+    fn of(pod: &Pod<'a>) -> Result<Self, DecodeError> {
+        let Some(spec) = pod.spec.as_ref() else {
+            return Ok(Self::default());
+        };
+        Ok(Containers {
+            init: spec.init_containers()?.unwrap_or_default(),
+            main: spec.containers()?.unwrap_or_default(),
+        })
     }
-    findings
 }
 
 fn annotation_rules(
-    annotations: &StringMap<'_>,
-    spec: Option<&PodSpec<'_>>,
+    annotations: &StringMap,
+    containers: &Containers<'_>,
     at: &str,
     out: &mut Vec<Finding>,
 ) {
@@ -119,7 +76,7 @@ fn annotation_rules(
             continue;
         };
         if name == "permissivePorts" {
-            permissive_ports(&field, value, &declared_ports(spec), out);
+            permissive_ports(&field, value, &declared_ports(containers), out);
         } else if HELM_RELEASE_ONLY.contains(&name) {
             out.push(Finding::warning(
                 field,
@@ -131,14 +88,14 @@ fn annotation_rules(
     }
 }
 
-fn env_rules(spec: &PodSpec<'_>, at: &str, out: &mut Vec<Finding>) {
+fn env_rules(containers: &Containers<'_>, at: &str, out: &mut Vec<Finding>) {
     // The Contrast sidecar is usually a native-sidecar init container, so those come first.
     let lists = [
-        ("initContainers", &spec.init_containers),
-        ("containers", &spec.containers),
+        ("initContainers", &containers.init),
+        ("containers", &containers.main),
     ];
     for (list, containers) in lists {
-        for (index, container) in containers.iter().flatten().enumerate() {
+        for (index, container) in containers.iter().enumerate() {
             for var in container.env.iter().flatten() {
                 let (Some(name), Some(value)) = (var.name.as_deref(), var.value.as_deref()) else {
                     continue;
@@ -155,18 +112,14 @@ fn env_rules(spec: &PodSpec<'_>, at: &str, out: &mut Vec<Finding>) {
 /// The ports the pod serves: every `containerPort` of its containers and of its native sidecars (init
 /// containers with `restartPolicy: Always` run for the pod's lifetime and take traffic like any
 /// container). Ordinary init containers have exited before traffic arrives, so theirs do not count.
-fn declared_ports(spec: Option<&PodSpec<'_>>) -> BTreeSet<u16> {
-    let Some(spec) = spec else {
-        return BTreeSet::new();
-    };
-    let sidecars = spec
-        .init_containers
+fn declared_ports(containers: &Containers<'_>) -> BTreeSet<u16> {
+    let sidecars = containers
+        .init
         .iter()
-        .flatten()
         .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-    spec.containers
+    containers
+        .main
         .iter()
-        .flatten()
         .chain(sidecars)
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| p.container_port.and_then(|n| u16::try_from(n).ok()))

@@ -12,8 +12,9 @@ const PERMISSIVE: &str = "servicemesh.bigbang.dev/permissivePorts";
 /// Findings as `E field: …` / `W field: …`.
 fn check(pod: &Value) -> Vec<String> {
     let text = pod.to_string();
-    let template: PodTemplate = decode(&text).expect("pod decodes");
+    let template: Pod = decode(&text).expect("pod decodes");
     validate(&template, "")
+        .expect("containers decode")
         .iter()
         .map(|f| {
             let mark = match f.severity {
@@ -316,7 +317,9 @@ fn a_read_field_with_the_wrong_type_is_a_decode_error() {
     ];
     for (pod, path) in cases {
         let text = pod.to_string();
-        let err = decode::<PodTemplate>(&text).expect_err("wrong type");
+        let err = decode::<Pod>(&text)
+            .and_then(|pod| validate(&pod, ""))
+            .expect_err("wrong type");
         assert_eq!(err.path, path, "{pod}");
     }
 }

@@ -321,7 +321,7 @@ fn the_corpus_never_panics() {
                 let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
                 let kind = object.get("kind").and_then(Value::as_str).unwrap_or("");
                 checked += 1;
-                if Target::of(group, kind).is_some() {
+                if kinds::find(group, kind).is_some_and(|k| k.validate.is_some()) {
                     *ruled.entry(kind.to_owned()).or_default() += 1;
                 }
                 match validate(group, kind, &object.to_string()) {

@@ -200,6 +200,9 @@ fn answer(endpoint: Endpoint, state: &AppState, body: &[u8]) -> Response {
                 .into_response()
         }
     };
-    state.metrics.request_duration.observe(started.elapsed());
+    state
+        .metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
     response
 }

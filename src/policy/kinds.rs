@@ -1,0 +1,262 @@
+//! The one table of kinds mesh-admission reads. Everything that depends on a kind derives from it:
+//! which view the envelope decodes, which rules `/mutate` and `/validate` apply, where a workload keeps
+//! its pod template (for validation and for `review`), the metrics' `kind` label, the webhook rules of
+//! `webhook-config` (the chart is compared with that), the matchConditions' template paths and the
+//! fuzz targets' kinds. Adding a kind is one entry here plus its rules.
+//!
+//! Kinds that k8s-openapi knows take their group, version, kind and resource from the Rust type, so
+//! none of those strings is spelled out by hand.
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController};
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
+use kube::core::admission::Operation;
+
+/// Which mutation rules a kind gets at `/mutate` (and so which view the envelope decodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutator {
+    /// The injection label (DESIGN.md section 4, Namespaces), on CREATE and UPDATE.
+    Namespace,
+    /// The SPIRE identity (DESIGN.md section 4, Pods), on CREATE only: a pod's spec is immutable after.
+    Pod,
+}
+
+impl Mutator {
+    pub fn operations(self) -> &'static [Operation] {
+        match self {
+            Mutator::Namespace => &[Operation::Create, Operation::Update],
+            Mutator::Pod => &[Operation::Create],
+        }
+    }
+}
+
+/// Which validation rules a kind gets at `/validate` (on CREATE and UPDATE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validator {
+    /// The Big Bang mesh annotations (DESIGN.md section 5, HelmReleases).
+    HelmRelease,
+    /// The pod rules, on the kind's pod template (DESIGN.md section 5, Pods and pod templates).
+    PodTemplate,
+}
+
+/// The operations `/validate` is registered for.
+pub const VALIDATED_OPERATIONS: &[Operation] = &[Operation::Create, Operation::Update];
+
+/// One kind: how the apiserver names it and what mesh-admission does with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    /// `""` for the core group.
+    pub group: &'static str,
+    /// The versions the webhooks are registered for (`*`: every served version, read alike).
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// The plural resource name of the webhook rules.
+    pub resource: &'static str,
+    /// The webhook rule's scope: `Namespaced`, or `*` for cluster-scoped kinds.
+    pub scope: &'static str,
+    pub mutate: Option<Mutator>,
+    pub validate: Option<Validator>,
+    /// Where the pod spec sits: `Some([])` for a Pod itself, the path of a workload's template, `None`
+    /// for kinds without one. `review` mutates a workload's template as the Pod it makes.
+    pub template: Option<&'static [&'static str]>,
+}
+
+/// What a k8s-openapi type says about its scope, as a webhook rule writes it.
+trait RuleScope {
+    const SCOPE: &'static str;
+}
+
+impl RuleScope for NamespaceResourceScope {
+    const SCOPE: &'static str = "Namespaced";
+}
+
+impl RuleScope for ClusterResourceScope {
+    // Matches cluster-scoped objects just like `Cluster`; it is what the webhooks have always said.
+    const SCOPE: &'static str = "*";
+}
+
+impl Kind {
+    /// A kind that k8s-openapi knows, with no rules yet.
+    const fn of<K>() -> Kind
+    where
+        K: Resource,
+        K::Scope: RuleScope,
+    {
+        Kind {
+            group: K::GROUP,
+            version: K::VERSION,
+            kind: K::KIND,
+            resource: K::URL_PATH_SEGMENT,
+            scope: <K::Scope as RuleScope>::SCOPE,
+            mutate: None,
+            validate: None,
+            template: None,
+        }
+    }
+
+    const fn mutated(self, mutator: Mutator) -> Kind {
+        Kind {
+            mutate: Some(mutator),
+            ..self
+        }
+    }
+
+    const fn validated(self, validator: Validator) -> Kind {
+        Kind {
+            validate: Some(validator),
+            ..self
+        }
+    }
+
+    const fn template_at(self, path: &'static [&'static str]) -> Kind {
+        Kind {
+            template: Some(path),
+            ..self
+        }
+    }
+
+    /// A workload whose pod template the pod rules validate.
+    const fn workload<K>(path: &'static [&'static str]) -> Kind
+    where
+        K: Resource,
+        K::Scope: RuleScope,
+    {
+        Kind::of::<K>()
+            .validated(Validator::PodTemplate)
+            .template_at(path)
+    }
+
+    /// The mutation rules for this kind and operation, if any.
+    pub fn mutator(&self, operation: &Operation) -> Option<Mutator> {
+        self.mutate.filter(|m| m.operations().contains(operation))
+    }
+
+    /// Whether this is a workload, whose template `review` mutates as the Pods it makes.
+    pub fn is_workload(&self) -> bool {
+        self.template.is_some_and(|path| !path.is_empty())
+    }
+}
+
+const TEMPLATE: &[&str] = &["spec", "template"];
+
+/// Every kind mesh-admission reads.
+pub static KINDS: &[Kind] = &[
+    Kind::of::<Namespace>().mutated(Mutator::Namespace),
+    Kind {
+        group: "helm.toolkit.fluxcd.io",
+        version: "*",
+        kind: "HelmRelease",
+        resource: "helmreleases",
+        scope: "Namespaced",
+        mutate: None,
+        validate: Some(Validator::HelmRelease),
+        template: None,
+    },
+    Kind::of::<Pod>()
+        .mutated(Mutator::Pod)
+        .validated(Validator::PodTemplate)
+        .template_at(&[]),
+    Kind::workload::<Deployment>(TEMPLATE),
+    Kind::workload::<StatefulSet>(TEMPLATE),
+    Kind::workload::<DaemonSet>(TEMPLATE),
+    Kind::workload::<ReplicaSet>(TEMPLATE),
+    Kind::workload::<Job>(TEMPLATE),
+    Kind::workload::<CronJob>(&["spec", "jobTemplate", "spec", "template"]),
+    // Not validated (DESIGN.md section 5 leaves it out), but `review` shows the Pods it makes.
+    Kind::of::<ReplicationController>().template_at(TEMPLATE),
+];
+
+/// An operation as the apiserver spells it.
+pub fn operation_name(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
+}
+
+/// The kind with this group and name (`core` is accepted for the core group, as some clients write it).
+pub fn find(group: &str, kind: &str) -> Option<&'static Kind> {
+    let group = if group == "core" { "" } else { group };
+    KINDS.iter().find(|k| k.group == group && k.kind == kind)
+}
+
+/// The kinds `/validate` reads.
+pub fn validated() -> impl Iterator<Item = &'static Kind> {
+    KINDS.iter().filter(|k| k.validate.is_some())
+}
+
+/// The kinds with this mutator.
+pub fn mutated_by(mutator: Mutator) -> impl Iterator<Item = &'static Kind> {
+    KINDS.iter().filter(move |k| k.mutate == Some(mutator))
+}
+
+/// The distinct template paths of the validated kinds, the object's own (`[]`) first.
+pub fn template_paths() -> Vec<&'static [&'static str]> {
+    let mut paths: Vec<&'static [&'static str]> = Vec::new();
+    for path in validated().filter_map(|k| k.template) {
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    paths.sort_by_key(|p| p.len());
+    paths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_found_by_group_and_name_with_core_spelled_either_way() {
+        for (group, kind) in [("", "Pod"), ("core", "Pod"), ("apps", "Deployment")] {
+            assert_eq!(find(group, kind).map(|k| k.kind), Some(kind));
+        }
+        assert_eq!(find("apps", "Pod"), None);
+        assert_eq!(find("", "ConfigMap"), None);
+        let cron_job = find("batch", "CronJob").unwrap();
+        assert_eq!(
+            (cron_job.version, cron_job.resource, cron_job.scope),
+            ("v1", "cronjobs", "Namespaced")
+        );
+        assert_eq!(find("", "Namespace").unwrap().scope, "*");
+    }
+
+    #[test]
+    fn pods_are_mutated_on_create_only_and_namespaces_on_every_write() {
+        let pod = find("", "Pod").unwrap();
+        assert_eq!(pod.mutator(&Operation::Create), Some(Mutator::Pod));
+        assert_eq!(pod.mutator(&Operation::Update), None);
+        let namespace = find("", "Namespace").unwrap();
+        assert_eq!(
+            namespace.mutator(&Operation::Update),
+            Some(Mutator::Namespace)
+        );
+        assert_eq!(namespace.mutator(&Operation::Delete), None);
+    }
+
+    #[test]
+    fn each_kind_is_listed_once_and_template_paths_are_distinct() {
+        for (i, a) in KINDS.iter().enumerate() {
+            assert!(
+                KINDS[i + 1..]
+                    .iter()
+                    .all(|b| (a.group, a.kind) != (b.group, b.kind)),
+                "{} twice",
+                a.kind
+            );
+        }
+        assert_eq!(
+            template_paths(),
+            vec![
+                &[][..],
+                &["spec", "template"][..],
+                &["spec", "jobTemplate", "spec", "template"][..]
+            ]
+        );
+        assert!(find("", "ReplicationController").unwrap().is_workload());
+        assert!(!find("", "Pod").unwrap().is_workload());
+    }
+}
