@@ -25,7 +25,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use clap::Parser;
-use mesh_admission::config::DEFAULT_MAX_BODY_BYTES;
+use mesh_admission::config::Config;
 use mesh_admission::server::listener::{self, ServeOptions};
 use mesh_admission::server::tls::{self, CertificateResolver};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/mutate", mutate)
         .route("/validate", post(allow))
         .route("/readyz", get(|| async { "ok\n" }))
-        .layer(DefaultBodyLimit::max(DEFAULT_MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(Config::default().max_body_bytes))
         .layer(CatchPanicLayer::new());
     let shutdown = listener::spawn_signal_handler()?;
     let tcp = tokio::net::TcpListener::bind(args.listen).await?;

@@ -137,7 +137,7 @@ fn print_result(
             if index > 0 {
                 writeln!(out, "---")?;
             }
-            write!(out, "{}", serde_yaml::to_string(&r.mutated)?)?;
+            write!(out, "{}", yaml_serde::to_string(&r.mutated)?)?;
         }
         // A denied object will not be stored, so it has no patch; the message says why.
         ReviewOutput::Patch => {

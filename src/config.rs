@@ -8,9 +8,6 @@ use serde::Deserialize;
 /// The configuration used when no `--config` file is given.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
 
-/// Default request body limit: an UPDATE carries both object and oldObject.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
-
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -67,40 +64,41 @@ struct ConfigFile {
 
 impl Default for Config {
     fn default() -> Self {
-        // The embedded file is part of the binary and covered by a unit test.
-        Self::from_yaml(DEFAULT_CONFIG_YAML).unwrap_or_else(|_| Self::builtin())
+        // The embedded file is part of the binary, and a unit test proves it is valid.
+        Self::from_yaml(DEFAULT_CONFIG_YAML).expect("the embedded default configuration is valid")
+    }
+}
+
+impl ConfigFile {
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(ConfigFile::default());
+        }
+        let de = yaml_serde::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
+            path: display_path(&e.path().to_string()),
+            message: e.inner().to_string(),
+        })
+    }
+
+    /// Every key this file names, the rest from `base`.
+    fn over(self, base: ConfigFile) -> ConfigFile {
+        ConfigFile {
+            excluded_namespaces: self.excluded_namespaces.or(base.excluded_namespaces),
+            csi_driver: self.csi_driver.or(base.csi_driver),
+            workload_socket_volume: self.workload_socket_volume.or(base.workload_socket_volume),
+            default_templates: self.default_templates.or(base.default_templates),
+            spire_template: self.spire_template.or(base.spire_template),
+            spire_gateway_template: self.spire_gateway_template.or(base.spire_gateway_template),
+            gateway_template: self.gateway_template.or(base.gateway_template),
+            spire_identity_label: self.spire_identity_label.or(base.spire_identity_label),
+            namespace_label: self.namespace_label.or(base.namespace_label),
+            max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+        }
     }
 }
 
 impl Config {
-    fn builtin() -> Self {
-        Config {
-            excluded_namespaces: [
-                "kube-system",
-                "kube-public",
-                "kube-node-lease",
-                "istio-system",
-                "spire-system",
-                "spire-server",
-                "mesh-system",
-            ]
-            .map(String::from)
-            .to_vec(),
-            csi_driver: "csi.spiffe.io".into(),
-            workload_socket_volume: "workload-socket".into(),
-            default_templates: vec!["sidecar".into()],
-            spire_template: "spire".into(),
-            spire_gateway_template: "spire-gw".into(),
-            gateway_template: "gateway".into(),
-            spire_identity_label: "spire-managed-identity".into(),
-            namespace_label: NamespaceLabel {
-                key: "istio-injection".into(),
-                value: "enabled".into(),
-            },
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
-    }
-
     /// Reads a YAML file; keys it does not name keep their default.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -110,62 +108,13 @@ impl Config {
         Self::from_yaml(&text)
     }
 
-    /// Parses YAML text over the built-in defaults.
+    /// Parses YAML text over the embedded default configuration, the only place defaults live.
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
-        let file: ConfigFile = if text.trim().is_empty() {
-            ConfigFile::default()
-        } else {
-            let de = serde_yaml::Deserializer::from_str(text);
-            serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Invalid {
-                path: display_path(&e.path().to_string()),
-                message: e.inner().to_string(),
-            })?
-        };
-        let mut cfg = Self::builtin();
-        if let Some(v) = file.excluded_namespaces {
-            cfg.excluded_namespaces = v;
-        }
-        set_name(&mut cfg.csi_driver, file.csi_driver, "csiDriver")?;
-        set_name(
-            &mut cfg.workload_socket_volume,
-            file.workload_socket_volume,
-            "workloadSocketVolume",
-        )?;
-        set_name(
-            &mut cfg.spire_template,
-            file.spire_template,
-            "spireTemplate",
-        )?;
-        set_name(
-            &mut cfg.spire_gateway_template,
-            file.spire_gateway_template,
-            "spireGatewayTemplate",
-        )?;
-        set_name(
-            &mut cfg.gateway_template,
-            file.gateway_template,
-            "gatewayTemplate",
-        )?;
-        set_name(
-            &mut cfg.spire_identity_label,
-            file.spire_identity_label,
-            "spireIdentityLabel",
-        )?;
-        if let Some(list) = file.default_templates {
-            if list.is_empty() || list.iter().any(|t| t.trim().is_empty() || t.contains(',')) {
-                return Err(invalid(
-                    "defaultTemplates",
-                    "must be a non-empty list of template names without commas",
-                ));
-            }
-            cfg.default_templates = list;
-        }
-        if let Some(map) = file.namespace_label {
-            let mut entries = map.into_iter();
+        let file = ConfigFile::parse(text)?.over(ConfigFile::parse(DEFAULT_CONFIG_YAML)?);
+        let namespace_label = {
+            let mut entries = required(file.namespace_label, "namespaceLabel")?.into_iter();
             match (entries.next(), entries.next()) {
-                (Some((key, value)), None) if !key.is_empty() => {
-                    cfg.namespace_label = NamespaceLabel { key, value }
-                }
+                (Some((key, value)), None) if !key.is_empty() => NamespaceLabel { key, value },
                 _ => {
                     return Err(invalid(
                         "namespaceLabel",
@@ -173,14 +122,34 @@ impl Config {
                     ));
                 }
             }
+        };
+        let default_templates = required(file.default_templates, "defaultTemplates")?;
+        if default_templates.is_empty()
+            || default_templates
+                .iter()
+                .any(|t| t.trim().is_empty() || t.contains(','))
+        {
+            return Err(invalid(
+                "defaultTemplates",
+                "must be a non-empty list of template names without commas",
+            ));
         }
-        if let Some(n) = file.max_body_bytes {
-            if n == 0 {
-                return Err(invalid("maxBodyBytes", "must be greater than 0"));
-            }
-            cfg.max_body_bytes = n;
+        let max_body_bytes = required(file.max_body_bytes, "maxBodyBytes")?;
+        if max_body_bytes == 0 {
+            return Err(invalid("maxBodyBytes", "must be greater than 0"));
         }
-        Ok(cfg)
+        Ok(Config {
+            excluded_namespaces: required(file.excluded_namespaces, "excludedNamespaces")?,
+            csi_driver: name(file.csi_driver, "csiDriver")?,
+            workload_socket_volume: name(file.workload_socket_volume, "workloadSocketVolume")?,
+            default_templates,
+            spire_template: name(file.spire_template, "spireTemplate")?,
+            spire_gateway_template: name(file.spire_gateway_template, "spireGatewayTemplate")?,
+            gateway_template: name(file.gateway_template, "gatewayTemplate")?,
+            spire_identity_label: name(file.spire_identity_label, "spireIdentityLabel")?,
+            namespace_label,
+            max_body_bytes,
+        })
     }
 
     pub fn is_excluded_namespace(&self, namespace: &str) -> bool {
@@ -195,16 +164,17 @@ fn invalid(path: &str, message: &str) -> ConfigError {
     }
 }
 
-fn set_name(slot: &mut String, value: Option<String>, key: &str) -> Result<(), ConfigError> {
-    match value {
-        None => Ok(()),
-        Some(v) if v.trim().is_empty() || v.contains(',') => {
+/// A key the embedded default names, so only a broken build can miss it.
+fn required<T>(value: Option<T>, key: &str) -> Result<T, ConfigError> {
+    value.ok_or_else(|| invalid(key, "missing from the embedded default configuration"))
+}
+
+fn name(value: Option<String>, key: &str) -> Result<String, ConfigError> {
+    match required(value, key)? {
+        v if v.trim().is_empty() || v.contains(',') => {
             Err(invalid(key, "must be a non-empty name without commas"))
         }
-        Some(v) => {
-            *slot = v;
-            Ok(())
-        }
+        v => Ok(v),
     }
 }
 
@@ -223,8 +193,47 @@ mod tests {
     #[test]
     fn embedded_default_matches_the_contract() {
         let cfg = Config::from_yaml(DEFAULT_CONFIG_YAML).expect("embedded config parses");
-        assert_eq!(cfg, Config::builtin());
-        assert_eq!(Config::default(), Config::builtin());
+        assert_eq!(cfg, Config::default());
+        assert_eq!(Config::from_yaml("").unwrap(), cfg);
+        // DESIGN.md section 6's defaults, spelled out once here to catch an edit of the file.
+        assert_eq!(
+            cfg.excluded_namespaces,
+            [
+                "kube-system",
+                "kube-public",
+                "kube-node-lease",
+                "istio-system",
+                "spire-system",
+                "spire-server",
+                "mesh-system"
+            ]
+        );
+        assert_eq!(
+            (
+                cfg.csi_driver.as_str(),
+                cfg.workload_socket_volume.as_str(),
+                cfg.default_templates.as_slice(),
+                cfg.spire_template.as_str(),
+                cfg.spire_gateway_template.as_str(),
+                cfg.gateway_template.as_str(),
+                cfg.spire_identity_label.as_str(),
+            ),
+            (
+                "csi.spiffe.io",
+                "workload-socket",
+                &["sidecar".to_string()][..],
+                "spire",
+                "spire-gw",
+                "gateway",
+                "spire-managed-identity"
+            )
+        );
+        assert_eq!(
+            (cfg.namespace_label.key.as_str(), cfg.namespace_label.value.as_str()),
+            ("istio-injection", "enabled")
+        );
+        // An UPDATE carries both object and oldObject.
+        assert_eq!(cfg.max_body_bytes, 8 * 1024 * 1024);
     }
 
     #[test]

@@ -8,13 +8,11 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than glibc's malloc: glibc keeps the high-water mark of its per-thread arenas
 /// (a rejected 8 MiB chunked body leaves RSS several MiB higher for good), and mimalloc returns
-/// freed pages to the OS and allocates the small, short-lived buffers of a review faster.
+/// freed pages to the OS and allocates the small, short-lived buffers of a review faster. Its
+/// documented `MIMALLOC_PURGE_DELAY=0` (set by the image, the chart and `hack/run-local.sh`; mimalloc
+/// reads it when the process loads) returns them at once rather than 10 ms later.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// `mi_option_purge_delay` of mimalloc v2's `mi_option_t` (include/mimalloc.h), which
-/// libmimalloc-sys does not name.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> ExitCode {
     // Transparent huge pages would back mimalloc's 2 MiB-aligned segments with whole huge pages
@@ -22,11 +20,6 @@ fn main() -> ExitCode {
     if let Err(error) = nix::sys::prctl::set_thp_disable(true) {
         eprintln!("warning: cannot disable transparent huge pages: {error}");
     }
-    // Return freed pages to the OS at once rather than 10 ms later at the allocator's next call: a
-    // burst of 8 MiB bodies otherwise leaves tens of MiB resident until traffic resumes. Measured:
-    // no throughput cost, since a steady review load reuses its pages without freeing them.
-    // SAFETY: sets a process-wide integer option; mimalloc allows it at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Certs(args) => run_certs(&args),

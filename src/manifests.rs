@@ -90,7 +90,7 @@ impl<R: BufRead> Manifests<R> {
 
     fn parse(&mut self, text: &str, first_line: usize) -> Result<Vec<Value>, InputError> {
         let mut objects = Vec::new();
-        for document in serde_yaml::Deserializer::from_str(text) {
+        for document in yaml_serde::Deserializer::from_str(text) {
             self.documents += 1;
             let value = Value::deserialize(document).map_err(|e| syntax(&e, first_line))?;
             flatten(value, self.documents, &mut objects)?;
@@ -142,9 +142,9 @@ fn is_blank_comment_or_directive(line: &str) -> bool {
     trimmed.is_empty() || trimmed.starts_with('#') || line.starts_with('%')
 }
 
-/// serde_yaml's message without the position it appends, which is given separately, relative to
+/// yaml_serde's message without the position it appends, which is given separately, relative to
 /// the whole input.
-fn syntax(error: &serde_yaml::Error, first_line: usize) -> InputError {
+fn syntax(error: &yaml_serde::Error, first_line: usize) -> InputError {
     let Some(location) = error.location() else {
         return InputError::Syntax {
             line: first_line,

@@ -312,11 +312,11 @@ pub fn validating(opts: &WebhookOptions) -> ValidatingWebhookConfiguration {
 }
 
 /// Both configurations as a two-document YAML stream.
-pub fn render_yaml(opts: &WebhookOptions) -> Result<String, serde_yaml::Error> {
+pub fn render_yaml(opts: &WebhookOptions) -> Result<String, yaml_serde::Error> {
     Ok(format!(
         "{}---\n{}",
-        serde_yaml::to_string(&mutating(opts))?,
-        serde_yaml::to_string(&validating(opts))?
+        yaml_serde::to_string(&mutating(opts))?,
+        yaml_serde::to_string(&validating(opts))?
     ))
 }
 

@@ -112,7 +112,7 @@ fn review_prints_mutated_objects_and_exits_by_verdict() {
     // Admitted: exit 0, one YAML document per object, in input order, List items split out.
     let (code, stdout, stderr) = review(&["-f", &fixture("pods.yaml")], "");
     assert_eq!(code, 0, "{stderr}");
-    let documents: Vec<Value> = serde_yaml::Deserializer::from_str(&stdout)
+    let documents: Vec<Value> = yaml_serde::Deserializer::from_str(&stdout)
         .map(|d| Value::deserialize(d).unwrap())
         .collect();
     let names: Vec<&str> = documents
@@ -273,7 +273,7 @@ fn a_replication_controller_template_is_shown_as_its_pods() {
     let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: web, namespace: shop}\nspec:\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web}]}\n";
     let (code, stdout, stderr) = review(&[], rc);
     assert_eq!(code, 0, "{stderr}");
-    let object: Value = serde_yaml::from_str(&stdout).unwrap();
+    let object: Value = yaml_serde::from_str(&stdout).unwrap();
     let template = &object["spec"]["template"];
     assert_eq!(
         template["metadata"]["labels"]["spire-managed-identity"],
@@ -324,7 +324,7 @@ fn webhook_config_is_schema_valid_and_never_sends_its_own_namespace() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut documents = serde_yaml::Deserializer::from_str(&text);
+    let mut documents = yaml_serde::Deserializer::from_str(&text);
     let mutating = MutatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();
     let validating =
         ValidatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();
@@ -423,7 +423,7 @@ fn webhook_config_by_url_calls_the_endpoints_and_refuses_a_bad_url() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let mut documents = serde_yaml::Deserializer::from_str(&text);
+    let mut documents = yaml_serde::Deserializer::from_str(&text);
     let mutating = MutatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();
     let validating =
         ValidatingWebhookConfiguration::deserialize(documents.next().unwrap()).unwrap();

@@ -73,13 +73,13 @@ fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
 
 /// Every object of a YAML stream.
 fn yaml_documents(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
+    yaml_serde::Deserializer::from_str(text)
         .map(|document| Value::deserialize(document).unwrap())
         .filter(|object| !object.is_null())
         .collect()
 }
 
-/// `objects` as a stream for `kubectl apply -f -`, each document in JSON: serde_yaml speaks YAML 1.2
+/// `objects` as a stream for `kubectl apply -f -`, each document in JSON: yaml_serde speaks YAML 1.2
 /// and kubectl YAML 1.1, which read some plain scalars (`0440`) differently.
 fn manifest_stream(objects: &[Value]) -> String {
     objects

@@ -174,7 +174,7 @@ fn corpus_cases() -> (Vec<Case>, Vec<String>) {
         let text = std::fs::read_to_string(&path).unwrap();
         let file = path.strip_prefix(&root).unwrap().display().to_string();
         let mut objects = Vec::new();
-        for (document, yaml) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        for (document, yaml) in yaml_serde::Deserializer::from_str(&text).enumerate() {
             let value = Value::deserialize(yaml)
                 .unwrap_or_else(|e| panic!("{file}: document {document} is not YAML: {e}"));
             match value["items"].as_array() {
@@ -291,7 +291,7 @@ fn predictions(cases: &[Case]) -> Vec<Prediction> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    let objects: Vec<Value> = serde_yaml::Deserializer::from_str(&run("object"))
+    let objects: Vec<Value> = yaml_serde::Deserializer::from_str(&run("object"))
         .map(|document| Value::deserialize(document).unwrap())
         .collect();
     assert_eq!(reviews.len(), cases.len(), "one review line per Pod");

@@ -305,7 +305,7 @@ fn the_corpus_never_panics() {
             continue;
         };
         let name = file.strip_prefix(&dir).unwrap_or(file).display();
-        for document in serde_yaml::Deserializer::from_str(&text) {
+        for document in yaml_serde::Deserializer::from_str(&text) {
             let Ok(doc) = Value::deserialize(document) else {
                 // Helm templates and the like: not YAML until rendered.
                 unreadable += 1;

@@ -269,7 +269,7 @@ pub fn webhook_config(url: &str, ca_bundle: &Path) -> String {
     }
     // The configuration as it was before matchConditions, to measure what they save: every webhook
     // without them, the rest unchanged (JSON documents are YAML for kubectl).
-    serde_yaml::Deserializer::from_str(&config)
+    yaml_serde::Deserializer::from_str(&config)
         .map(|document| {
             let mut object = serde_json::Value::deserialize(document)
                 .unwrap_or_else(|e| panic!("webhook-config printed invalid YAML: {e}"));
