@@ -229,7 +229,10 @@ mod tests {
             )
         );
         assert_eq!(
-            (cfg.namespace_label.key.as_str(), cfg.namespace_label.value.as_str()),
+            (
+                cfg.namespace_label.key.as_str(),
+                cfg.namespace_label.value.as_str()
+            ),
             ("istio-injection", "enabled")
         );
         // An UPDATE carries both object and oldObject.

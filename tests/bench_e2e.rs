@@ -27,7 +27,7 @@ use e2e_support::bench::{
     Load, NullWebhook, WebhookCalls, control_plane_pid, cpu_time, delete_pods, load_average,
     median, pod_load, review_time, switch_registration, webhook_config, webhook_pid, work_dir,
 };
-use e2e_support::{ControlPlane, Webhook, mesh_admission_stdin};
+use e2e_support::{ControlPlane, Webhook, WebhookOptions, mesh_admission_stdin};
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "bench";
@@ -48,14 +48,17 @@ enum Mode {
     Null,
     NullPatch,
     MeshAdmission,
+    /// Another build of mesh-admission (`BENCH_E2E_BASELINE_BIN`), e.g. the code before a change.
+    Baseline,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
+    const ALL: [Mode; 5] = [
         Mode::NoWebhook,
         Mode::Null,
         Mode::NullPatch,
         Mode::MeshAdmission,
+        Mode::Baseline,
     ];
 
     fn key(self) -> &'static str {
@@ -64,6 +67,7 @@ impl Mode {
             Mode::Null => "b",
             Mode::NullPatch => "b'",
             Mode::MeshAdmission => "c",
+            Mode::Baseline => "c0",
         }
     }
 
@@ -73,12 +77,13 @@ impl Mode {
             Mode::Null => "(b) null webhook",
             Mode::NullPatch => "(b') null webhook + patch",
             Mode::MeshAdmission => "(c) mesh-admission",
+            Mode::Baseline => "(c0) mesh-admission baseline",
         }
     }
 
     /// Whether the stored pods carry mesh-admission's mutation.
     fn mutates(self) -> bool {
-        matches!(self, Mode::NullPatch | Mode::MeshAdmission)
+        matches!(self, Mode::NullPatch | Mode::MeshAdmission | Mode::Baseline)
     }
 }
 
@@ -125,7 +130,7 @@ impl Settings {
                 .into_iter()
                 .find(|mode| mode.key() == key)
                 .unwrap_or_else(|| {
-                    panic!("BENCH_E2E_MODES={modes_text:?}: {key:?} is not one of a, b, b', c")
+                    panic!("BENCH_E2E_MODES={modes_text:?}: {key:?} is not one of a, b, b', c, c0")
                 });
             if !modes.contains(&mode) {
                 modes.push(mode);
@@ -206,8 +211,22 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
     let mesh_admission = Webhook::start(&cp);
     let null = NullWebhook::start(&cp, &mesh_admission, None);
     let null_patch = NullWebhook::start(&cp, &mesh_admission, Some(&patch_file));
+    let baseline = settings.modes.contains(&Mode::Baseline).then(|| {
+        let binary = std::env::var_os("BENCH_E2E_BASELINE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                panic!("mode c0 needs BENCH_E2E_BASELINE_BIN (another mesh-admission)")
+            });
+        Webhook::start_with(
+            &cp,
+            &WebhookOptions {
+                binary: Some(binary),
+                ..WebhookOptions::default()
+            },
+        )
+    });
     let ca = mesh_admission.ca_file();
-    let configs: BTreeMap<Mode, String> = [
+    let mut configs: BTreeMap<Mode, String> = [
         (Mode::Null, webhook_config(null.url(), &ca)),
         (Mode::NullPatch, webhook_config(null_patch.url(), &ca)),
         (
@@ -217,13 +236,20 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
     ]
     .into_iter()
     .collect();
-    let pids: BTreeMap<Mode, u32> = [
+    let mut pids: BTreeMap<Mode, u32> = [
         (Mode::Null, null.pid()),
         (Mode::NullPatch, null_patch.pid()),
         (Mode::MeshAdmission, webhook_pid(&mesh_admission)),
     ]
     .into_iter()
     .collect();
+    if let Some(baseline) = &baseline {
+        configs.insert(
+            Mode::Baseline,
+            webhook_config(baseline.url(), &baseline.ca_file()),
+        );
+        pids.insert(Mode::Baseline, webhook_pid(baseline));
+    }
     let apiserver = control_plane_pid(&cp, "kube-apiserver");
     let etcd = control_plane_pid(&cp, "etcd");
 
@@ -575,6 +601,14 @@ fn results_markdown(context: &Context, samples: &[Sample]) -> String {
         "- (c)/(a) throughput: {} (target ≥ 0.70)",
         opt(c_a_throughput, 2)
     );
+    if throughput.contains_key(&Mode::Baseline) {
+        let _ = writeln!(
+            out,
+            "- (c)/(c0) throughput: {}, p99: {} (this build against the baseline build)",
+            opt(ratio(&throughput, Mode::MeshAdmission, Mode::Baseline), 3),
+            opt(ratio(&p99, Mode::MeshAdmission, Mode::Baseline), 3)
+        );
+    }
     if let (Some(review), Some(call)) = (
         review_ms.get(&Mode::MeshAdmission),
         call_ms.get(&Mode::MeshAdmission),

@@ -641,6 +641,9 @@ pub struct WebhookOptions {
     pub secret_volume: bool,
     /// More `serve` arguments, e.g. `--log-level mesh_admission=debug`.
     pub args: Vec<String>,
+    /// Another build of `mesh-admission` to serve with (a benchmark's baseline); the crate's own
+    /// binary when `None`.
+    pub binary: Option<PathBuf>,
 }
 
 impl Webhook {
@@ -685,7 +688,11 @@ impl Webhook {
         let log = cp.logs.join(format!("mesh-admission-{n}.log"));
         let file =
             fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let child = Command::new(mesh_admission())
+        let binary = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(mesh_admission()));
+        let child = Command::new(&binary)
             .args([
                 "serve",
                 "--listen",
@@ -703,7 +710,7 @@ impl Webhook {
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", mesh_admission()));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         // The guard exists from here on: a failed wait below still kills the process.
         let mut webhook = Webhook {
             child: Some(child),
