@@ -26,8 +26,9 @@
 //! `--duration` ended, because every connection was busy, are reported as `overdue_unsent`.
 //! `--rate 0` saturates: each lane sends its next request as soon as its reply is in.
 //!
-//! Latencies go into a log-linear histogram (128 sub-buckets per power of two, under 1 % error);
-//! percentiles report the upper edge of their bucket, capped by the exact maximum.
+//! Latencies go into an HdrHistogram (the `hdrhistogram` crate, 3 significant digits: under 0.1 %
+//! error); percentiles report the upper edge of their bucket, capped by the exact maximum, and the
+//! mean and maximum are exact.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -139,16 +140,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 // ---------------------------------------------------------------------------------------------
 // Histogram
 
-const SUB_BITS: u32 = 7;
-const SUB_COUNT: usize = 1 << SUB_BITS;
-const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB_COUNT;
-
-/// Log-linear histogram of nanosecond values: exact below 128 ns, then 128 linear sub-buckets
-/// per power of two.
+/// Nanosecond values in an HdrHistogram (3 significant digits: under 0.1 % error, resized as
+/// needed), with the exact sum and maximum beside it for the mean and the max.
 #[derive(Clone)]
 struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
+    hdr: hdrhistogram::Histogram<u64>,
     sum: u128,
     max: u64,
 }
@@ -156,80 +152,48 @@ struct Histogram {
 impl Histogram {
     fn new() -> Self {
         Self {
-            counts: vec![0; BUCKETS],
-            total: 0,
+            hdr: hdrhistogram::Histogram::new(3).expect("3 significant digits are valid"),
             sum: 0,
             max: 0,
         }
     }
 
-    fn index(value: u64) -> usize {
-        if value < SUB_COUNT as u64 {
-            return value as usize;
-        }
-        let exponent = 63 - value.leading_zeros();
-        let shift = exponent - SUB_BITS;
-        let sub = (value >> shift) as usize & (SUB_COUNT - 1);
-        ((shift as usize + 1) << SUB_BITS) + sub
-    }
-
-    /// The smallest value of bucket `index`.
-    fn lower_bound(index: usize) -> u64 {
-        if index < SUB_COUNT {
-            return index as u64;
-        }
-        let shift = (index >> SUB_BITS) - 1;
-        let sub = (index & (SUB_COUNT - 1)) as u64;
-        (SUB_COUNT as u64 + sub) << shift
-    }
-
     fn record(&mut self, value: Duration) {
         let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        self.counts[Self::index(nanos)] += 1;
-        self.total += 1;
+        // Auto-resizing covers any duration; clamping is only a fallback for absurd values.
+        if self.hdr.record(nanos).is_err() {
+            self.hdr.saturating_record(nanos);
+        }
         self.sum += u128::from(nanos);
         self.max = self.max.max(nanos);
     }
 
     fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
+        self.hdr
+            .add(&other.hdr)
+            .expect("auto-resizing histograms always add");
         self.sum += other.sum;
         self.max = self.max.max(other.max);
     }
 
     /// The value at quantile `q` (0..=1): the upper edge of its bucket, at most the maximum.
     fn quantile(&self, q: f64) -> u64 {
-        if self.total == 0 {
+        if self.hdr.is_empty() {
             return 0;
         }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        let mut seen = 0;
-        for (index, count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                let upper = if index + 1 < BUCKETS {
-                    Self::lower_bound(index + 1) - 1
-                } else {
-                    u64::MAX
-                };
-                return upper.min(self.max);
-            }
-        }
-        self.max
+        self.hdr.value_at_quantile(q).min(self.max)
     }
 
     fn summary_ms(&self) -> Value {
         let ms = |nanos: u64| (nanos as f64 / 1e6 * 1000.0).round() / 1000.0;
-        let mean = if self.total == 0 {
+        let total = self.hdr.len();
+        let mean = if total == 0 {
             0.0
         } else {
-            self.sum as f64 / self.total as f64
+            self.sum as f64 / total as f64
         };
         json!({
-            "count": self.total,
+            "count": total,
             "mean": (mean / 1e6 * 1000.0).round() / 1000.0,
             "p50": ms(self.quantile(0.50)),
             "p90": ms(self.quantile(0.90)),

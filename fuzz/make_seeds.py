@@ -7,6 +7,7 @@ Sources: hack/samples/*.json (AdmissionReviews as kube-apiserver sends them), te
 the unit tests of the grammars. Files are named by content hash, so re-running adds nothing twice;
 `cargo fuzz cmin` afterwards keeps only what adds coverage.
 """
+
 import glob
 import hashlib
 import json
@@ -22,10 +23,17 @@ SEEDS = os.path.join(FUZZ, "corpus")
 # Must match fuzz_support::KINDS (the kinds table of src/policy/kinds.rs in its order, then the two
 # extras) and NAMESPACES.
 KINDS = [
-    ("", "v1", "Namespace"), ("helm.toolkit.fluxcd.io", "v2", "HelmRelease"), ("", "v1", "Pod"),
-    ("apps", "v1", "Deployment"), ("apps", "v1", "StatefulSet"), ("apps", "v1", "DaemonSet"),
-    ("apps", "v1", "ReplicaSet"), ("batch", "v1", "Job"), ("batch", "v1", "CronJob"),
-    ("", "v1", "ReplicationController"), ("helm.toolkit.fluxcd.io", "v2beta1", "HelmRelease"),
+    ("", "v1", "Namespace"),
+    ("helm.toolkit.fluxcd.io", "v2", "HelmRelease"),
+    ("", "v1", "Pod"),
+    ("apps", "v1", "Deployment"),
+    ("apps", "v1", "StatefulSet"),
+    ("apps", "v1", "DaemonSet"),
+    ("apps", "v1", "ReplicaSet"),
+    ("batch", "v1", "Job"),
+    ("batch", "v1", "CronJob"),
+    ("", "v1", "ReplicationController"),
+    ("helm.toolkit.fluxcd.io", "v2beta1", "HelmRelease"),
     ("", "v1", "ConfigMap"),
 ]
 NAMESPACES = ["apps", "payments", "", "kube-system", "istio-system", "mesh-system"]
@@ -39,34 +47,91 @@ CONTRAST_DOC = [
     "billing#127.137.0.1:8081#billing-svc:8080##cart#127.137.0.2:8081#cart-svc:8080",
 ]
 CONTRAST_DEPLOYMENTS = [
-    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 1, "template": {"spec": {
-        "runtimeClassName": "contrast-cc",
-        "initContainers": [
-            {"name": "initializer", "image": "ghcr.io/edgelesssys/contrast/initializer@sha256:...",
-             "env": [{"name": "COORDINATOR_HOST", "value": "coordinator"}],
-             "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}]},
-            {"name": "sidecar", "image": "ghcr.io/edgelesssys/contrast/service-mesh-proxy@sha256:...",
-             "restartPolicy": "Always", "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
-             "env": [{"name": "EDG_INGRESS_PROXY_CONFIG", "value": "web#8080#false##metrics#7890#true"}],
-             "securityContext": {"privileged": True, "capabilities": {"add": ["NET_ADMIN"]}}}],
-        "containers": [{"name": "web-svc", "image": "ghcr.io/edgelesssys/frontend:v1.2.3@...",
-                        "ports": [{"containerPort": 8080, "name": "web"}, {"containerPort": 7890, "name": "metrics"}],
-                        "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}]}],
-        "volumes": [{"name": "tls-certs", "emptyDir": {}}]}}}},
-    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 1, "template": {"spec": {
-        "runtimeClassName": "contrast-cc",
-        "initContainers": [
-            {"name": "initializer", "image": "ghcr.io/edgelesssys/contrast/initializer@sha256:...",
-             "env": [{"name": "COORDINATOR_HOST", "value": "coordinator"}],
-             "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}]},
-            {"name": "sidecar", "image": "ghcr.io/edgelesssys/contrast/service-mesh-proxy@sha256:...",
-             "restartPolicy": "Always", "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
-             "env": [{"name": "EDG_EGRESS_PROXY_CONFIG",
-                      "value": "billing#127.137.0.1:8081#billing-svc:8080##cart#127.137.0.2:8081#cart-svc:8080"}],
-             "securityContext": {"privileged": True, "capabilities": {"add": ["NET_ADMIN"]}}}],
-        "containers": [{"name": "currency-conversion", "image": "ghcr.io/edgelesssys/conversion:v1.2.3@...",
-                        "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}]}],
-        "volumes": [{"name": "tls-certs", "emptyDir": {}}]}}}},
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "spec": {
+                    "runtimeClassName": "contrast-cc",
+                    "initContainers": [
+                        {
+                            "name": "initializer",
+                            "image": "ghcr.io/edgelesssys/contrast/initializer@sha256:...",
+                            "env": [{"name": "COORDINATOR_HOST", "value": "coordinator"}],
+                            "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
+                        },
+                        {
+                            "name": "sidecar",
+                            "image": "ghcr.io/edgelesssys/contrast/service-mesh-proxy@sha256:...",
+                            "restartPolicy": "Always",
+                            "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
+                            "env": [{"name": "EDG_INGRESS_PROXY_CONFIG", "value": "web#8080#false##metrics#7890#true"}],
+                            "securityContext": {"privileged": True, "capabilities": {"add": ["NET_ADMIN"]}},
+                        },
+                    ],
+                    "containers": [
+                        {
+                            "name": "web-svc",
+                            "image": "ghcr.io/edgelesssys/frontend:v1.2.3@...",
+                            "ports": [
+                                {"containerPort": 8080, "name": "web"},
+                                {"containerPort": 7890, "name": "metrics"},
+                            ],
+                            "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tls-certs", "emptyDir": {}}],
+                }
+            },
+        },
+    },
+    {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 1,
+            "template": {
+                "spec": {
+                    "runtimeClassName": "contrast-cc",
+                    "initContainers": [
+                        {
+                            "name": "initializer",
+                            "image": "ghcr.io/edgelesssys/contrast/initializer@sha256:...",
+                            "env": [{"name": "COORDINATOR_HOST", "value": "coordinator"}],
+                            "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
+                        },
+                        {
+                            "name": "sidecar",
+                            "image": "ghcr.io/edgelesssys/contrast/service-mesh-proxy@sha256:...",
+                            "restartPolicy": "Always",
+                            "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
+                            "env": [
+                                {
+                                    "name": "EDG_EGRESS_PROXY_CONFIG",
+                                    "value": (
+                                        "billing#127.137.0.1:8081#billing-svc:8080##cart#127.137.0.2:8081#cart-svc:8080"
+                                    ),
+                                }
+                            ],
+                            "securityContext": {"privileged": True, "capabilities": {"add": ["NET_ADMIN"]}},
+                        },
+                    ],
+                    "containers": [
+                        {
+                            "name": "currency-conversion",
+                            "image": "ghcr.io/edgelesssys/conversion:v1.2.3@...",
+                            "volumeMounts": [{"name": "tls-certs", "mountPath": "/tls-config"}],
+                        }
+                    ],
+                    "volumes": [{"name": "tls-certs", "emptyDir": {}}],
+                }
+            },
+        },
+    },
 ]
 
 
@@ -147,7 +212,9 @@ def main():
 
     literals = set(CONTRAST_DOC) | {"db#10.0.0.1:5432#db:5432", ""}
     tests = open(os.path.join(ROOT, "src/policy/contrast_tests.rs")).read()
-    literals |= {s for s in re.findall(r'"((?:[^"\\]|\\.)*)"', tests) if "#" in s and "{" not in s and "must be" not in s}
+    literals |= {
+        s for s in re.findall(r'"((?:[^"\\]|\\.)*)"', tests) if "#" in s and "{" not in s and "must be" not in s
+    }
     for s in sorted(literals):
         write("contrast", s)
 
@@ -155,8 +222,24 @@ def main():
     for f in ["src/policy/syntax.rs", "src/policy/helmrelease_tests.rs", "src/policy/podtemplate_tests.rs"]:
         text = open(os.path.join(ROOT, f)).read()
         words |= {s for s in re.findall(r'"((?:[^"\\]|\\.)*)"', text) if len(s) <= 80 and "\\" not in s}
-    words |= {"80", "8080", "80,,80", " 80 , 8080", "STRICT", "permissive", "podinfo", "podinfo.apps", "*.apps",
-              "https://grafana.example:443/x", "mtlsmode", "expsoe", "1", "t", "TRUE", "False"}
+    words |= {
+        "80",
+        "8080",
+        "80,,80",
+        " 80 , 8080",
+        "STRICT",
+        "permissive",
+        "podinfo",
+        "podinfo.apps",
+        "*.apps",
+        "https://grafana.example:443/x",
+        "mtlsmode",
+        "expsoe",
+        "1",
+        "t",
+        "TRUE",
+        "False",
+    }
     for s in sorted(words):
         write("syntax", s)
 

@@ -4,14 +4,13 @@
 import json
 import os
 import re
-import ssl
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 SECONDS = min(int(os.environ.get("BENCH_SECONDS", "10")), 20)
 # Rounds of the whole comparison; the table shows each figure's median. This VM's throughput drifts by
@@ -84,16 +83,41 @@ def h2load(args, requests=None, server=None):
     codes = re.search(r"status codes: (\d+) 2xx", out)
     if not (rate and done and codes):
         raise RuntimeError(f"cannot read h2load output:\n{out}")
-    return {"rps": float(rate.group(1)), "busy": busy, "succeeded": int(done.group(2)), "failed": int(done.group(3)),
-            "non2xx": int(done.group(2)) - int(codes.group(1))}
+    return {
+        "rps": float(rate.group(1)),
+        "busy": busy,
+        "succeeded": int(done.group(2)),
+        "failed": int(done.group(3)),
+        "non2xx": int(done.group(2)) - int(codes.group(1)),
+    }
 
 
 def loadgen(ca, rate):
-    cmd = ["taskset", "-c", LOAD_CPU, f"{RELEASE}/examples/loadgen", "--addr", f"127.0.0.1:{PORT}", "--ca", ca,
-           "--body", BODY, "--path", "/mutate", "--protocol", "h1", "--connections", "25",
-           "--rate", str(rate), "--duration", f"{SECONDS}s", "--json"]
+    cmd = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        f"{RELEASE}/examples/loadgen",
+        "--addr",
+        f"127.0.0.1:{PORT}",
+        "--ca",
+        ca,
+        "--body",
+        BODY,
+        "--path",
+        "/mutate",
+        "--protocol",
+        "h1",
+        "--connections",
+        "25",
+        "--rate",
+        str(rate),
+        "--duration",
+        f"{SECONDS}s",
+        "--json",
+    ]
     out = run(cmd, timeout=SECONDS + 30)
-    lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"loadgen printed no JSON:\n{out.stdout}\n{out.stderr}")
     return json.loads(lines[-1])
@@ -101,8 +125,9 @@ def loadgen(ca, rate):
 
 def measure(name, command, ca):
     print(f"== {name}", flush=True)
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, *command], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *command], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         r = {"startup_ms": wait_ready(proc, ca) * 1000}
         time.sleep(1)
@@ -113,7 +138,14 @@ def measure(name, command, ca):
         r["h2"] = h2load(["-c", "8", "-m", "8"], server=proc.pid)
         r["latency"] = loadgen(ca, 1000)
         r["rss_end"] = rss_mib(proc.pid)
-        r["failed"] = warm["failed"] + r["h1"]["failed"] + r["h2"]["failed"] + warm["non2xx"] + r["h1"]["non2xx"] + r["h2"]["non2xx"]
+        r["failed"] = (
+            warm["failed"]
+            + r["h1"]["failed"]
+            + r["h2"]["failed"]
+            + warm["non2xx"]
+            + r["h1"]["non2xx"]
+            + r["h2"]["non2xx"]
+        )
         return r
     finally:
         proc.terminate()
@@ -147,11 +179,31 @@ def main():
     certs = os.path.join(work, "certs")
     run([f"{RELEASE}/mesh-admission", "certs", "--out", certs], timeout=30)
     ca, crt, key = (os.path.join(certs, f) for f in ("ca.crt", "tls.crt", "tls.key"))
-    mesh_cmd = [f"{RELEASE}/mesh-admission", "serve", "--listen", f"127.0.0.1:{PORT}",
-                "--admin-listen", f"127.0.0.1:{ADMIN_PORT}", "--tls-cert", crt, "--tls-key", key,
-                "--log-level", "warn", "--shutdown-grace", "0s"]
-    null_cmd = [f"{RELEASE}/examples/null_webhook", "--listen", f"127.0.0.1:{PORT}", "--tls-cert", crt,
-                "--tls-key", key]
+    mesh_cmd = [
+        f"{RELEASE}/mesh-admission",
+        "serve",
+        "--listen",
+        f"127.0.0.1:{PORT}",
+        "--admin-listen",
+        f"127.0.0.1:{ADMIN_PORT}",
+        "--tls-cert",
+        crt,
+        "--tls-key",
+        key,
+        "--log-level",
+        "warn",
+        "--shutdown-grace",
+        "0s",
+    ]
+    null_cmd = [
+        f"{RELEASE}/examples/null_webhook",
+        "--listen",
+        f"127.0.0.1:{PORT}",
+        "--tls-cert",
+        crt,
+        "--tls-key",
+        key,
+    ]
     # Alternating rounds, so a slow spell of a shared machine does not fall on one server only.
     meshes, nulls = [], []
     for i in range(ROUNDS):
@@ -179,9 +231,11 @@ def main():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    print(f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), server on CPU {SERVER_CPU}, "
-          f"load on CPU {LOAD_CPU}, {SECONDS} s per run, "
-          f"median of {ROUNDS} round(s), body {os.path.getsize(BODY)} bytes")
+    print(
+        f"\n{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores ({cpu}), server on CPU {SERVER_CPU}, "
+        f"load on CPU {LOAD_CPU}, {SECONDS} s per run, "
+        f"median of {ROUNDS} round(s), body {os.path.getsize(BODY)} bytes"
+    )
     print(f"| {'measure':40} | {'mesh-admission':>14} | {'null webhook':>12} | {'ratio':>6} |")
     print(f"|{'-' * 42}|{'-' * 15}:|{'-' * 13}:|{'-' * 7}:|")
     for label, m, n in rows:
@@ -189,7 +243,7 @@ def main():
     failed = sum(r["failed"] + r["latency"].get("failed", 0) for r in meshes + nulls)
     if ROUNDS > 1:
         for proto in ("h1", "h2"):
-            ratios = ", ".join(f"{m[proto]['rps'] / n[proto]['rps']:.2f}" for m, n in zip(meshes, nulls))
+            ratios = ", ".join(f"{m[proto]['rps'] / n[proto]['rps']:.2f}" for m, n in zip(meshes, nulls, strict=True))
             print(f"{proto} throughput ratio per round: {ratios}")
     print(f"\nfailed or non-2xx requests: {failed}")
     return 1 if failed else 0

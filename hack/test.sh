@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project: formatting, lints, unit, integration and doc tests, then the
-# packaging checks (Helm chart, Dockerfile, shell scripts). This is the README's test command and what CI
-# runs (.ci/run). Tools beyond the Rust toolchain are installed into .tools/ by hack/install-tools.sh.
+# packaging checks (Helm chart, Dockerfile, shell scripts) and the Python lint (ruff). This is the README's
+# test command and what CI runs (.ci/run). Tools beyond the Rust toolchain are installed into .tools/ by
+# hack/install-tools.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +28,9 @@ bash hack/check-dockerfile.sh
 
 echo "== shellcheck hack/*.sh .ci/run"
 .tools/bin/shellcheck hack/*.sh .ci/run
+
+echo "== ruff: lint and format check of hack/ and fuzz/ Python (ruff.toml)"
+.tools/venv/bin/ruff check hack/ fuzz/
+.tools/venv/bin/ruff format --check hack/ fuzz/
 
 echo "== all checks passed"
