@@ -21,6 +21,9 @@ LOAD_CPU = os.environ.get("LOAD_CPU", "1")
 # The review every load run sends: the 4.8 KB Pod by default; hack/samples/pod-small.json (2.7 KB, one
 # container) is the size the arithmetic assumed.
 BODY = os.environ.get("BENCH_BODY", "hack/samples/pod-4k.json")
+# Another mesh-admission build to compare with in place of the null webhook (e.g. the code before a
+# change); the table's second column is then that build.
+BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN")
 PORT, ADMIN_PORT = 18643, 18690
 RELEASE = "target/release"
 
@@ -136,15 +139,19 @@ def measure(name, command, ca):
         r["rss_100k"] = rss_mib(proc.pid)
         r["h1"] = h2load(["--h1", "-c", "25"], server=proc.pid)
         r["h2"] = h2load(["-c", "8", "-m", "8"], server=proc.pid)
+        # As kube-apiserver sends webhook calls: one HTTP/2 connection, many streams in flight.
+        r["h2_1"] = h2load(["-c", "1", "-m", "16"], server=proc.pid)
         r["latency"] = loadgen(ca, 1000)
         r["rss_end"] = rss_mib(proc.pid)
         r["failed"] = (
             warm["failed"]
             + r["h1"]["failed"]
             + r["h2"]["failed"]
+            + r["h2_1"]["failed"]
             + warm["non2xx"]
             + r["h1"]["non2xx"]
             + r["h2"]["non2xx"]
+            + r["h2_1"]["non2xx"]
         )
         return r
     finally:
@@ -179,22 +186,26 @@ def main():
     certs = os.path.join(work, "certs")
     run([f"{RELEASE}/mesh-admission", "certs", "--out", certs], timeout=30)
     ca, crt, key = (os.path.join(certs, f) for f in ("ca.crt", "tls.crt", "tls.key"))
-    mesh_cmd = [
-        f"{RELEASE}/mesh-admission",
-        "serve",
-        "--listen",
-        f"127.0.0.1:{PORT}",
-        "--admin-listen",
-        f"127.0.0.1:{ADMIN_PORT}",
-        "--tls-cert",
-        crt,
-        "--tls-key",
-        key,
-        "--log-level",
-        "warn",
-        "--shutdown-grace",
-        "0s",
-    ]
+
+    def serve_cmd(binary):
+        return [
+            binary,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{PORT}",
+            "--admin-listen",
+            f"127.0.0.1:{ADMIN_PORT}",
+            "--tls-cert",
+            crt,
+            "--tls-key",
+            key,
+            "--log-level",
+            "warn",
+            "--shutdown-grace",
+            "0s",
+        ]
+
+    mesh_cmd = serve_cmd(f"{RELEASE}/mesh-admission")
     null_cmd = [
         f"{RELEASE}/examples/null_webhook",
         "--listen",
@@ -204,12 +215,15 @@ def main():
         "--tls-key",
         key,
     ]
+    other = "null webhook"
+    if BASELINE_BIN:
+        null_cmd, other = serve_cmd(BASELINE_BIN), "baseline"
     # Alternating rounds, so a slow spell of a shared machine does not fall on one server only.
     meshes, nulls = [], []
     for i in range(ROUNDS):
         suffix = f" (round {i + 1} of {ROUNDS})" if ROUNDS > 1 else ""
         meshes.append(measure("mesh-admission" + suffix, mesh_cmd, ca))
-        nulls.append(measure("null webhook" + suffix, null_cmd, ca))
+        nulls.append(measure(other + suffix, null_cmd, ca))
     mesh, null = median_of(meshes), median_of(nulls)
     rows = [
         ("HTTP/1.1 keep-alive, 25 conns (req/s)", mesh["h1"]["rps"], null["h1"]["rps"]),
@@ -218,6 +232,9 @@ def main():
         ("HTTP/2, 8 conns x 8 streams (req/s)", mesh["h2"]["rps"], null["h2"]["rps"]),
         ("  server CPU busy (% of its core)", 100 * mesh["h2"]["busy"], 100 * null["h2"]["busy"]),
         ("  server CPU per request (us)", cpu_us(mesh["h2"]), cpu_us(null["h2"])),
+        ("HTTP/2, 1 conn x 16 streams (req/s)", mesh["h2_1"]["rps"], null["h2_1"]["rps"]),
+        ("  server CPU busy (% of its core)", 100 * mesh["h2_1"]["busy"], 100 * null["h2_1"]["busy"]),
+        ("  server CPU per request (us)", cpu_us(mesh["h2_1"]), cpu_us(null["h2_1"])),
         ("p50 at 1,000 req/s (us)", latency(mesh, "p50"), latency(null, "p50")),
         ("p99 at 1,000 req/s (us)", latency(mesh, "p99"), latency(null, "p99")),
         ("p99.9 at 1,000 req/s (us)", latency(mesh, "p999"), latency(null, "p999")),
@@ -236,13 +253,13 @@ def main():
         f"load on CPU {LOAD_CPU}, {SECONDS} s per run, "
         f"median of {ROUNDS} round(s), body {os.path.getsize(BODY)} bytes"
     )
-    print(f"| {'measure':40} | {'mesh-admission':>14} | {'null webhook':>12} | {'ratio':>6} |")
+    print(f"| {'measure':40} | {'mesh-admission':>14} | {other:>12} | {'ratio':>6} |")
     print(f"|{'-' * 42}|{'-' * 15}:|{'-' * 13}:|{'-' * 7}:|")
     for label, m, n in rows:
         print(f"| {label:40} | {m:14,.1f} | {n:12,.1f} | {m / n if n else float('nan'):6.2f} |")
     failed = sum(r["failed"] + r["latency"].get("failed", 0) for r in meshes + nulls)
     if ROUNDS > 1:
-        for proto in ("h1", "h2"):
+        for proto in ("h1", "h2", "h2_1"):
             ratios = ", ".join(f"{m[proto]['rps'] / n[proto]['rps']:.2f}" for m, n in zip(meshes, nulls, strict=True))
             print(f"{proto} throughput ratio per round: {ratios}")
     print(f"\nfailed or non-2xx requests: {failed}")

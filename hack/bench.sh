@@ -2,8 +2,9 @@
 # Side-by-side load benchmark: mesh-admission against the null webhook (examples/null_webhook.rs: the
 # same TLS/HTTP stack answering without decoding), both on 127.0.0.1, one after the other, driven by
 # the same tools with the same realistic Pod review (hack/samples/pod-4k.json):
-#   (a) saturation throughput: h2load, HTTP/1.1 keep-alive with 25 connections (as kube-apiserver),
-#       and HTTP/2 with 8 connections x 8 streams;
+#   (a) saturation throughput: h2load, HTTP/1.1 keep-alive with 25 connections, HTTP/2 with 8
+#       connections x 8 streams, and HTTP/2 on one connection with 16 streams (as kube-apiserver 1.36
+#       sends every webhook call);
 #   (b) latency p50/p99/p99.9 at a fixed 1,000 req/s (examples/loadgen.rs, open loop, 25 connections);
 #   (c) resident memory idle and after 100,000 requests;
 #   (d) time from process start to /readyz 200.
@@ -12,7 +13,8 @@
 # for each saturation run the share of its core the server used and its CPU time per request (a
 # server below 100% was not the bottleneck, so its throughput understates it).
 # BENCH_ROUNDS (1 to 5, default 1) alternates the two servers that many times and prints medians;
-# BENCH_BODY sends another review (hack/samples/pod-small.json: 2.7 KB, one container).
+# BENCH_BODY sends another review (hack/samples/pod-small.json: 2.7 KB, one container);
+# BENCH_BASELINE_BIN=path compares with another mesh-admission build instead of the null webhook.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
