@@ -12,14 +12,15 @@
 # BENCH_E2E_CONNECTIONS (1), BENCH_E2E_ROUNDS (2), BENCH_E2E_MODES (a,b,b',c), BENCH_E2E_OUT
 # (target/bench-e2e), BENCH_E2E_MATCH_CONDITIONS=0 (register every webhook without its matchConditions,
 # to measure what they save), BENCH_E2E_BASELINE_BIN (another mesh-admission build, served as mode
-# c0 to compare two builds in alternating rounds, e.g. --modes a,c0,c). Needs the control plane
+# c0 to compare two builds in alternating rounds, e.g. --modes a,c0,c), BENCH_E2E_BIN (the build
+# served as mode c; this checkout's release build by default). Needs the control plane
 # (hack/build-control-plane.sh) and kubectl (hack/install-tools.sh). Everything runs on 127.0.0.1;
 # every process is stopped at the end, also on failure or Ctrl-C. The driver is the ignored test tests/bench_e2e.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ "$#" -gt 0 ]; do

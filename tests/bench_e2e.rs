@@ -208,7 +208,14 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
     std::fs::write(&patch_file, patch.to_string())
         .unwrap_or_else(|e| panic!("writing {}: {e}", patch_file.display()));
 
-    let mesh_admission = Webhook::start(&cp);
+    // Mode c serves this crate's build unless BENCH_E2E_BIN names another (to compare two other builds).
+    let mesh_admission = Webhook::start_with(
+        &cp,
+        &WebhookOptions {
+            binary: std::env::var_os("BENCH_E2E_BIN").map(PathBuf::from),
+            ..WebhookOptions::default()
+        },
+    );
     let null = NullWebhook::start(&cp, &mesh_admission, None);
     let null_patch = NullWebhook::start(&cp, &mesh_admission, Some(&patch_file));
     let baseline = settings.modes.contains(&Mode::Baseline).then(|| {
