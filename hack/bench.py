@@ -24,6 +24,8 @@ BODY = os.environ.get("BENCH_BODY", "hack/samples/pod-4k.json")
 # Another mesh-admission build to compare with in place of the null webhook (e.g. the code before a
 # change); the table's second column is then that build.
 BASELINE_BIN = os.environ.get("BENCH_BASELINE_BIN")
+# The mesh-admission build measured (this checkout's release build unless named).
+MESH_BIN = os.environ.get("BENCH_BIN", "target/release/mesh-admission")
 PORT, ADMIN_PORT = 18643, 18690
 RELEASE = "target/release"
 
@@ -205,7 +207,7 @@ def main():
             "0s",
         ]
 
-    mesh_cmd = serve_cmd(f"{RELEASE}/mesh-admission")
+    mesh_cmd = serve_cmd(MESH_BIN)
     null_cmd = [
         f"{RELEASE}/examples/null_webhook",
         "--listen",

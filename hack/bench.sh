@@ -14,7 +14,8 @@
 # server below 100% was not the bottleneck, so its throughput understates it).
 # BENCH_ROUNDS (1 to 5, default 1) alternates the two servers that many times and prints medians;
 # BENCH_BODY sends another review (hack/samples/pod-small.json: 2.7 KB, one container);
-# BENCH_BASELINE_BIN=path compares with another mesh-admission build instead of the null webhook.
+# BENCH_BASELINE_BIN=path compares with another mesh-admission build instead of the null webhook;
+# BENCH_BIN=path measures another build in place of this checkout's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
