@@ -4,7 +4,6 @@
 mod body;
 pub mod listener;
 pub mod routes;
-mod streams;
 pub mod tls;
 mod unvectored;
 
@@ -71,7 +70,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
     // Installed before announcing the address, so a signal never finds the default (fatal) handler.
-    let shutdown = listener::spawn_signal_handler().context("cannot install signal handlers")?;
+    let signals = listener::spawn_signal_handler().context("cannot install signal handlers")?;
     tracing::info!(
         addr = %webhook_listener.local_addr()?,
         admin_addr = %admin_listener.local_addr()?,
@@ -94,7 +93,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     // Readiness fails the moment the first signal arrives, so endpoints stop sending new work.
     tokio::spawn({
-        let (health, shutdown) = (health.clone(), shutdown.clone());
+        let (health, shutdown) = (health.clone(), signals.shutdown.clone());
         async move {
             shutdown.cancelled().await;
             health.set_shutting_down();
@@ -115,19 +114,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         stop_admin.clone().cancelled_owned(),
     ));
-    let served = listener::serve_tls(
-        webhook_listener,
-        tls_config,
-        webhook_router(state),
-        options,
-        shutdown.cancelled_owned(),
-    )
-    .await;
-    // The admin port outlives the drain so probes keep answering 503 until the very end.
-    stop_admin.cancel();
-    let _ = admin.await;
-    let _ = reloader.await;
-    let report = served?;
+    let serving = async {
+        let served = listener::serve_tls(
+            webhook_listener,
+            tls_config,
+            webhook_router(state),
+            options,
+            signals.shutdown.clone().cancelled_owned(),
+        )
+        .await;
+        // The admin port outlives the drain so probes keep answering 503 until the very end.
+        stop_admin.cancel();
+        let _ = admin.await;
+        let _ = reloader.await;
+        served
+    };
+    let report = tokio::select! {
+        served = serving => served?,
+        // Not waiting for the drain: `main` exits with status 1.
+        aborted = signals.aborted() => return Err(aborted.into()),
+    };
     tracing::info!(
         connections = report.connections,
         drained = report.drained,
