@@ -9,10 +9,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,16 +20,19 @@ use axum::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::{Body as HttpBody, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::io::InspectReader;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::body::{AfterRequest, DeadlineBody, SharedBody};
+use super::routes::json_error;
 use super::tls::ALPN_H2;
 use super::unvectored::Unvectored;
 
@@ -115,8 +117,7 @@ pub async fn serve_tls(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ServeReport, ServeError> {
-    let transport = Transport::Tls(TlsAcceptor::from(tls));
-    serve(listener, transport, app, opts, shutdown).await
+    serve(listener, Some(TlsAcceptor::from(tls)), app, opts, shutdown).await
 }
 
 /// Serves `app` over plain HTTP/1.1 (the admin port) with the same shutdown semantics; pass a zero
@@ -127,27 +128,21 @@ pub async fn serve_plain(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ServeReport, ServeError> {
-    serve(listener, Transport::Plain, app, opts, shutdown).await
-}
-
-enum Transport {
-    Plain,
-    Tls(TlsAcceptor),
+    serve(listener, None, app, opts, shutdown).await
 }
 
 async fn serve(
     listener: TcpListener,
-    transport: Transport,
+    tls: Option<TlsAcceptor>,
     app: Router,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ServeReport, ServeError> {
     let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
-    let tls = matches!(transport, Transport::Tls(_));
-    tracing::debug!(%local, tls, "accepting connections");
+    tracing::debug!(%local, tls = tls.is_some(), "accepting connections");
 
     let mut connections = Connections {
-        server: Arc::new(ConnectionServer::new(transport, app, &opts)),
+        server: Arc::new(ConnectionServer::new(tls, app, &opts)),
         drain: CancellationToken::new(),
         tasks: JoinSet::new(),
         report: ServeReport::default(),
@@ -286,7 +281,7 @@ enum ConnectionOutcome {
 
 /// Everything a connection task needs, shared by all of them.
 struct ConnectionServer {
-    transport: Transport,
+    tls: Option<TlsAcceptor>,
     app: Router,
     request_deadline: Duration,
     handshake_timeout: Duration,
@@ -300,7 +295,7 @@ struct ConnectionServer {
 }
 
 impl ConnectionServer {
-    fn new(transport: Transport, app: Router, opts: &ServeOptions) -> Self {
+    fn new(tls: Option<TlsAcceptor>, app: Router, opts: &ServeOptions) -> Self {
         // `TokioExecutor` runs each HTTP/2 stream in a task of its own.
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -309,7 +304,7 @@ impl ConnectionServer {
             .keep_alive(true)
             // hyper starts this clock whenever it waits for a request head, so it would close every
             // keep-alive connection idle for `request_deadline` and count from the end of the last
-            // response rather than the first byte; `DeadlineIo` keeps the head deadline instead.
+            // response rather than the first byte; the connection's `RequestClock` does instead.
             .header_read_timeout(None);
         builder
             .http2()
@@ -317,7 +312,7 @@ impl ConnectionServer {
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
         Self {
-            transport,
+            tls,
             app,
             request_deadline: opts.request_deadline,
             handshake_timeout: opts.handshake_timeout,
@@ -332,7 +327,7 @@ impl ConnectionServer {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let Transport::Tls(acceptor) = &self.transport else {
+        let Some(acceptor) = &self.tls else {
             self.serve_http(stream, false, drain).await;
             return ConnectionOutcome::Served;
         };
@@ -363,9 +358,16 @@ impl ConnectionServer {
         // time: each stream's body deadline starts when its headers arrive.
         let clock =
             (!h2).then(|| Arc::new(RequestClock::new(self.request_deadline, self.idle_timeout)));
-        let io = Unvectored(DeadlineIo::new(io, clock.clone()));
+        let io = TokioIo::new(transport(io, clock.clone()));
+        let timer = clock.clone();
+        let mut expired = pin!(async move {
+            match timer {
+                Some(clock) => clock.expired().await,
+                None => std::future::pending().await,
+            }
+        });
         let first_request = CancellationToken::new();
-        let finish = finish_requested(drain, first_request.clone());
+        let mut finish = pin!(finish_requested(drain, first_request.clone()));
         let (app, deadline, closing) = (
             self.app.clone(),
             self.request_deadline,
@@ -385,19 +387,37 @@ impl ConnectionServer {
             .instrument(span.clone())
         });
         let builder = if h2 { &self.http2 } else { &self.http1 };
-        let mut connection = pin!(builder.serve_connection(TokioIo::new(io), service));
-        let result = tokio::select! {
-            biased;
-            result = connection.as_mut() => result,
-            () = finish => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+        let mut connection = pin!(builder.serve_connection(io, service));
+        let mut finishing = false;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = connection.as_mut() => break result,
+                // Dropping the connection closes it, as hyper would after a failed read.
+                reason = &mut expired => break Err(reason.into()),
+                () = &mut finish, if !finishing => {
+                    finishing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
             }
         };
         if let Err(error) = result {
             tracing::debug!(%error, "connection ended with an error");
         }
     }
+}
+
+/// The transport under a connection: its reader tells the clock (HTTP/1) when bytes arrive, and
+/// it claims no vectored writes (see [`Unvectored`]).
+fn transport<I: AsyncRead>(
+    io: I,
+    clock: Option<Arc<RequestClock>>,
+) -> Unvectored<InspectReader<I, impl FnMut(&[u8])>> {
+    Unvectored(InspectReader::new(io, move |bytes: &[u8]| {
+        if let Some(clock) = clock.as_ref().filter(|_| !bytes.is_empty()) {
+            clock.on_bytes();
+        }
+    }))
 }
 
 /// Resolves when a connection should be asked to finish: once the server drains, and the
@@ -469,25 +489,21 @@ fn caller_timeout(query: Option<&str>) -> Option<Duration> {
 /// On HTTP/1 `Connection: close` makes hyper close the connection after writing it: the rest of
 /// the late body is still in flight, and the connection cannot be reused after it.
 fn request_timeout(http1: bool) -> Response<Body> {
-    let mut response = Response::new(Body::from(
-        "{\"error\":\"request not complete within the deadline\"}",
-    ));
-    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let message = "request not complete within the deadline";
+    let mut response = json_error(StatusCode::REQUEST_TIMEOUT, message);
     if http1 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
     }
     response
 }
 
-/// Where an HTTP/1 connection stands between its requests, shared by its [`DeadlineIo`] (which
-/// sees bytes arrive) and its service (which sees requests start and end).
+/// Where an HTTP/1 connection stands between its requests: its reader sees bytes arrive, its
+/// service sees requests start and end, and its task closes it once [`Self::expired`].
 struct RequestClock {
     state: Mutex<ClockState>,
+    /// Woken on every change of state, each of which moves the expiry.
+    changed: Notify,
     request_deadline: Duration,
     idle_timeout: Duration,
 }
@@ -506,6 +522,7 @@ impl RequestClock {
     fn new(request_deadline: Duration, idle_timeout: Duration) -> Self {
         Self {
             state: Mutex::new(ClockState::Idle(Instant::now())),
+            changed: Notify::new(),
             request_deadline,
             idle_timeout,
         }
@@ -516,111 +533,56 @@ impl RequestClock {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn set(&self, state: ClockState) -> ClockState {
+        let previous = std::mem::replace(&mut *self.state(), state);
+        self.changed.notify_one();
+        previous
+    }
+
     fn on_bytes(&self) {
         let mut state = self.state();
         if let ClockState::Idle(_) = *state {
             *state = ClockState::Head(Instant::now());
+            self.changed.notify_one();
         }
     }
 
     /// When the request now handed to the service sent its first byte. Bytes hyper had buffered
     /// beyond the previous request never passed `on_bytes`, so such a request starts now.
     fn begin_request(&self) -> Instant {
-        match std::mem::replace(&mut *self.state(), ClockState::Request) {
+        match self.set(ClockState::Request) {
             ClockState::Head(first_byte) => first_byte,
             ClockState::Idle(_) | ClockState::Request => Instant::now(),
         }
     }
 
     fn end_request(&self) {
-        *self.state() = ClockState::Idle(Instant::now());
+        self.set(ClockState::Idle(Instant::now()));
     }
 
-    fn expiry(&self) -> Option<(Instant, &'static str)> {
-        match *self.state() {
-            ClockState::Idle(since) => Some((since + self.idle_timeout, "idle timeout")),
-            ClockState::Head(first_byte) => Some((
-                first_byte + self.request_deadline,
-                "request head not complete within the deadline",
-            )),
-            ClockState::Request => None,
-        }
-    }
-}
-
-/// The IO under a connection. With a clock (HTTP/1), it fails the read hyper is waiting on once a
-/// request head misses its deadline (counted from its first byte, so a client trickling header
-/// bytes is cut off) or once the connection has been idle too long; hyper then drops the
-/// connection. Without one (HTTP/2) it only passes bytes through.
-struct DeadlineIo<T> {
-    inner: T,
-    clock: Option<Arc<RequestClock>>,
-    timer: Pin<Box<Sleep>>,
-    armed_for: Option<Instant>,
-}
-
-impl<T> DeadlineIo<T> {
-    fn new(inner: T, clock: Option<Arc<RequestClock>>) -> Self {
-        Self {
-            inner,
-            clock,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed_for: None,
-        }
-    }
-
-    fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some((at, reason)) = self.clock.as_ref().and_then(|clock| clock.expiry()) else {
-            return Poll::Pending;
-        };
-        if self.armed_for != Some(at) {
-            self.timer.as_mut().reset(at);
-            self.armed_for = Some(at);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, reason))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if let Some(clock) = &this.clock {
-                    clock.on_bytes();
-                }
-                Poll::Ready(Ok(()))
+    /// Resolves once a request head misses its deadline (counted from its first byte, so a client
+    /// trickling header bytes is cut off) or the connection has been idle too long.
+    async fn expired(&self) -> &'static str {
+        loop {
+            let changed = self.changed.notified();
+            let expiry = match *self.state() {
+                ClockState::Idle(since) => Some((since + self.idle_timeout, "idle timeout")),
+                ClockState::Head(first_byte) => Some((
+                    first_byte + self.request_deadline,
+                    "request head not complete within the deadline",
+                )),
+                ClockState::Request => None,
+            };
+            let Some((at, reason)) = expiry else {
+                changed.await;
+                continue;
+            };
+            tokio::select! {
+                biased;
+                () = changed => {}
+                () = tokio::time::sleep_until(at) => return reason,
             }
-            Poll::Pending => this.poll_expiry(cx),
-            ready => ready,
         }
-    }
-}
-
-/// Writes pass straight through (and, like [`Unvectored`] around it, never vectored).
-impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 
@@ -703,7 +665,7 @@ mod tests {
             .unwrap();
         assert!(socket.is_write_vectored());
         let clock = RequestClock::new(Duration::from_secs(1), Duration::from_secs(1));
-        let io = DeadlineIo::new(socket, Some(Arc::new(clock)));
+        let io = transport(socket, Some(Arc::new(clock)));
         assert!(!io.is_write_vectored());
     }
 }
