@@ -142,7 +142,7 @@ async fn serve(
     tracing::debug!(%local, tls = tls.is_some(), "accepting connections");
 
     let mut connections = Connections {
-        server: Arc::new(ConnectionServer::new(tls, app, &opts)),
+        server: Arc::new(ConnectionServer::new(tls, app, opts)),
         drain: CancellationToken::new(),
         tasks: JoinSet::new(),
         report: ServeReport::default(),
@@ -283,9 +283,7 @@ enum ConnectionOutcome {
 struct ConnectionServer {
     tls: Option<TlsAcceptor>,
     app: Router,
-    request_deadline: Duration,
-    handshake_timeout: Duration,
-    idle_timeout: Duration,
+    opts: ServeOptions,
     /// Set when shutdown starts: HTTP/1 responses then carry `Connection: close`.
     closing: Arc<AtomicBool>,
     /// hyper-util's builder in each of its one-protocol modes: ALPN already told us the protocol,
@@ -295,7 +293,7 @@ struct ConnectionServer {
 }
 
 impl ConnectionServer {
-    fn new(tls: Option<TlsAcceptor>, app: Router, opts: &ServeOptions) -> Self {
+    fn new(tls: Option<TlsAcceptor>, app: Router, opts: ServeOptions) -> Self {
         // `TokioExecutor` runs each HTTP/2 stream in a task of its own.
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -314,9 +312,7 @@ impl ConnectionServer {
         Self {
             tls,
             app,
-            request_deadline: opts.request_deadline,
-            handshake_timeout: opts.handshake_timeout,
-            idle_timeout: opts.idle_timeout,
+            opts,
             closing: Arc::new(AtomicBool::new(false)),
             http1: builder.clone().http1_only(),
             http2: builder.http2_only(),
@@ -331,7 +327,7 @@ impl ConnectionServer {
             self.serve_http(stream, false, drain).await;
             return ConnectionOutcome::Served;
         };
-        let handshake = tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream));
+        let handshake = tokio::time::timeout(self.opts.handshake_timeout, acceptor.accept(stream));
         let stream = match handshake.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
@@ -356,8 +352,12 @@ impl ConnectionServer {
     {
         // HTTP/2 streams are multiplexed, so there is no connection-wide "between requests" to
         // time: each stream's body deadline starts when its headers arrive.
-        let clock =
-            (!h2).then(|| Arc::new(RequestClock::new(self.request_deadline, self.idle_timeout)));
+        let clock = (!h2).then(|| {
+            Arc::new(RequestClock::new(
+                self.opts.request_deadline,
+                self.opts.idle_timeout,
+            ))
+        });
         let io = TokioIo::new(transport(io, clock.clone()));
         let timer = clock.clone();
         let mut expired = pin!(async move {
@@ -370,7 +370,7 @@ impl ConnectionServer {
         let mut finish = pin!(finish_requested(drain, first_request.clone()));
         let (app, deadline, closing) = (
             self.app.clone(),
-            self.request_deadline,
+            self.opts.request_deadline,
             self.closing.clone(),
         );
         // An HTTP/2 stream runs in a task of its own, which does not inherit the connection's span.
