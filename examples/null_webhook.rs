@@ -118,13 +118,17 @@ async fn main() -> anyhow::Result<()> {
         .route("/readyz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(Config::default().max_body_bytes))
         .layer(CatchPanicLayer::new());
-    let shutdown = listener::spawn_signal_handler()?;
+    let signals = listener::spawn_signal_handler()?;
     let tcp = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!("null webhook listening on {}", tcp.local_addr()?);
     let options = ServeOptions {
         shutdown_grace: std::time::Duration::ZERO,
         ..ServeOptions::default()
     };
-    listener::serve_tls(tcp, tls_config, app, options, shutdown.cancelled_owned()).await?;
+    let shutdown = signals.shutdown.clone().cancelled_owned();
+    tokio::select! {
+        served = listener::serve_tls(tcp, tls_config, app, options, shutdown) => served?,
+        aborted = signals.aborted() => return Err(aborted.into()),
+    };
     Ok(())
 }

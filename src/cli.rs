@@ -152,13 +152,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MESH_ADMISSION_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<usize>,
     /// After the first SIGTERM, keep accepting connections this long so endpoints can update.
-    #[arg(long, env = "MESH_ADMISSION_SHUTDOWN_GRACE", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "MESH_ADMISSION_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
     /// Headers and body of a request must arrive within this time of its first byte.
-    #[arg(long, env = "MESH_ADMISSION_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "MESH_ADMISSION_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
     /// How often the certificate files are checked for new content.
-    #[arg(long, env = "MESH_ADMISSION_CERT_RELOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "MESH_ADMISSION_CERT_RELOAD_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
     pub cert_reload_interval: Duration,
     /// Generate development certificates (as `certs` with its defaults) in the directory of
     /// --tls-cert when the files are missing. Existing files are never overwritten.
@@ -180,25 +180,6 @@ pub struct CertsArgs {
     /// Validity of the serving certificate, in days.
     #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub days: u32,
-}
-
-/// Parses `500ms`, `2s`, `1m` or a bare number of seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 #[cfg(test)]
@@ -227,11 +208,21 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").is_err());
+    fn durations_are_read_by_humantime() {
+        let timeout = |value: &str| {
+            Cli::try_parse_from(["mesh-admission", "serve", "--request-timeout", value]).map(
+                |cli| match cli.command {
+                    Command::Serve(args) => args.request_timeout,
+                    _ => unreachable!(),
+                },
+            )
+        };
+        assert_eq!(timeout("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(timeout("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(timeout("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(timeout("2h").unwrap(), Duration::from_secs(7200));
+        assert!(timeout("soon").is_err());
+        // A unit is required, as in Go's (and so Kubernetes') durations.
+        assert!(timeout("3").is_err());
     }
 }

@@ -1,14 +1,17 @@
 //! The webhook port's contract (DESIGN.md section 3), exercised over real sockets on 127.0.0.1.
 
-mod listener_support;
-use listener_support as common;
+mod common;
 
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use common::listener::{TestServer, app, fast_options};
+use common::{
+    Client, ClientIdentity, H2, HTTP11, SERVICE_NAME, Sender, client_config, connect, file_leaf,
+    generate_certs, peer_leaf, temp_dir, tls_connect,
+};
 use hyper::{Request, Version};
 use mesh_admission::server::listener::{ServeOptions, serve_plain};
 use mesh_admission::server::tls::ReloadEvent;
@@ -19,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[tokio::test]
 async fn alpn_selects_http2_or_http11_and_both_serve() {
     let dir = temp_dir("alpn");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
 
     struct Case {
@@ -117,7 +120,7 @@ impl SecretVolume {
 #[tokio::test]
 async fn a_rotated_secret_serves_new_handshakes_and_keeps_open_connections() {
     let dir = temp_dir("rotate");
-    let generated = certs(&dir.join("gen"));
+    let generated = generate_certs(&dir.join("gen"));
     let mut volume = SecretVolume::new(dir.join("volume"), &dir.join("gen"));
     let server = TestServer::start(&volume.cert(), &volume.key(), None, fast_options()).await;
 
@@ -127,7 +130,7 @@ async fn a_rotated_secret_serves_new_handshakes_and_keeps_open_connections() {
     let mut old_client = Client::handshake(old_stream).await;
     assert_eq!(old_client.get("/hello").await.unwrap().0, 200);
 
-    certs(&dir.join("gen")); // same CA, new leaf
+    generate_certs(&dir.join("gen")); // same CA, new leaf
     let new_leaf = file_leaf(&generated.tls_cert);
     assert_ne!(new_leaf, old_leaf);
     volume.update(&dir.join("gen"));
@@ -173,8 +176,8 @@ async fn a_rotated_secret_serves_new_handshakes_and_keeps_open_connections() {
 #[tokio::test]
 async fn a_key_that_does_not_match_is_refused_at_runtime() {
     let dir = temp_dir("mismatch");
-    let a = certs(&dir.join("a"));
-    let b = certs(&dir.join("b"));
+    let a = generate_certs(&dir.join("a"));
+    let b = generate_certs(&dir.join("b"));
     let live = dir.join("live");
     fs::create_dir_all(&live).unwrap();
     fs::copy(&a.tls_cert, live.join("tls.crt")).unwrap();
@@ -220,8 +223,8 @@ fn client_identity(certs_dir: &Path) -> ClientIdentity {
 #[tokio::test]
 async fn client_ca_requires_a_client_certificate_signed_by_it() {
     let dir = temp_dir("mtls");
-    let certs = certs(&dir);
-    let other = common::certs(&dir.join("other"));
+    let certs = generate_certs(&dir);
+    let other = generate_certs(&dir.join("other"));
     let server = TestServer::start(
         &certs.tls_cert,
         &certs.tls_key,
@@ -233,7 +236,7 @@ async fn client_ca_requires_a_client_certificate_signed_by_it() {
     // TLS 1.3 finishes the client's side of the handshake before the server checks the client
     // certificate, so the refusal can surface on the first request instead of on connect.
     let anonymous = client_config(&certs.ca_cert, &[HTTP11], None);
-    let refused = match connect_with(server.addr, anonymous).await {
+    let refused = match tls_connect(server.addr, anonymous).await {
         Err(_) => true,
         Ok(stream) => Client::handshake(stream).await.get("/hello").await.is_err(),
     };
@@ -244,7 +247,7 @@ async fn client_ca_requires_a_client_certificate_signed_by_it() {
         &[HTTP11],
         Some(client_identity(&dir.join("other"))),
     );
-    let refused = match connect_with(server.addr, stranger).await {
+    let refused = match tls_connect(server.addr, stranger).await {
         Err(_) => true,
         Ok(stream) => Client::handshake(stream).await.get("/hello").await.is_err(),
     };
@@ -253,7 +256,7 @@ async fn client_ca_requires_a_client_certificate_signed_by_it() {
 
     for alpn in [H2, HTTP11] {
         let trusted = client_config(&certs.ca_cert, &[alpn], Some(client_identity(&dir)));
-        let stream = connect_with(server.addr, trusted)
+        let stream = tls_connect(server.addr, trusted)
             .await
             .expect("mTLS connect");
         let (status, _, body) = Client::handshake(stream).await.get("/hello").await.unwrap();
@@ -283,7 +286,7 @@ async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(
 #[tokio::test]
 async fn a_trickled_body_is_cut_off_at_the_deadline_while_others_are_served() {
     let dir = temp_dir("slow-body");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let opts = fast_options(); // request_deadline: 1 s
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, opts).await;
 
@@ -307,7 +310,8 @@ async fn a_trickled_body_is_cut_off_at_the_deadline_while_others_are_served() {
     let mut other = Client::handshake(connect(server.addr, &certs.ca_cert, &[HTTP11]).await).await;
     let served = Instant::now();
     assert_eq!(other.get("/hello").await.unwrap().0, 200);
-    assert!(served.elapsed() < Duration::from_millis(500));
+    // Held behind the trickling client it would wait for its cut-off, about 700 ms from here.
+    assert!(served.elapsed() < Duration::from_millis(650));
 
     let (response, closed) = read_to_close(&mut reader, Duration::from_secs(5)).await;
     let took = closed - started;
@@ -317,7 +321,7 @@ async fn a_trickled_body_is_cut_off_at_the_deadline_while_others_are_served() {
         "{response:?}"
     );
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(2),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "{took:?}"
     );
     trickle.abort();
@@ -332,7 +336,7 @@ async fn a_trickled_body_is_cut_off_at_the_deadline_while_others_are_served() {
 #[tokio::test]
 async fn trickled_headers_are_cut_off_at_the_deadline() {
     let dir = temp_dir("slow-head");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
 
     let slow = connect(server.addr, &certs.ca_cert, &[HTTP11]).await;
@@ -350,7 +354,8 @@ async fn trickled_headers_are_cut_off_at_the_deadline() {
     let (response, closed) = read_to_close(&mut reader, Duration::from_secs(5)).await;
     let took = closed - started;
     assert!(!response.contains("200 OK"), "{response:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The trickle alone would last 10 s.
+    assert!(took < Duration::from_secs(4), "{took:?}");
     trickle.abort();
     server.shutdown.cancel();
     server.handle.await.unwrap();
@@ -360,17 +365,17 @@ async fn trickled_headers_are_cut_off_at_the_deadline() {
 #[tokio::test]
 async fn an_http2_stream_past_its_deadline_fails_alone() {
     let dir = temp_dir("slow-h2");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
     let mut client = Client::handshake(connect(server.addr, &certs.ca_cert, &[H2]).await).await;
 
     let (mut sender, body) =
         http_body_util::channel::Channel::<_, std::convert::Infallible>::new(1);
-    let request = Request::post(format!("https://{SERVER_NAME}/echo"))
+    let request = Request::post(format!("https://{SERVICE_NAME}/echo"))
         .body(http_body_util::BodyExt::boxed(body))
         .unwrap();
     let started = Instant::now();
-    let Client::H2(send) = &mut client else {
+    let Sender::H2(send) = &mut client.sender else {
         panic!("expected h2")
     };
     let mut slow_send = send.clone();
@@ -391,7 +396,7 @@ async fn an_http2_stream_past_its_deadline_fails_alone() {
         .unwrap()
         .unwrap();
     assert_eq!(response.status(), 408);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(started.elapsed() < Duration::from_secs(4));
     assert_eq!(
         client.get("/hello").await.unwrap().0,
         200,
@@ -407,16 +412,16 @@ async fn an_http2_stream_past_its_deadline_fails_alone() {
 #[tokio::test]
 async fn an_early_http2_answer_lets_the_client_finish_its_body() {
     let dir = temp_dir("early-h2");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
     let mut client = Client::handshake(connect(server.addr, &certs.ca_cert, &[H2]).await).await;
-    let Client::H2(send) = &mut client else {
+    let Sender::H2(send) = &mut client.sender else {
         panic!("expected h2")
     };
     // `/hello` takes GET only, so the server answers 405 before it has read the body.
     let (mut sender, body) =
         http_body_util::channel::Channel::<_, std::convert::Infallible>::new(1);
-    let request = Request::post(format!("https://{SERVER_NAME}/hello"))
+    let request = Request::post(format!("https://{SERVICE_NAME}/hello"))
         .body(http_body_util::BodyExt::boxed(body))
         .unwrap();
     send.ready().await.unwrap();
@@ -458,7 +463,7 @@ async fn an_early_http2_answer_lets_the_client_finish_its_body() {
 #[tokio::test]
 async fn an_http2_connection_accepted_before_the_listener_closed_gets_its_first_answer() {
     let dir = temp_dir("settle-h2");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let opts = fast_options();
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, opts).await;
     server.shutdown.cancel();
@@ -484,7 +489,7 @@ async fn an_http2_connection_accepted_before_the_listener_closed_gets_its_first_
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests_then_returns() {
     let dir = temp_dir("drain");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let opts = fast_options();
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, opts).await;
 
@@ -523,7 +528,7 @@ async fn shutdown_finishes_in_flight_requests_then_returns() {
 #[tokio::test]
 async fn a_drain_that_times_out_aborts_the_rest() {
     let dir = temp_dir("drain-timeout");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let opts = ServeOptions {
         shutdown_grace: Duration::ZERO,
         drain_timeout: Duration::from_millis(200),
@@ -534,7 +539,7 @@ async fn a_drain_that_times_out_aborts_the_rest() {
     let in_flight = tokio::spawn(async move { client.get("/slow").await });
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.shutdown.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(3), server.handle)
+    let report = tokio::time::timeout(Duration::from_secs(5), server.handle)
         .await
         .expect("serve returned")
         .unwrap();
@@ -547,7 +552,7 @@ async fn a_drain_that_times_out_aborts_the_rest() {
 #[tokio::test]
 async fn a_panicking_handler_only_loses_its_own_connection() {
     let dir = temp_dir("panic");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
     let mut bystander =
         Client::handshake(connect(server.addr, &certs.ca_cert, &[HTTP11]).await).await;
@@ -555,7 +560,7 @@ async fn a_panicking_handler_only_loses_its_own_connection() {
     for alpn in [HTTP11, H2] {
         let mut victim =
             Client::handshake(connect(server.addr, &certs.ca_cert, &[alpn]).await).await;
-        let outcome = tokio::time::timeout(Duration::from_secs(2), victim.get("/panic")).await;
+        let outcome = tokio::time::timeout(Duration::from_secs(5), victim.get("/panic")).await;
         assert!(matches!(outcome, Ok(Err(_))), "{alpn:?}: {outcome:?}");
         if alpn == H2 {
             // Only the stream is reset: the connection's other streams go on.
@@ -570,7 +575,7 @@ async fn a_panicking_handler_only_loses_its_own_connection() {
     let report = server.handle.await.unwrap();
     assert_eq!(
         report.panicked, 1,
-        "the h1 connection task; a panicking h2 stream is caught on its own and reset"
+        "the h1 connection task; a panicking h2 stream ends its own task, and only its stream is reset"
     );
     fs::remove_dir_all(dir).ok();
 }
@@ -578,10 +583,10 @@ async fn a_panicking_handler_only_loses_its_own_connection() {
 #[tokio::test]
 async fn a_silent_client_cannot_hold_a_handshake_open() {
     let dir = temp_dir("silent");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
     let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    read_to_close(&mut silent, Duration::from_secs(3)).await;
+    read_to_close(&mut silent, Duration::from_secs(5)).await;
     server.shutdown.cancel();
     let report = server.handle.await.unwrap();
     assert_eq!(report.handshake_failures, 1);
@@ -605,12 +610,12 @@ async fn the_admin_port_serves_plain_http_and_shuts_down() {
         .write_all(b"GET /hello HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .await
         .unwrap();
-    let (response, _) = read_to_close(&mut stream, Duration::from_secs(3)).await;
+    let (response, _) = read_to_close(&mut stream, Duration::from_secs(5)).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
     assert!(response.ends_with("hello"), "{response:?}");
 
     shutdown.cancel();
-    let report = tokio::time::timeout(Duration::from_secs(3), handle)
+    let report = tokio::time::timeout(Duration::from_secs(5), handle)
         .await
         .expect("serve returned")
         .unwrap()
@@ -621,7 +626,7 @@ async fn the_admin_port_serves_plain_http_and_shuts_down() {
 #[tokio::test]
 async fn an_idle_keep_alive_connection_outlives_the_request_deadline() {
     let dir = temp_dir("idle");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
     let mut client = Client::handshake(connect(server.addr, &certs.ca_cert, &[HTTP11]).await).await;
     assert_eq!(client.get("/hello").await.unwrap().0, 200);
@@ -636,7 +641,7 @@ async fn an_idle_keep_alive_connection_outlives_the_request_deadline() {
 #[tokio::test]
 async fn an_idle_connection_is_closed_after_the_idle_timeout() {
     let dir = temp_dir("idle-timeout");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let opts = ServeOptions {
         idle_timeout: Duration::from_millis(500),
         ..fast_options()
@@ -648,11 +653,11 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
         .await
         .unwrap();
     let answered = Instant::now();
-    let (response, closed) = read_to_close(&mut stream, Duration::from_secs(3)).await;
+    let (response, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
     let idle = closed - answered;
     assert!(
-        idle >= Duration::from_millis(400) && idle < Duration::from_millis(1500),
+        idle >= Duration::from_millis(400) && idle < Duration::from_secs(3),
         "{idle:?}"
     );
     server.shutdown.cancel();
@@ -663,7 +668,7 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn the_deadline_counts_from_the_first_byte_of_the_head() {
     let dir = temp_dir("first-byte");
-    let certs = certs(&dir);
+    let certs = generate_certs(&dir);
     let server = TestServer::start(&certs.tls_cert, &certs.tls_key, None, fast_options()).await;
     let stream = connect(server.addr, &certs.ca_cert, &[HTTP11]).await;
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -685,9 +690,10 @@ async fn the_deadline_counts_from_the_first_byte_of_the_head() {
     let (response, closed) = read_to_close(&mut reader, Duration::from_secs(5)).await;
     let took = closed - started;
     assert!(response.starts_with("HTTP/1.1 408"), "{response:?}");
-    // Head took 0.6 s of the 1 s budget; the body gets only what is left.
+    // Head took 0.6 s of the 1 s budget; the body gets only what is left (counted from the end of
+    // the head, the cut-off would come at 1.6 s).
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(1400),
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1500),
         "{took:?}"
     );
     trickle.abort();

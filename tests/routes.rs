@@ -7,17 +7,15 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Method, Request, StatusCode};
 use mesh_admission::config::Config;
 use mesh_admission::metrics::Metrics;
-use mesh_admission::server::routes::{AppState, Health, admin_router, webhook_router};
+use mesh_admission::server::routes::{AppState, admin_router, webhook_router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 fn state() -> AppState {
-    let health = Arc::new(Health::default());
-    health.set_certificate_loaded();
     AppState {
         config: Arc::new(Config::default()),
         metrics: Arc::new(Metrics::new()),
-        health,
+        shutting_down: tokio_util::sync::CancellationToken::new(),
     }
 }
 
@@ -182,7 +180,7 @@ async fn probes_and_metrics() {
         "{text}"
     );
 
-    st.health.set_shutting_down();
+    st.shutting_down.cancel();
     assert_eq!(
         send(admin.clone(), Method::GET, "/readyz", Body::empty())
             .await

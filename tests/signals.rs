@@ -1,20 +1,30 @@
-//! The first SIGTERM starts a graceful shutdown instead of killing the process. (The second
-//! signal's `exit(1)` would end the test binary, so it is left to a manual check.)
+//! The first SIGTERM starts a graceful shutdown instead of killing the process; the second one
+//! reports that the drain was cut short (`main` then exits with status 1).
 
 use std::time::Duration;
 
 use mesh_admission::server::listener::spawn_signal_handler;
 
-#[tokio::test]
-async fn the_first_sigterm_cancels_the_shutdown_token() {
-    let token = spawn_signal_handler().expect("install signal handlers");
-    assert!(!token.is_cancelled());
+fn send(signal: &str) {
     let status = std::process::Command::new("kill")
-        .args(["-TERM", &std::process::id().to_string()])
+        .args([signal, &std::process::id().to_string()])
         .status()
         .expect("run kill");
     assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(2), token.cancelled())
+}
+
+#[tokio::test]
+async fn the_first_sigterm_cancels_the_shutdown_token_and_the_second_aborts() {
+    let signals = spawn_signal_handler().expect("install signal handlers");
+    assert!(!signals.shutdown.is_cancelled());
+    send("-TERM");
+    tokio::time::timeout(Duration::from_secs(2), signals.shutdown.cancelled())
         .await
         .expect("token cancelled by SIGTERM");
+    let aborted = tokio::time::timeout(Duration::from_millis(200), signals.aborted()).await;
+    assert!(aborted.is_err(), "one signal does not abort");
+    send("-INT");
+    tokio::time::timeout(Duration::from_secs(2), signals.aborted())
+        .await
+        .expect("aborted by a second signal");
 }

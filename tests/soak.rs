@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Client, Protocol, SERVICE_NAME, Server, bin, temp_dir, tls_connector};
+use common::{Client, Protocol, SERVICE_NAME, Server, bin, client_config, temp_dir};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::{http1, http2};
@@ -139,6 +139,11 @@ impl Config {
 // ---------------------------------------------------------------------------------------------
 // Guards and small helpers
 
+/// A TLS connector that trusts only `ca` and offers exactly `protocol` by ALPN.
+fn connector(ca: &Path, protocol: Protocol) -> tokio_rustls::TlsConnector {
+    let config = client_config(ca, &[protocol.alpn()], None);
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
 /// The work directory: removed when the soak passed (unless SOAK_KEEP), kept otherwise. Declared
 /// before the server, so the server is killed first.
 struct WorkDir {
@@ -914,7 +919,7 @@ async fn run_load(
     let mut ctx = LoadCtx {
         protocol: spec.protocol,
         addr,
-        connector: tls_connector(&ca, spec.protocol),
+        connector: connector(&ca, spec.protocol),
         body,
         uri,
         uid_prefix: format!("{:08x}-50a4-4000-8{:03x}", std::process::id(), spec.id),
@@ -1482,7 +1487,7 @@ impl BadClient {
 async fn bad_mix(addr: SocketAddr, ca: PathBuf, seconds: u64) -> BadResults {
     let client = BadClient {
         addr,
-        connector: tls_connector(&ca, Protocol::Http1),
+        connector: connector(&ca, Protocol::Http1),
         results: Arc::default(),
         deadline: Instant::now() + Duration::from_secs(seconds),
     };

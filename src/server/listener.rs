@@ -1,37 +1,38 @@
 //! The accept loop: TLS per connection, HTTP/1.1 and HTTP/2 via hyper-util, a total per-request
 //! deadline, and graceful shutdown.
 //!
-//! Each connection runs in its own task, so an error or a panic while serving one connection
-//! never reaches the others or the loop.
+//! Each connection runs in its own task, inside a span naming its peer, and each HTTP/2 stream in a
+//! task of its own (hyper-util's `TokioExecutor`), so an error or a panic while serving one
+//! connection or stream never reaches the others or the loop.
 
 use std::convert::Infallible;
-use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use hyper::body::{Body as HttpBody, Incoming};
-use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::io::InspectReader;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use super::body::{AfterRequest, DeadlineBody, SharedBody};
-use super::streams::{StreamQueue, WithStreams};
+use super::routes::json_error;
 use super::tls::ALPN_H2;
 use super::unvectored::Unvectored;
 
@@ -88,15 +89,14 @@ pub struct ServeReport {
     pub connections: u64,
     /// Connections whose TLS handshake failed or timed out.
     pub handshake_failures: u64,
-    /// Connection tasks that panicked (the server kept running).
+    /// Connection tasks that panicked (the server kept running). An HTTP/2 stream runs in a task
+    /// of its own: its panic resets only that stream and is not counted here.
     pub panicked: u64,
     /// True when every connection finished within the drain timeout.
     pub drained: bool,
     /// Connections still open at the drain timeout, closed forcibly.
     pub aborted: usize,
 }
-
-type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Why a server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +117,7 @@ pub async fn serve_tls(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ServeReport, ServeError> {
-    serve(
-        listener,
-        Transport::Tls(TlsAcceptor::from(tls)),
-        app,
-        opts,
-        shutdown,
-    )
-    .await
+    serve(listener, Some(TlsAcceptor::from(tls)), app, opts, shutdown).await
 }
 
 /// Serves `app` over plain HTTP/1.1 (the admin port) with the same shutdown semantics; pass a zero
@@ -135,28 +128,21 @@ pub async fn serve_plain(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ServeReport, ServeError> {
-    serve(listener, Transport::Plain, app, opts, shutdown).await
-}
-
-#[derive(Clone)]
-enum Transport {
-    Plain,
-    Tls(TlsAcceptor),
+    serve(listener, None, app, opts, shutdown).await
 }
 
 async fn serve(
     listener: TcpListener,
-    transport: Transport,
+    tls: Option<TlsAcceptor>,
     app: Router,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<ServeReport, ServeError> {
     let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
-    let tls = matches!(transport, Transport::Tls(_));
-    tracing::debug!(%local, tls, "accepting connections");
+    tracing::debug!(%local, tls = tls.is_some(), "accepting connections");
 
     let mut connections = Connections {
-        server: Arc::new(ConnectionServer::new(transport, app, &opts)),
+        server: Arc::new(ConnectionServer::new(tls, app, opts)),
         drain: CancellationToken::new(),
         tasks: JoinSet::new(),
         report: ServeReport::default(),
@@ -170,11 +156,7 @@ async fn serve(
         .accept_until(&listener, tokio::time::sleep(opts.shutdown_grace))
         .await;
     connections.accept_backlog(listener);
-    if !connections.tasks.is_empty() {
-        connections
-            .reap_until(tokio::time::sleep(DRAIN_SETTLE))
-            .await;
-    }
+    connections.reap_until(Instant::now() + DRAIN_SETTLE).await;
     Ok(connections.drain(local, opts.drain_timeout).await)
 }
 
@@ -200,13 +182,13 @@ impl Connections {
         }
     }
 
-    /// Like [`Self::accept_until`] with the listener gone: only reaps finished connections.
-    async fn reap_until(&mut self, stop: impl Future<Output = ()>) {
-        let mut stop = pin!(stop);
+    /// Reaps finished connections until none is left (true) or `deadline` passes (false).
+    async fn reap_until(&mut self, deadline: Instant) -> bool {
         loop {
-            tokio::select! {
-                () = &mut stop => return,
-                Some(joined) = self.tasks.join_next() => self.reap(joined),
+            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
+                Ok(Some(joined)) => self.reap(joined),
+                Ok(None) => return true,
+                Err(_elapsed) => return false,
             }
         }
     }
@@ -223,26 +205,27 @@ impl Connections {
         };
         // The socket is still non-blocking, so this ends with WouldBlock once the backlog is empty.
         while let Ok((stream, peer)) = listener.accept() {
-            let accepted = stream
+            let stream = stream
                 .set_nonblocking(true)
-                .and_then(|()| TcpStream::from_std(stream))
-                .map(|stream| (stream, peer));
-            if let Ok(accepted) = accepted {
-                self.spawn(accepted);
+                .and_then(|()| TcpStream::from_std(stream));
+            if let Ok(stream) = stream {
+                self.spawn(stream, peer);
             }
         }
     }
 
-    fn spawn(&mut self, (stream, peer): (TcpStream, SocketAddr)) {
+    /// Serves one connection in a task of its own, inside a span that names its peer.
+    fn spawn(&mut self, stream: TcpStream, peer: SocketAddr) {
         self.report.connections += 1;
         let (server, drain) = (self.server.clone(), self.drain.clone());
+        let span = tracing::info_span!("connection", %peer);
         self.tasks
-            .spawn(async move { server.serve(stream, peer, drain).await });
+            .spawn(async move { server.serve(stream, drain).await }.instrument(span));
     }
 
     async fn accept(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>) {
         match accepted {
-            Ok(accepted) => self.spawn(accepted),
+            Ok((stream, peer)) => self.spawn(stream, peer),
             Err(error) if is_connection_error(&error) => {
                 tracing::debug!(%error, "connection failed before it was accepted");
             }
@@ -271,14 +254,7 @@ impl Connections {
     async fn drain(mut self, local: SocketAddr, timeout: Duration) -> ServeReport {
         tracing::info!(%local, open = self.tasks.len(), "listener closed, draining connections");
         self.drain.cancel();
-        let deadline = Instant::now() + timeout;
-        self.report.drained = loop {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(joined)) => self.reap(joined),
-                Ok(None) => break true,
-                Err(_elapsed) => break false,
-            }
-        };
+        self.report.drained = self.reap_until(Instant::now() + timeout).await;
         self.report.aborted = self.tasks.len();
         if self.report.aborted > 0 {
             tracing::warn!(%local, aborted = self.report.aborted, "drain timeout reached, closing remaining connections");
@@ -305,18 +281,20 @@ enum ConnectionOutcome {
 
 /// Everything a connection task needs, shared by all of them.
 struct ConnectionServer {
-    transport: Transport,
+    tls: Option<TlsAcceptor>,
     app: Router,
-    request_deadline: Duration,
-    handshake_timeout: Duration,
-    idle_timeout: Duration,
+    opts: ServeOptions,
     /// Set when shutdown starts: HTTP/1 responses then carry `Connection: close`.
     closing: Arc<AtomicBool>,
+    /// hyper-util's builder in each of its one-protocol modes: ALPN already told us the protocol,
+    /// and sniffing the preface instead would wait on a silent client with no timeout at all.
     http1: auto::Builder<TokioExecutor>,
+    http2: auto::Builder<TokioExecutor>,
 }
 
 impl ConnectionServer {
-    fn new(transport: Transport, app: Router, opts: &ServeOptions) -> Self {
+    fn new(tls: Option<TlsAcceptor>, app: Router, opts: ServeOptions) -> Self {
+        // `TokioExecutor` runs each HTTP/2 stream in a task of its own.
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -324,114 +302,122 @@ impl ConnectionServer {
             .keep_alive(true)
             // hyper starts this clock whenever it waits for a request head, so it would close every
             // keep-alive connection idle for `request_deadline` and count from the end of the last
-            // response rather than the first byte; `DeadlineIo` keeps the head deadline instead.
+            // response rather than the first byte; the connection's `RequestClock` does instead.
             .header_read_timeout(None);
-        // ALPN already told us the protocol; sniffing the preface instead would wait on a silent
-        // client with no timeout at all.
-        Self {
-            transport,
-            app,
-            request_deadline: opts.request_deadline,
-            handshake_timeout: opts.handshake_timeout,
-            idle_timeout: opts.idle_timeout,
-            closing: Arc::new(AtomicBool::new(false)),
-            http1: builder.http1_only(),
-        }
-    }
-
-    /// One builder per HTTP/2 connection, since each has its own stream queue (see `streams`).
-    fn http2(queue: StreamQueue) -> http2::Builder<StreamQueue> {
-        let mut builder = http2::Builder::new(queue);
         builder
+            .http2()
             .timer(TokioTimer::new())
             .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
-        builder
+        Self {
+            tls,
+            app,
+            opts,
+            closing: Arc::new(AtomicBool::new(false)),
+            http1: builder.clone().http1_only(),
+            http2: builder.http2_only(),
+        }
     }
 
-    async fn serve(
-        &self,
-        stream: TcpStream,
-        peer: SocketAddr,
-        drain: CancellationToken,
-    ) -> ConnectionOutcome {
+    async fn serve(&self, stream: TcpStream, drain: CancellationToken) -> ConnectionOutcome {
         if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        match &self.transport {
-            Transport::Plain => self.serve_http(stream, false, peer, drain).await,
-            Transport::Tls(acceptor) => {
-                let stream =
-                    match tokio::time::timeout(self.handshake_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return ConnectionOutcome::HandshakeFailed;
-                        }
-                        Err(_elapsed) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return ConnectionOutcome::HandshakeFailed;
-                        }
-                    };
-                // RFC 9113 §3.2: over TLS, HTTP/2 is only spoken when ALPN selected it.
-                let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-                self.serve_http(stream, h2, peer, drain).await
+        let Some(acceptor) = &self.tls else {
+            self.serve_http(stream, false, drain).await;
+            return ConnectionOutcome::Served;
+        };
+        let handshake = tokio::time::timeout(self.opts.handshake_timeout, acceptor.accept(stream));
+        let stream = match handshake.await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "TLS handshake failed");
+                return ConnectionOutcome::HandshakeFailed;
             }
-        }
+            Err(_elapsed) => {
+                tracing::debug!("TLS handshake timed out");
+                return ConnectionOutcome::HandshakeFailed;
+            }
+        };
+        // RFC 9113 §3.2: over TLS, HTTP/2 is only spoken when ALPN selected it.
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+        self.serve_http(stream, h2, drain).await;
+        ConnectionOutcome::Served
     }
 
-    async fn serve_http<I>(
-        &self,
-        io: I,
-        h2: bool,
-        peer: SocketAddr,
-        drain: CancellationToken,
-    ) -> ConnectionOutcome
+    /// Speaks HTTP on `io` until the connection ends; once `drain` is cancelled, asks it to finish.
+    async fn serve_http<I>(&self, io: I, h2: bool, drain: CancellationToken)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let app = self.app.clone();
-        let deadline = self.request_deadline;
+        // HTTP/2 streams are multiplexed, so there is no connection-wide "between requests" to
+        // time: each stream's body deadline starts when its headers arrive.
+        let clock = (!h2).then(|| {
+            Arc::new(RequestClock::new(
+                self.opts.request_deadline,
+                self.opts.idle_timeout,
+            ))
+        });
+        let io = TokioIo::new(transport(io, clock.clone()));
+        let timer = clock.clone();
+        let mut expired = pin!(async move {
+            match timer {
+                Some(clock) => clock.expired().await,
+                None => std::future::pending().await,
+            }
+        });
         let first_request = CancellationToken::new();
-        let finish = finish_requested(drain, first_request.clone());
-        let result = if h2 {
-            // Streams are multiplexed, so there is no connection-wide "between requests": each
-            // stream's body deadline starts when its headers arrive.
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                first_request.cancel();
-                handle(app.clone(), request, deadline, None, None)
-            });
-            let queue = StreamQueue::default();
-            let connection =
-                Self::http2(queue.clone()).serve_connection(TokioIo::new(Unvectored(io)), service);
-            let connection = until_finish(connection, finish, |c| c.graceful_shutdown());
-            WithStreams::new(connection, queue)
-                .await
-                .map_err(BoxError::from)
-        } else {
-            let clock = Arc::new(RequestClock::new());
-            let closing = self.closing.clone();
-            let io = DeadlineIo::new(io, clock.clone(), deadline, self.idle_timeout);
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                first_request.cancel();
-                handle(
-                    app.clone(),
-                    request,
-                    deadline,
-                    Some(clock.clone()),
-                    Some(closing.clone()),
-                )
-            });
-            let connection = self.http1.serve_connection(TokioIo::new(io), service);
-            until_finish(connection, finish, |c| c.graceful_shutdown()).await
+        let mut finish = pin!(finish_requested(drain, first_request.clone()));
+        let (app, deadline, closing) = (
+            self.app.clone(),
+            self.opts.request_deadline,
+            self.closing.clone(),
+        );
+        // An HTTP/2 stream runs in a task of its own, which does not inherit the connection's span.
+        let span = tracing::Span::current();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            first_request.cancel();
+            handle(
+                app.clone(),
+                request,
+                deadline,
+                clock.clone(),
+                closing.clone(),
+            )
+            .instrument(span.clone())
+        });
+        let builder = if h2 { &self.http2 } else { &self.http1 };
+        let mut connection = pin!(builder.serve_connection(io, service));
+        let mut finishing = false;
+        let result = loop {
+            tokio::select! {
+                biased;
+                result = connection.as_mut() => break result,
+                // Dropping the connection closes it, as hyper would after a failed read.
+                reason = &mut expired => break Err(reason.into()),
+                () = &mut finish, if !finishing => {
+                    finishing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
         };
         if let Err(error) = result {
-            tracing::debug!(%peer, %error, "connection ended with an error");
+            tracing::debug!(%error, "connection ended with an error");
         }
-        ConnectionOutcome::Served
     }
+}
+
+/// The transport under a connection: its reader tells the clock (HTTP/1) when bytes arrive, and
+/// it claims no vectored writes (see [`Unvectored`]).
+fn transport<I: AsyncRead>(
+    io: I,
+    clock: Option<Arc<RequestClock>>,
+) -> Unvectored<InspectReader<I, impl FnMut(&[u8])>> {
+    Unvectored(InspectReader::new(io, move |bytes: &[u8]| {
+        if let Some(clock) = clock.as_ref().filter(|_| !bytes.is_empty()) {
+            clock.on_bytes();
+        }
+    }))
 }
 
 /// Resolves when a connection should be asked to finish: once the server drains, and the
@@ -441,24 +427,6 @@ async fn finish_requested(drain: CancellationToken, first_request: CancellationT
     let _ = tokio::time::timeout(FIRST_REQUEST_SETTLE, first_request.cancelled()).await;
 }
 
-/// Drives `connection` to its end, asking it to finish gracefully once `finish` resolves.
-async fn until_finish<C, E>(
-    connection: C,
-    finish: impl Future<Output = ()>,
-    graceful_shutdown: impl FnOnce(Pin<&mut C>),
-) -> Result<(), E>
-where
-    C: Future<Output = Result<(), E>>,
-{
-    let mut connection = pin!(connection);
-    tokio::select! {
-        biased;
-        result = connection.as_mut() => return result,
-        () = finish => graceful_shutdown(connection.as_mut()),
-    }
-    connection.await
-}
-
 /// Runs one request through `app` with its body on a deadline counted from the request's first
 /// byte when the connection's clock knows it (HTTP/1), else from the arrival of its head.
 async fn handle(
@@ -466,7 +434,7 @@ async fn handle(
     request: Request<Incoming>,
     deadline: Duration,
     clock: Option<Arc<RequestClock>>,
-    closing: Option<Arc<AtomicBool>>,
+    closing: Arc<AtomicBool>,
 ) -> Result<Response<Body>, Infallible> {
     let http1 = request.version() < Version::HTTP_2;
     let first_byte = clock
@@ -484,10 +452,8 @@ async fn handle(
         (Request::from_parts(parts, Body::new(body)), None)
     } else {
         let shared = SharedBody::new(body);
-        (
-            Request::from_parts(parts, Body::new(shared.clone())),
-            Some(shared),
-        )
+        let request = Request::from_parts(parts, Body::new(shared.clone()));
+        (request, Some(shared))
     };
     let response = app.oneshot(request).await;
     if let Some(clock) = clock {
@@ -497,10 +463,9 @@ async fn handle(
         return Ok(request_timeout(http1));
     }
     let mut response = response?;
-    if closing.is_some_and(|closing| closing.load(Ordering::Acquire)) {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if http1 && closing.load(Ordering::Acquire) {
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
     }
     Ok(match unread {
         Some(unread) if !unread.is_end_stream() => {
@@ -516,7 +481,7 @@ fn caller_timeout(query: Option<&str>) -> Option<Duration> {
     query?
         .split('&')
         .find_map(|pair| pair.strip_prefix("timeout="))
-        .and_then(|value| crate::cli::parse_duration(value).ok())
+        .and_then(|value| humantime::parse_duration(value).ok())
         .filter(|timeout| !timeout.is_zero())
 }
 
@@ -524,25 +489,23 @@ fn caller_timeout(query: Option<&str>) -> Option<Duration> {
 /// On HTTP/1 `Connection: close` makes hyper close the connection after writing it: the rest of
 /// the late body is still in flight, and the connection cannot be reused after it.
 fn request_timeout(http1: bool) -> Response<Body> {
-    let mut response = Response::new(Body::from(
-        "{\"error\":\"request not complete within the deadline\"}",
-    ));
-    *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let message = "request not complete within the deadline";
+    let mut response = json_error(StatusCode::REQUEST_TIMEOUT, message);
     if http1 {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        let close = HeaderValue::from_static("close");
+        response.headers_mut().insert(header::CONNECTION, close);
     }
     response
 }
 
-/// Where an HTTP/1 connection stands between its requests, shared by its [`DeadlineIo`] (which
-/// sees bytes arrive) and its service (which sees requests start and end).
+/// Where an HTTP/1 connection stands between its requests: its reader sees bytes arrive, its
+/// service sees requests start and end, and its task closes it once [`Self::expired`].
 struct RequestClock {
     state: Mutex<ClockState>,
+    /// Woken on every change of state, each of which moves the expiry.
+    changed: Notify,
+    request_deadline: Duration,
+    idle_timeout: Duration,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -556,9 +519,12 @@ enum ClockState {
 }
 
 impl RequestClock {
-    fn new() -> Self {
+    fn new(request_deadline: Duration, idle_timeout: Duration) -> Self {
         Self {
             state: Mutex::new(ClockState::Idle(Instant::now())),
+            changed: Notify::new(),
+            request_deadline,
+            idle_timeout,
         }
     }
 
@@ -567,137 +533,91 @@ impl RequestClock {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn set(&self, state: ClockState) -> ClockState {
+        let previous = std::mem::replace(&mut *self.state(), state);
+        self.changed.notify_one();
+        previous
+    }
+
     fn on_bytes(&self) {
         let mut state = self.state();
         if let ClockState::Idle(_) = *state {
             *state = ClockState::Head(Instant::now());
+            self.changed.notify_one();
         }
     }
 
     /// When the request now handed to the service sent its first byte. Bytes hyper had buffered
     /// beyond the previous request never passed `on_bytes`, so such a request starts now.
     fn begin_request(&self) -> Instant {
-        match std::mem::replace(&mut *self.state(), ClockState::Request) {
+        match self.set(ClockState::Request) {
             ClockState::Head(first_byte) => first_byte,
             ClockState::Idle(_) | ClockState::Request => Instant::now(),
         }
     }
 
     fn end_request(&self) {
-        *self.state() = ClockState::Idle(Instant::now());
+        self.set(ClockState::Idle(Instant::now()));
     }
 
-    fn expiry(
-        &self,
-        request_deadline: Duration,
-        idle_timeout: Duration,
-    ) -> Option<(Instant, &'static str)> {
-        match *self.state() {
-            ClockState::Idle(since) => Some((since + idle_timeout, "idle timeout")),
-            ClockState::Head(first_byte) => Some((
-                first_byte + request_deadline,
-                "request head not complete within the deadline",
-            )),
-            ClockState::Request => None,
-        }
-    }
-}
-
-/// The IO under an HTTP/1 connection: it fails the read hyper is waiting on once a request head
-/// misses its deadline (counted from its first byte, so a client trickling header bytes is cut off)
-/// or once the connection has been idle too long. hyper then drops the connection.
-struct DeadlineIo<T> {
-    inner: T,
-    clock: Arc<RequestClock>,
-    request_deadline: Duration,
-    idle_timeout: Duration,
-    timer: Pin<Box<Sleep>>,
-    armed_for: Option<Instant>,
-}
-
-impl<T> DeadlineIo<T> {
-    fn new(
-        inner: T,
-        clock: Arc<RequestClock>,
-        request_deadline: Duration,
-        idle_timeout: Duration,
-    ) -> Self {
-        Self {
-            inner,
-            clock,
-            request_deadline,
-            idle_timeout,
-            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
-            armed_for: None,
-        }
-    }
-
-    fn poll_expiry(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some((at, reason)) = self.clock.expiry(self.request_deadline, self.idle_timeout) else {
-            return Poll::Pending;
-        };
-        if self.armed_for != Some(at) {
-            self.timer.as_mut().reset(at);
-            self.armed_for = Some(at);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, reason))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for DeadlineIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.clock.on_bytes();
-                }
-                Poll::Ready(Ok(()))
+    /// Resolves once a request head misses its deadline (counted from its first byte, so a client
+    /// trickling header bytes is cut off) or the connection has been idle too long.
+    async fn expired(&self) -> &'static str {
+        loop {
+            let changed = self.changed.notified();
+            let expiry = match *self.state() {
+                ClockState::Idle(since) => Some((since + self.idle_timeout, "idle timeout")),
+                ClockState::Head(first_byte) => Some((
+                    first_byte + self.request_deadline,
+                    "request head not complete within the deadline",
+                )),
+                ClockState::Request => None,
+            };
+            let Some((at, reason)) = expiry else {
+                changed.await;
+                continue;
+            };
+            tokio::select! {
+                biased;
+                () = changed => {}
+                () = tokio::time::sleep_until(at) => return reason,
             }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
-            Poll::Pending => this.poll_expiry(cx),
         }
     }
 }
 
-/// Vectored writes are deliberately not passed through: see [`super::unvectored`] for why the
-/// server's HTTP/1 and HTTP/2 connections are better off without them.
-impl<T: AsyncWrite + Unpin> AsyncWrite for DeadlineIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
+/// A second SIGTERM or SIGINT arrived before the drain finished: the process should exit at once
+/// (status 1), for an operator who does not want to wait.
+#[derive(Debug, thiserror::Error)]
+#[error("second signal received, exiting without draining")]
+pub struct Aborted;
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
+/// The process's SIGTERM and SIGINT, from [`spawn_signal_handler`].
+#[derive(Debug)]
+pub struct Signals {
+    /// Cancelled on the first signal: flip `/readyz` to 503 and start [`serve_tls`]'s shutdown.
+    pub shutdown: CancellationToken,
+    second: CancellationToken,
+}
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+impl Signals {
+    /// Resolves on the second signal.
+    pub async fn aborted(&self) -> Aborted {
+        self.second.cancelled().await;
+        Aborted
     }
 }
 
-/// The shutdown trigger of a process: cancelled on the first SIGTERM or SIGINT.
-///
-/// Flip `/readyz` to 503 and start [`serve_tls`]'s shutdown when it is cancelled. A second signal
-/// exits the process at once with status 1, for an operator who does not want to wait for the drain.
-pub fn spawn_signal_handler() -> io::Result<CancellationToken> {
+/// Installs the handlers for SIGTERM and SIGINT; see [`Signals`].
+pub fn spawn_signal_handler() -> io::Result<Signals> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let token = CancellationToken::new();
-    let first = token.clone();
+    let signals = Signals {
+        shutdown: CancellationToken::new(),
+        second: CancellationToken::new(),
+    };
+    let (first, second) = (signals.shutdown.clone(), signals.second.clone());
     tokio::spawn(async move {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
@@ -713,9 +633,9 @@ pub fn spawn_signal_handler() -> io::Result<CancellationToken> {
             _ = int.recv() => "SIGINT",
         };
         tracing::warn!(signal = name, "second signal, exiting without draining");
-        std::process::exit(1);
+        second.cancel();
     });
-    Ok(token)
+    Ok(signals)
 }
 
 #[cfg(test)]
@@ -737,19 +657,15 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_http1_transport_reports_no_vectored_writes_even_over_a_socket_that_has_them() {
+    async fn the_connection_transport_reports_no_vectored_writes_even_over_a_socket_that_has_them()
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         assert!(socket.is_write_vectored());
-        let clock = Arc::new(RequestClock::new());
-        let io = DeadlineIo::new(
-            socket,
-            clock,
-            Duration::from_secs(1),
-            Duration::from_secs(1),
-        );
+        let clock = RequestClock::new(Duration::from_secs(1), Duration::from_secs(1));
+        let io = transport(socket, Some(Arc::new(clock)));
         assert!(!io.is_write_vectored());
     }
 }

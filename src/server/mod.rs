@@ -4,7 +4,6 @@
 mod body;
 pub mod listener;
 pub mod routes;
-mod streams;
 pub mod tls;
 mod unvectored;
 
@@ -21,7 +20,7 @@ use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use listener::ServeOptions;
-use routes::{AppState, Health, admin_router, webhook_router};
+use routes::{AppState, admin_router, webhook_router};
 use tls::{CertificateResolver, ReloadEvent, TlsError};
 
 /// `mesh-admission serve`: runs until SIGTERM/SIGINT has drained the server.
@@ -41,28 +40,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(dir = %dir.display(), "generated development certificates");
         }
     }
-    let resolver = match CertificateResolver::from_files(&args.tls_cert, &args.tls_key) {
-        Ok(resolver) => Arc::new(resolver),
-        Err(error @ TlsError::Read { .. }) if !args.dev_certs => {
-            return Err(anyhow::Error::new(error).context(
-                "cannot load the serving certificate (generate one with `mesh-admission certs`, \
-                 or start with --dev-certs to have development certificates generated)",
-            ));
-        }
-        Err(error) => {
-            return Err(anyhow::Error::new(error).context("cannot load the serving certificate"));
-        }
-    };
+    let resolver =
+        CertificateResolver::from_files(&args.tls_cert, &args.tls_key).map_err(|error| {
+            let hint = match error {
+                TlsError::Read { .. } if !args.dev_certs => {
+                    " (generate one with `mesh-admission certs`, or start with --dev-certs to have \
+                 development certificates generated)"
+                }
+                _ => "",
+            };
+            anyhow::Error::new(error).context(format!("cannot load the serving certificate{hint}"))
+        })?;
+    let resolver = Arc::new(resolver);
     let tls_config = tls::server_config(resolver.clone(), args.client_ca.as_deref())?;
-
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
-    health.set_certificate_loaded();
-    let state = AppState {
-        config: Arc::new(config),
-        metrics: metrics.clone(),
-        health: health.clone(),
-    };
 
     let webhook_listener = TcpListener::bind(args.listen)
         .await
@@ -71,13 +61,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
     // Installed before announcing the address, so a signal never finds the default (fatal) handler.
-    let shutdown = listener::spawn_signal_handler().context("cannot install signal handlers")?;
+    let signals = listener::spawn_signal_handler().context("cannot install signal handlers")?;
     tracing::info!(
         addr = %webhook_listener.local_addr()?,
         admin_addr = %admin_listener.local_addr()?,
         "listening"
     );
 
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState {
+        config: Arc::new(config),
+        metrics: metrics.clone(),
+        // Readiness fails the moment the first signal arrives, so endpoints stop sending new work.
+        shutting_down: signals.shutdown.clone(),
+    };
     let stop_admin = CancellationToken::new();
     let reloader = tls::spawn_reloader(
         resolver,
@@ -92,15 +89,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         stop_admin.clone(),
     );
-    // Readiness fails the moment the first signal arrives, so endpoints stop sending new work.
-    tokio::spawn({
-        let (health, shutdown) = (health.clone(), shutdown.clone());
-        async move {
-            shutdown.cancelled().await;
-            health.set_shutting_down();
-        }
-    });
-
     let options = ServeOptions {
         request_deadline: args.request_timeout,
         shutdown_grace: args.shutdown_grace,
@@ -115,19 +103,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
         stop_admin.clone().cancelled_owned(),
     ));
-    let served = listener::serve_tls(
-        webhook_listener,
-        tls_config,
-        webhook_router(state),
-        options,
-        shutdown.cancelled_owned(),
-    )
-    .await;
-    // The admin port outlives the drain so probes keep answering 503 until the very end.
-    stop_admin.cancel();
-    let _ = admin.await;
-    let _ = reloader.await;
-    let report = served?;
+    let serving = async {
+        let served = listener::serve_tls(
+            webhook_listener,
+            tls_config,
+            webhook_router(state),
+            options,
+            signals.shutdown.clone().cancelled_owned(),
+        )
+        .await;
+        // The admin port outlives the drain so probes keep answering 503 until the very end.
+        stop_admin.cancel();
+        let _ = admin.await;
+        let _ = reloader.await;
+        served
+    };
+    let report = tokio::select! {
+        served = serving => served?,
+        // Not waiting for the drain: `main` exits with status 1.
+        aborted = signals.aborted() => return Err(aborted.into()),
+    };
     tracing::info!(
         connections = report.connections,
         drained = report.drained,

@@ -2,7 +2,6 @@
 //! No policy here: handlers pass bytes to `admission::review` and account for the answer.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -12,40 +11,19 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::admission::{self, Endpoint, ResultClass};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// Liveness and readiness, shared by both ports.
-#[derive(Debug, Default)]
-pub struct Health {
-    certificate_loaded: AtomicBool,
-    shutting_down: AtomicBool,
-}
-
-impl Health {
-    pub fn set_certificate_loaded(&self) {
-        self.certificate_loaded.store(true, Ordering::Release);
-    }
-
-    /// Called on the first shutdown signal: readiness fails at once so endpoints drain.
-    pub fn set_shutting_down(&self) {
-        self.shutting_down.store(true, Ordering::Release);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.certificate_loaded.load(Ordering::Acquire)
-            && !self.shutting_down.load(Ordering::Acquire)
-    }
-}
-
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
+    /// Cancelled on the first shutdown signal: `/readyz` fails from then on, so endpoints drain.
+    pub shutting_down: CancellationToken,
 }
 
 /// The TLS port: `/mutate`, `/validate`, `/healthz`, `/readyz`.
@@ -76,34 +54,11 @@ pub fn admin_router(state: AppState) -> Router {
 }
 
 async fn mutate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    match body {
-        Ok(body) => answer(Endpoint::Mutate, &state, &body),
-        Err(rejection) => body_error(Endpoint::Mutate, &state, &rejection),
-    }
+    review(Endpoint::Mutate, &state, body)
 }
 
 async fn validate(State(state): State<AppState>, body: Result<Bytes, BytesRejection>) -> Response {
-    match body {
-        Ok(body) => answer(Endpoint::Validate, &state, &body),
-        Err(rejection) => body_error(Endpoint::Validate, &state, &rejection),
-    }
-}
-
-/// A body that could not be read (over the limit: 413; cut off: 400), answered like the other
-/// errors so that clients parse one shape.
-fn body_error(endpoint: Endpoint, state: &AppState, rejection: &BytesRejection) -> Response {
-    let message = match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => format!(
-            "request body larger than the limit of {} bytes",
-            state.config.max_body_bytes
-        ),
-        _ => rejection.body_text(),
-    };
-    tracing::warn!(endpoint = endpoint.as_str(), %message, "request body could not be read");
-    state
-        .metrics
-        .count_request(endpoint, "other", "unknown", ResultClass::Error);
-    json_error(rejection.status(), &message)
+    review(Endpoint::Validate, &state, body)
 }
 
 async fn not_found() -> Response {
@@ -119,25 +74,21 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
+    if state.shutting_down.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    } else {
+        (StatusCode::OK, "ok\n").into_response()
     }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    let headers = [(header::CONTENT_TYPE, content_type)];
+    (headers, state.metrics.encode()).into_response()
 }
 
-fn json_error(status: StatusCode, message: &str) -> Response {
+/// Every error answer of both ports: `{"error": "..."}` on one line, so clients parse one shape.
+pub(super) fn json_error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -147,17 +98,34 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
 }
 
-/// Decides one review. Each review gets a span carrying its uid, kind, namespace and name; the span
-/// is at debug level so that, at the default level, a review that logs nothing costs no formatting:
-/// denials and errors carry the same facts on their own events.
-fn answer(endpoint: Endpoint, state: &AppState, body: &[u8]) -> Response {
+/// Decides one review, or answers a body that could not be read (over the limit: 413; cut off:
+/// 400). Each review gets a span carrying its uid, kind, namespace and name; the span is at debug
+/// level so that, at the default level, a review that logs nothing costs no formatting: denials and
+/// errors carry the same facts on their own events.
+fn review(endpoint: Endpoint, state: &AppState, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
-    let response = match admission::review(endpoint, body, &state.config) {
+    let count_error =
+        || (state.metrics).count_request(endpoint, "other", "unknown", ResultClass::Error);
+    let outcome = match body {
+        Err(rejection) => {
+            let message = match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => format!(
+                    "request body larger than the limit of {} bytes",
+                    state.config.max_body_bytes
+                ),
+                _ => rejection.body_text(),
+            };
+            tracing::warn!(endpoint = endpoint.as_str(), %message, "request body could not be read");
+            count_error();
+            // Not observed in the duration histogram: nothing was reviewed.
+            return json_error(rejection.status(), &message);
+        }
+        Ok(body) => admission::review(endpoint, &body, &state.config),
+    };
+    let response = match outcome {
         Err(error) => {
             tracing::warn!(endpoint = endpoint.as_str(), %error, "request body is not an AdmissionReview");
-            state
-                .metrics
-                .count_request(endpoint, "other", "unknown", ResultClass::Error);
+            count_error();
             json_error(StatusCode::BAD_REQUEST, &error.to_string())
         }
         Ok(outcome) => {
@@ -175,29 +143,26 @@ fn answer(endpoint: Endpoint, state: &AppState, body: &[u8]) -> Response {
                 result = result.as_str(),
             );
             let _entered = span.enter();
-            if let admission::Decision::Denied { message, .. } = &outcome.decision {
-                let (uid, kind, namespace, name) = (
-                    &outcome.uid,
-                    &outcome.kind,
-                    &outcome.namespace,
-                    &outcome.name,
-                );
-                if result == ResultClass::Error {
+            let (uid, kind, namespace, name) = (
+                &outcome.uid,
+                &outcome.kind,
+                &outcome.namespace,
+                &outcome.name,
+            );
+            match &outcome.decision {
+                admission::Decision::Denied { message, .. } if result == ResultClass::Error => {
                     tracing::warn!(%uid, %kind, %namespace, %name, %message, "object could not be decoded");
-                } else {
+                }
+                admission::Decision::Denied { message, .. } => {
                     tracing::info!(%uid, %kind, %namespace, %name, %message, "denied");
                 }
-            } else {
-                tracing::debug!(dry_run = outcome.dry_run, "reviewed");
+                _ => tracing::debug!(dry_run = outcome.dry_run, "reviewed"),
             }
             state
                 .metrics
                 .count_request(endpoint, &outcome.kind, outcome.operation, result);
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                outcome.to_json(),
-            )
-                .into_response()
+            let headers = [(header::CONTENT_TYPE, "application/json")];
+            (headers, outcome.to_json()).into_response()
         }
     };
     state

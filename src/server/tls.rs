@@ -18,7 +18,6 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -112,33 +111,18 @@ pub enum TlsError {
     Versions(#[source] rustls::Error),
 }
 
-/// `error: cause: cause`, on one line, for logs and reload events.
-pub fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
-}
-
 /// Serves whatever pair was stored last; handshakes never wait for a reload.
 pub struct CertificateResolver {
     current: ArcSwap<CertifiedKey>,
 }
 
 impl CertificateResolver {
-    pub fn new(initial: CertifiedKey) -> Self {
-        Self {
-            current: ArcSwap::from_pointee(initial),
-        }
-    }
-
     /// Loads the initial pair from files.
     pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
-        load_certified_key(cert, key).map(Self::new)
+        let initial = load_certified_key(cert, key)?;
+        Ok(Self {
+            current: ArcSwap::from_pointee(initial),
+        })
     }
 
     /// Replaces the pair for all handshakes that start after this call.
@@ -166,54 +150,44 @@ impl ResolvesServerCert for CertificateResolver {
     }
 }
 
-/// Loads a certificate chain and its private key, refusing an empty chain, a missing key and a key
-/// that does not belong to the leaf.
+/// Loads a certificate chain and its private key from files; see [`certified_key`].
 pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let cert_pem = read_limited(cert)?;
-    let key_pem = read_limited(key)?;
-    certified_key_from_pem(&cert_pem, &key_pem, cert, key)
+    certified_key(&read_limited(cert)?, &read_limited(key)?, cert, key)
 }
 
-fn certified_key_from_pem(
+/// Parses a certificate chain and its private key: an empty chain, a missing key and a key that
+/// does not belong to the leaf are refused. rustls' `CertifiedKey::from_der` loads the key and
+/// checks it against the leaf; only the PEM and the error's wording are ours.
+fn certified_key(
     cert_pem: &[u8],
     key_pem: &[u8],
     cert_path: &Path,
     key_path: &Path,
 ) -> Result<CertifiedKey, TlsError> {
     let chain = parse_chain(cert_pem, cert_path)?;
-    let key = match PrivateKeyDer::from_pem_slice(key_pem) {
-        Ok(key) => key,
-        Err(pem::Error::NoItemsFound) => {
-            return Err(TlsError::NoKey {
-                path: key_path.to_owned(),
-            });
-        }
-        Err(source) => {
-            return Err(TlsError::ParseKey {
-                path: key_path.to_owned(),
-                source,
-            });
-        }
-    };
-    let signing_key = provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|source| TlsError::UnsupportedKey {
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|error| match error {
+        pem::Error::NoItemsFound => TlsError::NoKey {
+            path: key_path.to_owned(),
+        },
+        source => TlsError::ParseKey {
             path: key_path.to_owned(),
             source,
-        })?;
-    let certified = CertifiedKey::new(chain, signing_key);
-    match certified.keys_match() {
-        Ok(()) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
+        },
+    })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|error| match error {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
             cert: cert_path.to_owned(),
             key: key_path.to_owned(),
-        }),
-        Err(source) => Err(TlsError::BadCertificate {
+        },
+        source @ rustls::Error::InvalidCertificate(_) => TlsError::BadCertificate {
             path: cert_path.to_owned(),
             source,
-        }),
-    }
+        },
+        source => TlsError::UnsupportedKey {
+            path: key_path.to_owned(),
+            source,
+        },
+    })
 }
 
 fn parse_chain(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -240,25 +214,6 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, TlsError> {
     let mut bytes = Vec::new();
     file.take(MAX_PEM_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > MAX_PEM_BYTES {
-        return Err(TlsError::TooLarge {
-            path: path.to_owned(),
-        });
-    }
-    Ok(bytes)
-}
-
-async fn read_limited_async(path: &Path) -> Result<Vec<u8>, TlsError> {
-    let read_err = |source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = tokio::fs::File::open(path).await.map_err(read_err)?;
-    let mut bytes = Vec::new();
-    file.take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .await
         .map_err(read_err)?;
     if bytes.len() as u64 > MAX_PEM_BYTES {
         return Err(TlsError::TooLarge {
@@ -317,8 +272,7 @@ pub enum ReloadEvent {
 }
 
 /// Polls a certificate/key pair by content and swaps it into a [`CertificateResolver`].
-#[derive(Debug)]
-pub struct CertReloader {
+struct CertReloader {
     resolver: Arc<CertificateResolver>,
     cert: PathBuf,
     key: PathBuf,
@@ -328,7 +282,7 @@ pub struct CertReloader {
 }
 
 impl CertReloader {
-    pub fn new(resolver: Arc<CertificateResolver>, cert: PathBuf, key: PathBuf) -> Self {
+    fn new(resolver: Arc<CertificateResolver>, cert: PathBuf, key: PathBuf) -> Self {
         Self {
             resolver,
             cert,
@@ -338,7 +292,7 @@ impl CertReloader {
     }
 
     /// Checks the files once; `None` when there is nothing to report.
-    pub async fn check(&mut self) -> Option<ReloadEvent> {
+    async fn check(&mut self) -> Option<ReloadEvent> {
         let first = self.read_pair().await;
         // A Secret volume swap between reading tls.crt and tls.key would otherwise pair the new
         // cert with the old key and count a spurious error; a second read tells settled content
@@ -351,8 +305,8 @@ impl CertReloader {
         let is_baseline = self.last_seen.is_none();
         self.last_seen = Some(seen);
 
-        let loaded = first
-            .and_then(|(cert, key)| certified_key_from_pem(&cert, &key, &self.cert, &self.key));
+        let loaded =
+            first.and_then(|(cert, key)| certified_key(&cert, &key, &self.cert, &self.key));
         match loaded {
             // The resolver was most likely loaded from these very files just before we started.
             Ok(new) if is_baseline && new.cert == self.resolver.current().cert => None,
@@ -362,41 +316,26 @@ impl CertReloader {
                 Some(ReloadEvent::Reloaded)
             }
             Err(error) => {
-                let reason = with_causes(&error);
+                // `{:#}`: the error and its causes on one line.
+                let reason = format!("{:#}", anyhow::Error::new(error));
                 tracing::warn!(%reason, "keeping the previous TLS certificate");
                 Some(ReloadEvent::Failed(reason))
             }
         }
     }
 
+    /// Reads both files off the runtime's threads, as `tokio::fs` would.
     async fn read_pair(&self) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-        Ok((
-            read_limited_async(&self.cert).await?,
-            read_limited_async(&self.key).await?,
-        ))
-    }
-
-    /// Runs [`check`](Self::check) every `interval` until `shutdown` is cancelled.
-    pub fn spawn(
-        mut self,
-        interval: Duration,
-        events: impl Fn(ReloadEvent) + Send + Sync + 'static,
-        shutdown: CancellationToken,
-    ) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    _ = ticker.tick() => {
-                        if let Some(event) = self.check().await {
-                            events(event);
-                        }
-                    }
-                }
-            }
-        })
+        let (cert, key) = (self.cert.clone(), self.key.clone());
+        let read = move || Ok((read_limited(&cert)?, read_limited(&key)?));
+        tokio::task::spawn_blocking(read)
+            .await
+            .unwrap_or_else(|error| {
+                Err(TlsError::Read {
+                    path: self.cert.clone(),
+                    source: io::Error::other(error),
+                })
+            })
     }
 }
 
@@ -404,22 +343,13 @@ impl CertReloader {
 /// return (even with the old content) counts as a change.
 fn fingerprint(pair: &Result<(Vec<u8>, Vec<u8>), TlsError>) -> u64 {
     let mut hasher = DefaultHasher::new();
-    match pair {
-        Ok((cert, key)) => {
-            0u8.hash(&mut hasher);
-            cert.hash(&mut hasher);
-            key.hash(&mut hasher);
-        }
-        Err(error) => {
-            1u8.hash(&mut hasher);
-            error.to_string().hash(&mut hasher);
-        }
-    }
+    pair.as_ref().map_err(ToString::to_string).hash(&mut hasher);
     hasher.finish()
 }
 
-/// Polls `cert` and `key` every `interval` and swaps a changed, valid pair into `resolver`.
-/// Content identical to what `resolver` already serves is not reported as a reload.
+/// Polls `cert` and `key` every `interval` until `shutdown` is cancelled, and swaps a changed,
+/// valid pair into `resolver`. Content identical to what `resolver` already serves is not reported
+/// as a reload.
 pub fn spawn_reloader(
     resolver: Arc<CertificateResolver>,
     cert: PathBuf,
@@ -428,7 +358,21 @@ pub fn spawn_reloader(
     events: impl Fn(ReloadEvent) + Send + Sync + 'static,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    CertReloader::new(resolver, cert, key).spawn(interval, events, shutdown)
+    let mut reloader = CertReloader::new(resolver, cert, key);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = ticker.tick() => {
+                    if let Some(event) = reloader.check().await {
+                        events(event);
+                    }
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]

@@ -6,9 +6,8 @@
 //! when many are ready; hyper's HTTP/1 writes headers and body as separate slices. Over TLS nothing
 //! is saved by vectored writes, since rustls copies the plaintext into a record anyway. Told there
 //! are none, h2 copies payloads up to 1 KiB into its buffer, so answers that are ready together
-//! leave together, and HTTP/1 sends one slice (its transport, `listener::DeadlineIo`, does not pass
-//! vectored writes through either). Measured with `hack/bench.sh`: see the Performance section of
-//! README.md.
+//! leave together, and HTTP/1 sends one slice. Every connection of the server, HTTP/1 and HTTP/2,
+//! is written through it. Measured with `hack/bench.sh`: see the Performance section of README.md.
 
 use std::io;
 use std::pin::Pin;

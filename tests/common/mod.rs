@@ -1,47 +1,61 @@
-//! An apiserver-like test client and a harness that runs the real `mesh-admission` binary.
+//! The integration tests' harness: an apiserver-like TLS client, the real `mesh-admission` binary
+//! as a server, and (in [`listener`]) the library's listener in-process.
 //!
 //! The client speaks TLS verified against the generated `ca.crt` for the Service name, over HTTP/1.1
 //! or HTTP/2 chosen by ALPN, the way kube-apiserver's webhook dispatcher does.
 #![allow(dead_code)]
 
+pub mod listener;
 pub mod rules;
 
+use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_admission::certs::GeneratedCerts;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 /// The name the apiserver verifies: `SERVICE.NAMESPACE.svc`.
 pub const SERVICE_NAME: &str = "mesh-admission.mesh-system.svc";
+pub const H2: &[u8] = b"h2";
+pub const HTTP11: &[u8] = b"http/1.1";
+
+pub type ClientBody = BoxBody<Bytes, Infallible>;
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mesh-admission")
 }
 
-/// A fresh directory under the target dir, removed first if it exists.
+/// A fresh, empty directory under the target dir, unique to this process and call.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-/// Runs `mesh-admission certs --out DIR` and checks it succeeded.
-pub fn generate_certs(dir: &Path) {
+/// Runs `mesh-admission certs --out DIR` (an existing CA there is reused) and checks it succeeded.
+pub fn generate_certs(dir: &Path) -> GeneratedCerts {
     let out = Command::new(bin())
         .args(["certs", "--out"])
         .arg(dir)
@@ -52,6 +66,13 @@ pub fn generate_certs(dir: &Path) {
         "certs failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    GeneratedCerts {
+        ca_cert: dir.join("ca.crt"),
+        ca_key: dir.join("ca.key"),
+        tls_cert: dir.join("tls.crt"),
+        tls_key: dir.join("tls.key"),
+        reused_ca: String::from_utf8_lossy(&out.stdout).contains("CA (reused)"),
+    }
 }
 
 /// A running `mesh-admission serve` process.
@@ -158,49 +179,110 @@ pub enum Protocol {
     Http2,
 }
 
-enum Sender {
-    H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
+impl Protocol {
+    pub fn alpn(self) -> &'static [u8] {
+        match self {
+            Protocol::Http1 => HTTP11,
+            Protocol::Http2 => H2,
+        }
+    }
+}
+
+/// A client certificate and its key, for mutual TLS.
+pub struct ClientIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// A client that trusts only `ca` and offers the `alpn` protocols (none: no ALPN at all).
+pub fn client_config(
+    ca: &Path,
+    alpn: &[&[u8]],
+    identity: Option<ClientIdentity>,
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("read ca") {
+        roots.add(cert.expect("ca pem")).expect("add root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .expect("client cert"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// A TLS connection to `addr`, verifying the server for [`SERVICE_NAME`].
+pub async fn tls_connect(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(SERVICE_NAME).expect("server name");
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// [`tls_connect`] without a client certificate; panics when it fails.
+pub async fn connect(addr: SocketAddr, ca: &Path, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    tls_connect(addr, client_config(ca, alpn, None))
+        .await
+        .expect("TLS connect")
+}
+
+pub fn peer_leaf(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .expect("peer certificate")
+        .clone()
+        .into_owned()
+}
+
+pub fn file_leaf(path: &Path) -> CertificateDer<'static> {
+    CertificateDer::pem_file_iter(path)
+        .expect("read cert")
+        .next()
+        .expect("a cert")
+        .expect("pem")
+}
+
+pub enum Sender {
+    H1(http1::SendRequest<ClientBody>),
+    H2(http2::SendRequest<ClientBody>),
 }
 
 /// One TLS connection to the server, kept open across requests.
 pub struct Client {
-    sender: Sender,
+    pub sender: Sender,
     pub peer_certificate: Vec<u8>,
     pub alpn: Option<Vec<u8>>,
 }
 
-pub fn tls_connector(ca: &Path, protocol: Protocol) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![match protocol {
-        Protocol::Http1 => b"http/1.1".to_vec(),
-        Protocol::Http2 => b"h2".to_vec(),
-    }];
-    TlsConnector::from(Arc::new(config))
-}
-
 impl Client {
-    /// Connects, verifying the server against `ca` for [`SERVICE_NAME`].
+    /// Connects offering only `protocol`, verifying the server against `ca` for [`SERVICE_NAME`].
     pub async fn connect(
         addr: SocketAddr,
         ca: &Path,
         protocol: Protocol,
     ) -> Result<Client, String> {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let name = ServerName::try_from(SERVICE_NAME).unwrap();
-        let tls = tls_connector(ca, protocol)
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let config = client_config(ca, &[protocol.alpn()], None);
+        let tls = tls_connect(addr, config).await.map_err(|e| e.to_string())?;
+        Client::over(tls).await.map_err(|e| e.to_string())
+    }
+
+    /// HTTP on an established TLS connection, in the version ALPN chose, as a real client would.
+    pub async fn over(tls: TlsStream<TcpStream>) -> hyper::Result<Client> {
         let (_, session) = tls.get_ref();
         let peer_certificate = session
             .peer_certificates()
@@ -209,25 +291,25 @@ impl Client {
             .unwrap_or_default();
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
         let io = TokioIo::new(tls);
-        let sender = match protocol {
-            Protocol::Http1 => {
-                let (sender, conn) = http1::handshake(io).await.map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                Sender::H1(sender)
-            }
-            Protocol::Http2 => {
-                let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                Sender::H2(sender)
-            }
+        let sender = if alpn.as_deref() == Some(H2) {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = http1::handshake(io).await?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
         };
         Ok(Client {
             sender,
             peer_certificate,
             alpn,
         })
+    }
+
+    /// [`Client::over`], panicking when the HTTP handshake fails.
+    pub async fn handshake(tls: TlsStream<TcpStream>) -> Client {
+        Client::over(tls).await.expect("HTTP handshake")
     }
 
     /// Another handle on the same HTTP/2 connection, for concurrent streams; `None` for HTTP/1.
@@ -242,6 +324,22 @@ impl Client {
         }
     }
 
+    pub async fn send(
+        &mut self,
+        request: Request<ClientBody>,
+    ) -> hyper::Result<Response<Incoming>> {
+        match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(request).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(request).await
+            }
+        }
+    }
+
     /// Sends one request; the error is the transport's (a closed connection, say).
     pub async fn request(
         &mut self,
@@ -249,24 +347,14 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Result<(u16, Vec<u8>), String> {
-        let request = hyper::Request::builder()
+        let request = Request::builder()
             .method(method)
             .uri(path)
             .header("host", SERVICE_NAME)
             .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
+            .body(full(body))
             .unwrap();
-        let response = match &mut self.sender {
-            Sender::H1(s) => {
-                s.ready().await.map_err(|e| e.to_string())?;
-                s.send_request(request).await
-            }
-            Sender::H2(s) => {
-                s.ready().await.map_err(|e| e.to_string())?;
-                s.send_request(request).await
-            }
-        }
-        .map_err(|e| e.to_string())?;
+        let response = self.send(request).await.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let body = response
             .into_body()
@@ -276,6 +364,18 @@ impl Client {
             .to_bytes()
             .to_vec();
         Ok((status, body))
+    }
+
+    /// GET `path`, returning status, version and body.
+    pub async fn get(&mut self, path: &str) -> hyper::Result<(u16, Version, String)> {
+        let request = Request::get(format!("https://{SERVICE_NAME}{path}"))
+            .body(empty())
+            .expect("request");
+        let response = self.send(request).await?;
+        let status = response.status().as_u16();
+        let version = response.version();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, version, String::from_utf8_lossy(&body).into_owned()))
     }
 
     /// POSTs a review the way the apiserver does (`?timeout=5s`) and checks the reply as it would.
@@ -290,6 +390,14 @@ impl Client {
         check_reply(review, &reply);
         reply
     }
+}
+
+pub fn empty() -> ClientBody {
+    Empty::new().boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> ClientBody {
+    Full::new(bytes.into()).boxed()
 }
 
 /// The apiserver's checks on a webhook reply.
