@@ -87,6 +87,8 @@ impl Server {
     /// Starts `serve` on ephemeral 127.0.0.1 ports with the pair in `dir`, plus `extra` flags.
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(bin())
+            // As the image and the chart run it (src/main.rs says why).
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .args([
                 "serve",
                 "--listen",

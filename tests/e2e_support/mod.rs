@@ -693,6 +693,8 @@ impl Webhook {
             .clone()
             .unwrap_or_else(|| PathBuf::from(mesh_admission()));
         let child = Command::new(&binary)
+            // As the image and the chart run it (src/main.rs says why).
+            .env("MIMALLOC_PURGE_DELAY", "0")
             .args([
                 "serve",
                 "--listen",
