@@ -1,8 +1,8 @@
 //! A valid AdmissionReview envelope around fuzzer bytes as `request.object`, so that every execution
 //! reaches the policy rules. Input layout:
 //!
-//! - byte 0: bits 0-3 the kind (`fuzz_support::KINDS`: Pod, Namespace, Deployment, CronJob, HelmRelease,
-//!   StatefulSet, DaemonSet, Job, ReplicaSet, ConfigMap), bits 4-5 the operation (CREATE, CREATE, UPDATE,
+//! - byte 0: bits 0-3 the kind (`fuzz_support::KINDS`: every kind of the kinds table, an older
+//!   HelmRelease version and a kind no rule reads), bits 4-5 the operation (CREATE, CREATE, UPDATE,
 //!   DELETE), bit 6 dryRun, bit 7 an empty request name;
 //! - byte 1: the request namespace (`fuzz_support::NAMESPACES`, including "" and excluded ones);
 //! - the rest: the object, JSON text (inputs that are not JSON are skipped).

@@ -1,7 +1,8 @@
 //! Objects built from `arbitrary` data: the fields the rules read (labels, annotations, hostNetwork,
 //! volumes, containers, init containers, ports, env, volume mounts), keys and values drawn mostly from the
 //! ones the rules look for and otherwise free text, sometimes of the wrong JSON type or `null`. Wrapped
-//! as a Pod, Namespace, Deployment, CronJob, HelmRelease (or another kind) in a valid AdmissionReview,
+//! as any kind of `fuzz_support::KINDS` (a workload's template where the kinds table puts it) in a
+//! valid AdmissionReview,
 //! reviewed at both endpoints (`check_review`) and by `mesh-admission review`'s per-object path
 //! (`check_cli_review`). Also: `dryRun` never changes the answer.
 #![no_main]
