@@ -461,13 +461,15 @@ fn stored_shape(pod: &Value) -> Value {
 
 /// `(webhooks with matchConditions, webhooks)` in a `webhook-config` output.
 fn matched_webhooks(config: &str) -> (usize, usize) {
+    // The configuration is YAML from webhook-config, or JSON documents without the conditions.
     let count = |key: &str| {
-        config
+        let yaml = config
             .lines()
-            .filter(|line| line.trim_start() == key)
-            .count()
+            .filter(|line| line.trim_start() == format!("{key}:"))
+            .count();
+        yaml + config.matches(&format!("\"{key}\":")).count()
     };
-    (count("matchConditions:"), count("clientConfig:"))
+    (count("matchConditions"), count("clientConfig"))
 }
 
 struct Context<'a> {
