@@ -7,7 +7,7 @@
 //! - `servicemesh.bigbang.dev/permissivePorts`: comma-separated ports, spaces around an entry trimmed, no
 //!   empty entries, no duplicates; a port no container declares only warns (declaring `containerPort` is
 //!   optional in Kubernetes, so it may well be served).
-//! - `servicemesh.bigbang.dev/mtlsMode|expose|host|port`: warned about, they act only on the HelmRelease.
+//! - `servicemesh.bigbang.dev/mtlsMode|expose|host|port|gateways`: warned about, they act only on the HelmRelease.
 //! - any other `servicemesh.bigbang.dev/` key: denied as unknown with the nearest known key, exactly as on a
 //!   HelmRelease. A typo here (`permissiveports`) silently leaves the ports STRICT, which is the very kind
 //!   of mistake found days later that this webhook exists to stop; a warning scrolls past in CI logs.
@@ -23,7 +23,7 @@ use super::object::{Container, DecodeError, Pod, StringMap};
 use super::syntax::parse_port;
 
 /// Big Bang keys that only act on the HelmRelease.
-const HELM_RELEASE_ONLY: [&str; 4] = ["mtlsMode", "expose", "host", "port"];
+const HELM_RELEASE_ONLY: [&str; 5] = ["mtlsMode", "expose", "host", "port", "gateways"];
 
 /// Applies the pod rules to the template at `at` (`""` for a Pod, `spec.template` for a Deployment …).
 /// Containers that cannot be read are a `DecodeError` naming their full path.
