@@ -72,20 +72,64 @@ fn annotation_rules(
             contrast_setting(&field, direction, value, out);
             continue;
         }
-        let Some(name) = key.strip_prefix(PREFIX) else {
-            continue;
-        };
-        if name == "permissivePorts" {
-            permissive_ports(&field, value, &declared_ports(containers), out);
-        } else if HELM_RELEASE_ONLY.contains(&name) {
-            out.push(Finding::warning(
-                field,
-                "belongs on the HelmRelease; ignored on pods",
-            ));
-        } else {
-            out.push(Finding::error(field, helmrelease::unknown_key(name)));
+        if let Some(name) = key.strip_prefix(PREFIX) {
+            mesh_annotation(field, name, value, containers, out);
         }
     }
+}
+
+fn mesh_annotation(
+    field: String,
+    name: &str,
+    value: &str,
+    containers: &Containers<'_>,
+    out: &mut Vec<Finding>,
+) {
+    if name == "permissivePorts" {
+        permissive_ports(&field, value, &declared_ports(containers), out);
+    } else if HELM_RELEASE_ONLY.contains(&name) {
+        out.push(Finding::warning(
+            field,
+            "belongs on the HelmRelease; ignored on pods",
+        ));
+    } else {
+        out.push(Finding::error(field, helmrelease::unknown_key(name)));
+    }
+}
+
+/// Only the `servicemesh.bigbang.dev/` rules for the template at `at`: the mesh annotations whose
+/// refusal stops `render` from generating a workload's PeerAuthentication (DESIGN.md section 9).
+/// Contrast's settings are another matter and stay with `/validate`.
+pub fn mesh_annotation_findings(template: &Pod<'_>, at: &str) -> Result<Vec<Finding>, DecodeError> {
+    let mut findings = Vec::new();
+    let Some(annotations) = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+    else {
+        return Ok(findings);
+    };
+    let containers = Containers::of(template).map_err(|e| e.under(at))?;
+    for (key, value) in annotations {
+        if let Some(name) = key.strip_prefix(PREFIX) {
+            mesh_annotation(
+                annotation_path(at, key),
+                name,
+                value,
+                &containers,
+                &mut findings,
+            );
+        }
+    }
+    Ok(findings)
+}
+
+/// The ports of a `permissivePorts` value that passed the rules, in the order written.
+pub fn permissive_port_list(value: &str) -> Vec<u16> {
+    value
+        .split(',')
+        .filter_map(|entry| parse_port(entry.trim()).ok())
+        .collect()
 }
 
 fn env_rules(containers: &Containers<'_>, at: &str, out: &mut Vec<Finding>) {
