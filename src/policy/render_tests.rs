@@ -7,6 +7,12 @@ use super::*;
 
 const HR_API: &str = "helm.toolkit.fluxcd.io/v2";
 
+/// One row: what it is, the configuration (YAML over the default), the inputs, the objects wanted
+/// (`Kind namespace/name`, in output order) and the problems wanted (`error|warning: …`).
+type Row<'a> = (&'a str, &'a str, Vec<Value>, Vec<&'a str>, Vec<&'a str>);
+/// A warning row: the default configuration, problems built at run time.
+type WarningRow<'a> = (&'a str, Vec<Value>, Vec<&'a str>, Vec<String>);
+
 fn helm_release(namespace: &str, name: &str, annotations: &[(&str, &str)]) -> Value {
     let annotations: serde_json::Map<String, Value> = annotations
         .iter()
@@ -124,7 +130,7 @@ fn object<'r>(rendered: &'r Rendered, key: &str) -> &'r Value {
 fn section_9_table() {
     let default = "";
     let web_ns_pa = "PeerAuthentication apps/default";
-    let cases: Vec<(&str, &str, Vec<Value>, Vec<&str>, Vec<&str>)> = vec![
+    let cases: Vec<Row> = vec![
         (
             "expose, host, port set: VirtualService H-ingress (no Service known: a warning)",
             default,
@@ -639,7 +645,7 @@ fn istiod_egress_comes_from_the_configuration() {
 /// The errors of section 9: each names the object, and the objects concerned are not generated.
 #[test]
 fn errors() {
-    let cases: Vec<(&str, &str, Vec<Value>, Vec<&str>, Vec<&str>)> = vec![
+    let cases: Vec<Row> = vec![
         (
             "annotations section 5 refuses: nothing from that HelmRelease",
             "",
@@ -851,7 +857,7 @@ fn warnings() {
             "warning: HelmRelease apps/web: Service apps/web {why}: VirtualService apps/web-ingress is generated, its NetworkPolicy and AuthorizationPolicy are not"
         )
     };
-    let cases: Vec<(&str, Vec<Value>, Vec<&str>, Vec<String>)> = vec![
+    let cases: Vec<WarningRow> = vec![
         ("Service unknown", vec![web_release(&[])], vec!["PeerAuthentication apps/default", "VirtualService apps/web-ingress"], vec![incomplete("is unknown")]),
         ("Service of that name in another namespace", vec![web_release(&[]), service("other", "web", json!({"app": "web"}), json!([{"port": 80}]))], vec!["PeerAuthentication apps/default", "VirtualService apps/web-ingress"], vec![incomplete("is unknown")]),
         ("no selector", vec![web_release(&[]), svc(json!(null), json!([{"port": 80}]))], vec!["PeerAuthentication apps/default", "VirtualService apps/web-ingress"], vec![incomplete("has no selector")]),
