@@ -320,6 +320,10 @@ struct Object<S> {
 
 /// Reads `value` as `T`, naming the field that does not fit.
 fn read<'v, T: Deserialize<'v>>(value: &'v Value) -> Result<T, String> {
+    // Tracking the path costs on every field; only a failed read needs it, so read again then.
+    if let Ok(decoded) = T::deserialize(value) {
+        return Ok(decoded);
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         DecodeError {
