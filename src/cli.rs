@@ -27,6 +27,8 @@ pub enum Command {
     WebhookConfig(WebhookConfigArgs),
     /// Mutate and validate manifests offline, exactly as the server would (a CI gate).
     Review(ReviewArgs),
+    /// Print the Istio and NetworkPolicy objects the inputs' mesh annotations stand for.
+    Render(RenderArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -110,6 +112,48 @@ pub struct ReviewArgs {
     /// Configuration file (YAML); the embedded default is used without it.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RenderOutput {
+    /// A YAML stream, one document per object.
+    Yaml,
+    /// One JSON `List` (kind: List, apiVersion: v1) holding every object.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Input: YAML or JSON, multi-document, List kinds flattened, from every -f in turn. Read are Flux
+HelmReleases (any helm.toolkit.fluxcd.io version), Services, Namespaces, Deployments, StatefulSets,
+DaemonSets, ReplicaSets and Pods, and existing VirtualServices, NetworkPolicies, PeerAuthentications
+and AuthorizationPolicies (ours, labelled app.kubernetes.io/managed-by: mesh-admission, are skipped,
+so the output can be fed back in). Everything else is ignored. Objects without a namespace are in
+`default`.
+
+Output: the generated objects sorted by kind, namespace and name; the same input always prints the
+same bytes, whatever its order.
+
+Exit status:
+  0  generated (warnings go to stderr as `Warning: Kind ns/name: ...`)
+  1  some input refused: invalid mesh annotations or a conflict (each on stderr as
+     `error: Kind ns/name: ...`); the objects not concerned are still printed
+  2  unreadable input or configuration, or no objects at all (unless --allow-empty)")]
+pub struct RenderArgs {
+    /// YAML or JSON manifests (multi-document, List kinds too); `-` reads standard input. Repeat
+    /// for several files; without it, standard input is read.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    /// Configuration file (YAML) whose `mesh` section says what to generate; the embedded default
+    /// is used without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = RenderOutput::Yaml)]
+    pub output: RenderOutput,
+    /// Succeed on input with no objects (by default that is exit 2, as for `review`).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

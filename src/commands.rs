@@ -1,5 +1,5 @@
 //! The offline commands' I/O: read files, print results, choose exit codes. The work itself is in
-//! `review` and `webhook_config`.
+//! `review`, `policy::render` and `webhook_config`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{ReviewArgs, ReviewOutput, WebhookConfigArgs};
+use crate::cli::{RenderArgs, RenderOutput, ReviewArgs, ReviewOutput, WebhookConfigArgs};
 use crate::config::Config;
 use crate::manifests::Manifests;
+use crate::policy::finding::Severity;
+use crate::policy::render::{self, MeshObject};
 use crate::review::{self, ObjectReview, Subject};
 use crate::webhook_config::{WebhookOptions, render_yaml};
 
@@ -162,4 +164,111 @@ fn print_result(
         }
     }
     Ok(())
+}
+
+/// `render`: exit 0 when everything was generated, 1 when some input was refused, 2 on unreadable
+/// input or configuration, or no objects. Every problem goes to stderr, one line each.
+pub fn render(args: &RenderArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("mesh-admission: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let files = if args.files.is_empty() {
+        vec!["-".to_owned()]
+    } else {
+        args.files.clone()
+    };
+    let mut inputs = Vec::new();
+    for file in &files {
+        let name = display_name(file);
+        let reader: Box<dyn BufRead> = if file == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            match File::open(file) {
+                Ok(f) => Box::new(BufReader::new(f)),
+                Err(error) => {
+                    eprintln!("mesh-admission: cannot read {name}: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        };
+        for document in Manifests::new(reader) {
+            match document {
+                Ok(object) => inputs.push(object),
+                Err(error) => {
+                    eprintln!(
+                        "mesh-admission: {name}: {error:#}",
+                        error = anyhow::Error::new(error)
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    if inputs.is_empty() && !args.allow_empty {
+        eprintln!(
+            "mesh-admission: no objects in {} (pass --allow-empty to accept that)",
+            files
+                .iter()
+                .map(|f| display_name(f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    let rendered = render::render(&inputs, &config);
+    for problem in &rendered.problems {
+        match problem.issue.severity() {
+            Severity::Error => eprintln!("error: {problem}"),
+            Severity::Warning => eprintln!("Warning: {problem}"),
+        }
+    }
+    let text = match render_text(&rendered.objects, args.output) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("mesh-admission: cannot print the objects: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("mesh-admission: cannot write output: {error}");
+        return ExitCode::from(2);
+    }
+    if rendered.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The generated objects as `render` prints them: a YAML stream (one document each, `---`
+/// between) or one JSON `List`. The objects come sorted, and their maps print in a fixed order,
+/// so the same objects always give the same bytes.
+pub fn render_text(objects: &[MeshObject], output: RenderOutput) -> anyhow::Result<String> {
+    Ok(match output {
+        RenderOutput::Yaml => {
+            let mut text = String::new();
+            for (i, object) in objects.iter().enumerate() {
+                if i > 0 {
+                    text.push_str("---\n");
+                }
+                text.push_str(&yaml_serde::to_string(&object.manifest)?);
+            }
+            text
+        }
+        RenderOutput::Json => {
+            let list = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "List",
+                "items": objects.iter().map(|o| &o.manifest).collect::<Vec<_>>(),
+            });
+            let mut text = serde_json::to_string_pretty(&list)?;
+            text.push('\n');
+            text
+        }
+    })
 }

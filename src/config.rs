@@ -5,6 +5,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+mod mesh;
+
+pub use mesh::{Gateway, Istiod, MeshConfig};
+
 /// The configuration used when no `--config` file is given.
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
 
@@ -44,6 +48,8 @@ pub struct Config {
     pub spire_identity_label: String,
     pub namespace_label: NamespaceLabel,
     pub max_body_bytes: usize,
+    /// What the mesh annotations generate (DESIGN.md section 9).
+    pub mesh: MeshConfig,
 }
 
 /// The file's shape: every key optional, unknown keys refused.
@@ -60,6 +66,7 @@ struct ConfigFile {
     spire_identity_label: Option<String>,
     namespace_label: Option<BTreeMap<String, String>>,
     max_body_bytes: Option<usize>,
+    mesh: Option<mesh::MeshFile>,
 }
 
 impl Default for Config {
@@ -94,6 +101,12 @@ impl ConfigFile {
             spire_identity_label: self.spire_identity_label.or(base.spire_identity_label),
             namespace_label: self.namespace_label.or(base.namespace_label),
             max_body_bytes: self.max_body_bytes.or(base.max_body_bytes),
+            // `mesh` is merged key by key as well: a file that sets only `mesh.domain` keeps the
+            // default gateways.
+            mesh: match (self.mesh, base.mesh) {
+                (Some(own), Some(base)) => Some(own.over(base)),
+                (own, base) => own.or(base),
+            },
         }
     }
 }
@@ -149,6 +162,7 @@ impl Config {
             spire_identity_label: name(file.spire_identity_label, "spireIdentityLabel")?,
             namespace_label,
             max_body_bytes,
+            mesh: required(file.mesh, "mesh")?.check()?,
         })
     }
 
@@ -273,6 +287,124 @@ mod tests {
         ] {
             let err = Config::from_yaml(yaml).unwrap_err().to_string();
             assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn mesh_defaults_match_section_9() {
+        let mesh = Config::default().mesh;
+        assert_eq!(mesh.domain, "bigbang.dev");
+        assert_eq!(
+            mesh.gateways,
+            [Gateway {
+                name: "public".into(),
+                namespace: "istio-system".into(),
+                selector: [
+                    ("app".to_string(), "public-ingressgateway".to_string()),
+                    ("istio".to_string(), "ingressgateway".to_string())
+                ]
+                .into(),
+                service_account: "public-ingressgateway-service-account".into(),
+                default: true,
+            }]
+        );
+        assert_eq!(mesh.trust_domain, "cluster.local");
+        assert!(mesh.trust_domain_aliases.is_empty() && mesh.federated_trust_domains.is_empty());
+        assert!(!mesh.authorization_policies);
+        assert!(mesh.istiod_egress);
+        assert_eq!(
+            mesh.istiod,
+            Istiod {
+                namespace: "istio-system".into(),
+                selector: [("app".to_string(), "istiod".to_string())].into(),
+                ports: vec![15012],
+            }
+        );
+    }
+
+    #[test]
+    fn mesh_keys_are_read_one_by_one_over_the_default() {
+        let cfg = Config::from_yaml(
+            "mesh:\n  domain: example.org\n  istiod: {ports: [15012, 15017]}\n  trustDomain: prod.example.org\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.mesh.domain, "example.org");
+        assert_eq!(cfg.mesh.trust_domain, "prod.example.org");
+        assert_eq!(cfg.mesh.istiod.ports, [15012, 15017]);
+        assert_eq!(cfg.mesh.istiod.namespace, "istio-system");
+        assert_eq!(cfg.mesh.gateway_names(), ["public"]);
+        // A gateway list replaces the default one; `default` is false unless set.
+        let cfg = Config::from_yaml(
+            "mesh:\n  gateways:\n  - {name: internal, namespace: gw, selector: {app: gw}, serviceAccount: gw}\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.mesh.gateway_names(), ["internal"]);
+        assert!(!cfg.mesh.gateways[0].default);
+    }
+
+    #[test]
+    fn invalid_mesh_values_name_the_key() {
+        let gateway = |fields: &str| format!("mesh:\n  gateways:\n  - {{{fields}}}\n");
+        let ok = "name: a, namespace: gw, selector: {app: gw}, serviceAccount: sa";
+        for (yaml, key) in [
+            ("mesh: {domian: x}".to_string(), "mesh"),
+            ("mesh: {domain: 'https://x.org'}".into(), "mesh.domain"),
+            ("mesh: {domain: ''}".into(), "mesh.domain"),
+            (
+                "mesh: {trustDomain: 'spiffe://x.org'}".into(),
+                "mesh.trustDomain",
+            ),
+            (
+                "mesh: {trustDomainAliases: [ok.org, 'a/b']}".into(),
+                "mesh.trustDomainAliases[1]",
+            ),
+            (
+                "mesh: {federatedTrustDomains: ['']}".into(),
+                "mesh.federatedTrustDomains[0]",
+            ),
+            (
+                "mesh: {authorizationPolicies: maybe}".into(),
+                "mesh.authorizationPolicies",
+            ),
+            ("mesh: {istiod: {ports: []}}".into(), "mesh.istiod.ports"),
+            ("mesh: {istiod: {ports: [0]}}".into(), "mesh.istiod.ports"),
+            (
+                "mesh: {istiod: {ports: [70000]}}".into(),
+                "mesh.istiod.ports",
+            ),
+            (
+                "mesh: {istiod: {selector: {}}}".into(),
+                "mesh.istiod.selector",
+            ),
+            (
+                "mesh: {istiod: {namespace: Istio}}".into(),
+                "mesh.istiod.namespace",
+            ),
+            ("mesh: {istiod: {port: [1]}}".into(), "mesh.istiod"),
+            (
+                gateway("name: a, namespace: gw, selector: {app: gw}"),
+                "mesh.gateways[0]",
+            ),
+            (gateway(&format!("{ok}, defualt: true")), "mesh.gateways[0]"),
+            (
+                gateway(&ok.replace("name: a", "name: 'a,b'")),
+                "mesh.gateways[0].name",
+            ),
+            (
+                gateway(&ok.replace("selector: {app: gw}", "selector: {}")),
+                "mesh.gateways[0].selector",
+            ),
+            (
+                gateway(&ok.replace("serviceAccount: sa", "serviceAccount: ''")),
+                "mesh.gateways[0].serviceAccount",
+            ),
+            (
+                format!("mesh:\n  gateways:\n  - {{{ok}}}\n  - {{{ok}}}\n"),
+                "mesh.gateways[1].name",
+            ),
+        ] {
+            let err = Config::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(err.contains(&format!("at {key}")), "{yaml}: {err}");
         }
     }
 }

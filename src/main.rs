@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Certs(args) => run_certs(&args),
         Command::WebhookConfig(args) => run_webhook_config(&args),
         Command::Review(args) => return commands::review(&args),
+        Command::Render(args) => return commands::render(&args),
         Command::Serve(args) => {
             init_tracing(args.log_format, &args.log_level);
             tokio::runtime::Builder::new_multi_thread()

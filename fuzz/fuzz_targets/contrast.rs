@@ -19,6 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use mesh_admission::policy::contrast::{
     Direction, EgressEntry, IngressEntry, RemoteHost, parse_egress, parse_ingress,
 };
+use mesh_admission::config::Config;
 use mesh_admission::policy::validate;
 
 /// The entries as Contrast splits them.
@@ -258,7 +259,7 @@ fuzz_target!(|data: &[u8]| {
                  "env": [{"name": "EDG_EGRESS_PROXY_CONFIG", "value": &*config}]}]}
     })
     .to_string();
-    let findings = validate::validate("", "Pod", &pod).expect("the pod decodes");
+    let findings = validate::validate("", "Pod", &pod, &Config::default()).expect("the pod decodes");
     assert!(
         findings.iter().all(|f| f.is_error()),
         "warning from a Contrast setting: {findings:?}"

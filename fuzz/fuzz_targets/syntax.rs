@@ -16,10 +16,11 @@ use mesh_admission::policy::finding::Finding;
 use mesh_admission::policy::syntax::{
     LabelKind, check_label, closest, parse_go_bool, parse_port,
 };
+use mesh_admission::config::Config;
 use mesh_admission::policy::validate;
 use serde_json::json;
 
-const KNOWN: [&str; 5] = ["expose", "host", "port", "mtlsMode", "permissivePorts"];
+const KNOWN: [&str; 6] = ["expose", "host", "port", "mtlsMode", "permissivePorts", "gateways"];
 const DECLARED: [u16; 3] = [80, 443, 8080];
 
 fn label_ok(label: &str, kind: LabelKind) -> bool {
@@ -93,7 +94,7 @@ fn check_permissive_ports(value: &str) {
         }
     })
     .to_string();
-    let findings = validate::validate("", "Pod", &pod).expect("the pod decodes");
+    let findings = validate::validate("", "Pod", &pod, &Config::default()).expect("the pod decodes");
     assert_eq!(
         errors_and_warnings(&findings),
         expected,
@@ -125,7 +126,7 @@ fn check_helm_release(value: &str) {
         });
         annotations[format!("servicemesh.bigbang.dev/{name}")] = json!(value);
         let hr = json!({"metadata": {"name": "x", "annotations": annotations}}).to_string();
-        let findings = validate::validate("helm.toolkit.fluxcd.io", "HelmRelease", &hr)
+        let findings = validate::validate("helm.toolkit.fluxcd.io", "HelmRelease", &hr, &Config::default())
             .expect("the HelmRelease decodes");
         let (errors, warnings) = errors_and_warnings(&findings);
         assert_eq!(warnings, 0, "{findings:?}");
@@ -139,7 +140,7 @@ fn check_helm_release(value: &str) {
     if !KNOWN.contains(&value) {
         let key = format!("servicemesh.bigbang.dev/{value}");
         let hr = json!({"metadata": {"annotations": {key.clone(): "x"}}}).to_string();
-        let findings = validate::validate("helm.toolkit.fluxcd.io", "HelmRelease", &hr)
+        let findings = validate::validate("helm.toolkit.fluxcd.io", "HelmRelease", &hr, &Config::default())
             .expect("the HelmRelease decodes");
         assert!(
             findings

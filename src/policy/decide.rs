@@ -106,7 +106,7 @@ pub fn decide(
         (Object::Namespace(ns), _) => Ok(mutate_namespace(&ns, request, cfg)),
         (Object::Raw(raw), Endpoint::Mutate) => mutate_raw(request, raw, cfg),
         (Object::Raw(raw), Endpoint::Validate) => {
-            return match validate::validate(request.group, request.kind, raw) {
+            return match validate::validate(request.group, request.kind, raw, cfg) {
                 Ok(findings) => verdict(findings),
                 Err(e) => bad_request(request.kind, &e),
             };

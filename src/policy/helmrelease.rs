@@ -2,11 +2,13 @@
 //! annotations from which a VirtualService and a PeerAuthentication are generated.
 //!
 //! Values are checked exactly as written (no trimming), every problem is reported, and annotations outside
-//! `servicemesh.bigbang.dev/` are none of our business.
+//! `servicemesh.bigbang.dev/` are none of our business. `gateways` is checked against the configured
+//! `mesh.gateways`, so the rules take the mesh configuration.
 
 use super::finding::{Finding, annotation_path};
 use super::object::HelmRelease;
 use super::syntax::{LabelError, LabelKind, MAX_NAME_CHARS, check_label, closest, parse_port};
+use crate::config::MeshConfig;
 
 /// Prefix of every Big Bang service-mesh annotation.
 pub const PREFIX: &str = "servicemesh.bigbang.dev/";
@@ -20,14 +22,24 @@ pub const PORT: &str = "servicemesh.bigbang.dev/port";
 pub const MTLS_MODE: &str = "servicemesh.bigbang.dev/mtlsMode";
 /// Per-pod PERMISSIVE ports: a Pod annotation.
 pub const PERMISSIVE_PORTS: &str = "servicemesh.bigbang.dev/permissivePorts";
+/// The gateways (names from `mesh.gateways`) the VirtualService is bound to; without it, the
+/// default ones (DESIGN.md section 9).
+pub const GATEWAYS: &str = "servicemesh.bigbang.dev/gateways";
 
-/// Every key Big Bang knows, for "did you mean" (after the prefix).
-pub const KNOWN_NAMES: [&str; 5] = ["expose", "host", "port", "mtlsMode", "permissivePorts"];
+/// Every key we know, for "did you mean" (after the prefix).
+pub const KNOWN_NAMES: [&str; 6] = [
+    "expose",
+    "host",
+    "port",
+    "mtlsMode",
+    "permissivePorts",
+    "gateways",
+];
 /// PeerAuthentication modes, as Istio spells them.
 pub const MTLS_MODES: [&str; 3] = ["STRICT", "PERMISSIVE", "DISABLE"];
 
-/// Applies the HelmRelease table.
-pub fn validate(hr: &HelmRelease<'_>) -> Vec<Finding> {
+/// Applies the HelmRelease table; `mesh` names the gateways `servicemesh.bigbang.dev/gateways` may list.
+pub fn validate(hr: &HelmRelease<'_>, mesh: &MeshConfig) -> Vec<Finding> {
     let Some(annotations) = hr.metadata.as_ref().and_then(|m| m.annotations.as_ref()) else {
         return Vec::new();
     };
@@ -46,6 +58,7 @@ pub fn validate(hr: &HelmRelease<'_>) -> Vec<Finding> {
                 .into_iter()
                 .collect(),
             "mtlsMode" => mtls_mode_problem(value).into_iter().collect(),
+            "gateways" => gateways_problems(value, &mesh.gateway_names()),
             "permissivePorts" => {
                 findings.push(Finding::error(
                     field,
@@ -159,6 +172,45 @@ fn mtls_mode_problem(value: &str) -> Option<String> {
             None => expected.to_owned(),
         },
     )
+}
+
+/// A comma-separated list of configured gateway names, as written: no empty entries, no spaces, no
+/// repeats, and each name one of `mesh.gateways` (else the nearest is suggested).
+fn gateways_problems(value: &str, known: &[&str]) -> Vec<String> {
+    if value.is_empty() {
+        return vec!["must not be empty; leave it out for the default gateways".into()];
+    }
+    let mut problems = Vec::new();
+    let entries: Vec<&str> = value.split(',').collect();
+    for (i, entry) in entries.iter().enumerate() {
+        let number = i + 1;
+        if entry.is_empty() {
+            problems.push(format!(
+                "entry {number} is empty (a stray or doubled comma)"
+            ));
+        } else if entry.trim() != *entry {
+            problems.push(format!(
+                "entry {number} ({entry:?}) must not have spaces around it"
+            ));
+        } else if let Some(first) = entries[..i].iter().position(|e| e == entry) {
+            problems.push(format!("entry {number} repeats entry {}", first + 1));
+        } else if !known.contains(entry) {
+            let hint = match closest(entry, known) {
+                Some(name) => format!("did you mean \"{name}\"?"),
+                None if known.is_empty() => "no gateways are configured".to_owned(),
+                None => format!("configured: {}", known.join(", ")),
+            };
+            problems.push(format!(
+                "entry {number} ({entry:?}) is not a gateway of mesh.gateways; {hint}"
+            ));
+        }
+    }
+    problems
+}
+
+/// The gateway names a valid `servicemesh.bigbang.dev/gateways` value lists, in order.
+pub fn gateway_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',')
 }
 
 /// expose, host and port make one VirtualService: all three or none. Each missing one is its own finding,

@@ -3,6 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::*;
+use crate::config::Config;
 use crate::policy::object::decode;
 
 /// Annotations of a test HelmRelease, in order.
@@ -25,7 +26,7 @@ fn helm_release(annotations: &[(&str, &str)]) -> Value {
 fn findings(annotations: &[(&str, &str)]) -> Vec<String> {
     let text = helm_release(annotations).to_string();
     let hr: HelmRelease = decode(&text).expect("HelmRelease decodes");
-    let found = validate(&hr);
+    let found = validate(&hr, &Config::default().mesh);
     assert!(found.iter().all(Finding::is_error), "{found:?}");
     found.iter().map(Finding::to_string).collect()
 }
@@ -74,8 +75,8 @@ fn no_annotations_or_foreign_ones_are_fine() {
         .is_empty()
     );
     let text = r#"{"kind":"HelmRelease","metadata":{"annotations":null}}"#;
-    assert!(validate(&decode(text).unwrap()).is_empty());
-    assert!(validate(&decode("{}").unwrap()).is_empty());
+    assert!(validate(&decode(text).unwrap(), &Config::default().mesh).is_empty());
+    assert!(validate(&decode("{}").unwrap(), &Config::default().mesh).is_empty());
 }
 
 #[test]
@@ -366,11 +367,11 @@ fn unknown_keys_are_denied_with_the_nearest_known_one() {
         ),
         (
             "servicemesh.bigbang.dev/virtualService",
-            "unknown annotation (known: servicemesh.bigbang.dev/expose, servicemesh.bigbang.dev/host, servicemesh.bigbang.dev/port, servicemesh.bigbang.dev/mtlsMode, servicemesh.bigbang.dev/permissivePorts)",
+            "unknown annotation (known: servicemesh.bigbang.dev/expose, servicemesh.bigbang.dev/host, servicemesh.bigbang.dev/port, servicemesh.bigbang.dev/mtlsMode, servicemesh.bigbang.dev/permissivePorts, servicemesh.bigbang.dev/gateways)",
         ),
         (
             "servicemesh.bigbang.dev/",
-            "unknown annotation (known: servicemesh.bigbang.dev/expose, servicemesh.bigbang.dev/host, servicemesh.bigbang.dev/port, servicemesh.bigbang.dev/mtlsMode, servicemesh.bigbang.dev/permissivePorts)",
+            "unknown annotation (known: servicemesh.bigbang.dev/expose, servicemesh.bigbang.dev/host, servicemesh.bigbang.dev/port, servicemesh.bigbang.dev/mtlsMode, servicemesh.bigbang.dev/permissivePorts, servicemesh.bigbang.dev/gateways)",
         ),
     ];
     for (key, message) in cases {
@@ -459,4 +460,117 @@ fn every_problem_in_one_object_is_reported() {
             "{key} missing from {got:#?}"
         );
     }
+}
+
+/// The findings for a `gateways` value with gateways `public`, `internal` and `admin` configured.
+fn gateway_problems(value: &str) -> Vec<String> {
+    let mesh = Config::from_yaml(
+        "mesh:\n  gateways:\n  - {name: public, namespace: istio-system, selector: {app: pub}, serviceAccount: pub, default: true}\n  - {name: internal, namespace: istio-system, selector: {app: int}, serviceAccount: int}\n  - {name: admin, namespace: admin-gw, selector: {app: adm}, serviceAccount: adm}\n",
+    )
+    .unwrap()
+    .mesh;
+    let text = helm_release(&[(GATEWAYS, value)]).to_string();
+    let prefix = format!("metadata.annotations[{GATEWAYS}]: ");
+    validate(&decode(&text).unwrap(), &mesh)
+        .iter()
+        .map(|f| {
+            assert!(f.is_error(), "{f}");
+            let text = f.to_string();
+            text.strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("{text} is not about gateways"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn gateways_name_configured_gateways() {
+    let v = |value: &str| format!("(value {value:?})");
+    let cases: &[(&str, &[String])] = &[
+        ("public", &[]),
+        ("internal,admin", &[]),
+        ("admin,public,internal", &[]),
+        (
+            "",
+            &[format!(
+                "must not be empty; leave it out for the default gateways {}",
+                v("")
+            )],
+        ),
+        (
+            "pubilc",
+            &[format!(
+                r#"entry 1 ("pubilc") is not a gateway of mesh.gateways; did you mean "public"? {}"#,
+                v("pubilc")
+            )],
+        ),
+        (
+            "Internal",
+            &[format!(
+                r#"entry 1 ("Internal") is not a gateway of mesh.gateways; did you mean "internal"? {}"#,
+                v("Internal")
+            )],
+        ),
+        (
+            "public,private-gw",
+            &[format!(
+                r#"entry 2 ("private-gw") is not a gateway of mesh.gateways; configured: public, internal, admin {}"#,
+                v("public,private-gw")
+            )],
+        ),
+        (
+            "public,,admin",
+            &[format!(
+                "entry 2 is empty (a stray or doubled comma) {}",
+                v("public,,admin")
+            )],
+        ),
+        (
+            "public,",
+            &[format!(
+                "entry 2 is empty (a stray or doubled comma) {}",
+                v("public,")
+            )],
+        ),
+        (
+            "public, admin",
+            &[format!(
+                r#"entry 2 (" admin") must not have spaces around it {}"#,
+                v("public, admin")
+            )],
+        ),
+        (
+            "admin,public,admin",
+            &[format!(
+                "entry 3 repeats entry 1 {}",
+                v("admin,public,admin")
+            )],
+        ),
+    ];
+    for (value, expected) in cases {
+        assert_eq!(gateway_problems(value), *expected, "{value:?}");
+    }
+}
+
+#[test]
+fn gateways_with_none_configured_says_so_and_the_key_is_known() {
+    let mesh = Config::from_yaml("mesh: {gateways: []}").unwrap().mesh;
+    let text = helm_release(&[(GATEWAYS, "public")]).to_string();
+    let found = validate(&decode(&text).unwrap(), &mesh);
+    assert_eq!(found.len(), 1);
+    assert!(
+        found[0].message.ends_with("no gateways are configured"),
+        "{}",
+        found[0]
+    );
+    // A slip in the key itself is named.
+    let text = helm_release(&[("servicemesh.bigbang.dev/gateway", "public")]).to_string();
+    let found = validate(&decode(&text).unwrap(), &Config::default().mesh);
+    assert!(
+        found[0]
+            .message
+            .contains(r#"did you mean "servicemesh.bigbang.dev/gateways"?"#),
+        "{}",
+        found[0]
+    );
 }

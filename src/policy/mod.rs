@@ -10,6 +10,7 @@ pub mod object;
 pub mod patch;
 pub mod pod;
 pub mod podtemplate;
+pub mod render;
 pub mod syntax;
 pub mod validate;
 

@@ -7,7 +7,7 @@
 //! - `servicemesh.bigbang.dev/permissivePorts`: comma-separated ports, spaces around an entry trimmed, no
 //!   empty entries, no duplicates; a port no container declares only warns (declaring `containerPort` is
 //!   optional in Kubernetes, so it may well be served).
-//! - `servicemesh.bigbang.dev/mtlsMode|expose|host|port`: warned about, they act only on the HelmRelease.
+//! - `servicemesh.bigbang.dev/mtlsMode|expose|host|port|gateways`: warned about, they act only on the HelmRelease.
 //! - any other `servicemesh.bigbang.dev/` key: denied as unknown with the nearest known key, exactly as on a
 //!   HelmRelease. A typo here (`permissiveports`) silently leaves the ports STRICT, which is the very kind
 //!   of mistake found days later that this webhook exists to stop; a warning scrolls past in CI logs.
@@ -23,7 +23,7 @@ use super::object::{Container, DecodeError, Pod, StringMap};
 use super::syntax::parse_port;
 
 /// Big Bang keys that only act on the HelmRelease.
-const HELM_RELEASE_ONLY: [&str; 4] = ["mtlsMode", "expose", "host", "port"];
+const HELM_RELEASE_ONLY: [&str; 5] = ["mtlsMode", "expose", "host", "port", "gateways"];
 
 /// Applies the pod rules to the template at `at` (`""` for a Pod, `spec.template` for a Deployment …).
 /// Containers that cannot be read are a `DecodeError` naming their full path.
@@ -72,20 +72,64 @@ fn annotation_rules(
             contrast_setting(&field, direction, value, out);
             continue;
         }
-        let Some(name) = key.strip_prefix(PREFIX) else {
-            continue;
-        };
-        if name == "permissivePorts" {
-            permissive_ports(&field, value, &declared_ports(containers), out);
-        } else if HELM_RELEASE_ONLY.contains(&name) {
-            out.push(Finding::warning(
-                field,
-                "belongs on the HelmRelease; ignored on pods",
-            ));
-        } else {
-            out.push(Finding::error(field, helmrelease::unknown_key(name)));
+        if let Some(name) = key.strip_prefix(PREFIX) {
+            mesh_annotation(field, name, value, containers, out);
         }
     }
+}
+
+fn mesh_annotation(
+    field: String,
+    name: &str,
+    value: &str,
+    containers: &Containers<'_>,
+    out: &mut Vec<Finding>,
+) {
+    if name == "permissivePorts" {
+        permissive_ports(&field, value, &declared_ports(containers), out);
+    } else if HELM_RELEASE_ONLY.contains(&name) {
+        out.push(Finding::warning(
+            field,
+            "belongs on the HelmRelease; ignored on pods",
+        ));
+    } else {
+        out.push(Finding::error(field, helmrelease::unknown_key(name)));
+    }
+}
+
+/// Only the `servicemesh.bigbang.dev/` rules for the template at `at`: the mesh annotations whose
+/// refusal stops `render` from generating a workload's PeerAuthentication (DESIGN.md section 9).
+/// Contrast's settings are another matter and stay with `/validate`.
+pub fn mesh_annotation_findings(template: &Pod<'_>, at: &str) -> Result<Vec<Finding>, DecodeError> {
+    let mut findings = Vec::new();
+    let Some(annotations) = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.as_ref())
+    else {
+        return Ok(findings);
+    };
+    let containers = Containers::of(template).map_err(|e| e.under(at))?;
+    for (key, value) in annotations {
+        if let Some(name) = key.strip_prefix(PREFIX) {
+            mesh_annotation(
+                annotation_path(at, key),
+                name,
+                value,
+                &containers,
+                &mut findings,
+            );
+        }
+    }
+    Ok(findings)
+}
+
+/// The ports of a `permissivePorts` value that passed the rules, in the order written.
+pub fn permissive_port_list(value: &str) -> Vec<u16> {
+    value
+        .split(',')
+        .filter_map(|entry| parse_port(entry.trim()).ok())
+        .collect()
 }
 
 fn env_rules(containers: &Containers<'_>, at: &str, out: &mut Vec<Finding>) {

@@ -152,7 +152,7 @@ fn native_sidecars_declare_ports_and_ordinary_init_containers_do_not() {
 
 #[test]
 fn helm_release_keys_on_a_pod_only_warn() {
-    for name in ["mtlsMode", "expose", "host", "port"] {
+    for name in ["mtlsMode", "expose", "host", "port", "gateways"] {
         let key = format!("servicemesh.bigbang.dev/{name}");
         let pod = pod_with_ports(json!({&key: "anything"}), &[]);
         assert_eq!(

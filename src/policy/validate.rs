@@ -6,15 +6,23 @@ use super::finding::Finding;
 use super::kinds::{self, Validator};
 use super::object::{DecodeError, Pod, decode, decode_at};
 use super::{helmrelease, podtemplate};
+use crate::config::Config;
 
 /// Every finding for one object of the given group and kind. A field the rules read that has the wrong
 /// type is a `DecodeError` (the caller answers 400 BadRequest), naming the field's full path.
-pub fn validate(group: &str, kind: &str, object_json: &str) -> Result<Vec<Finding>, DecodeError> {
+pub fn validate(
+    group: &str,
+    kind: &str,
+    object_json: &str,
+    cfg: &Config,
+) -> Result<Vec<Finding>, DecodeError> {
     let Some(kind) = kinds::find(group, kind) else {
         return Ok(Vec::new());
     };
     match (kind.validate, kind.template) {
-        (Some(Validator::HelmRelease), _) => Ok(helmrelease::validate(&decode(object_json)?)),
+        (Some(Validator::HelmRelease), _) => {
+            Ok(helmrelease::validate(&decode(object_json)?, &cfg.mesh))
+        }
         (Some(Validator::PodTemplate), Some(path)) => match decode_at::<Pod>(object_json, path)? {
             Some(template) => podtemplate::validate(&template, &path.join(".")),
             None => Ok(Vec::new()),

@@ -8,6 +8,11 @@ use serde_json::{Value, json};
 
 use super::*;
 
+/// The rules with the embedded default configuration (its gateways are the ones `gateways` may name).
+fn validate(group: &str, kind: &str, object_json: &str) -> Result<Vec<Finding>, DecodeError> {
+    super::validate(group, kind, object_json, &Config::default())
+}
+
 /// A pod template with one bad annotation and one bad Contrast env var on a native sidecar.
 fn bad_template() -> Value {
     json!({
