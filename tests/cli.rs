@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::{Client, Protocol, Server, generate_certs, patch_of, temp_dir};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -29,26 +28,7 @@ const FIXTURES: [&str; 5] = [
 
 /// Runs `review` with `args`, feeding `stdin`; returns (exit code, stdout, stderr).
 fn review(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(common::bin())
-        .arg("review")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    common::run_command("review", args, stdin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,10 +6,11 @@
 //! and what `render` must print, `expected.yaml` (stdout) and `expected.stderr`. After a deliberate
 //! change, `UPDATE_GOLDEN=1 cargo test --test render golden` rewrites them; review the diff.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -759,26 +760,7 @@ fn bin() -> &'static str {
 
 /// Runs `render` with `args`, feeding `stdin`; returns (exit code, stdout, stderr).
 fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(bin())
-        .arg("render")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    common::run_command("render", args, stdin)
 }
 
 fn fixture(case: &str, file: &str) -> String {

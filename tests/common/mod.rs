@@ -9,7 +9,7 @@ pub mod listener;
 pub mod rules;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -73,6 +73,30 @@ pub fn generate_certs(dir: &Path) -> GeneratedCerts {
         tls_key: dir.join("tls.key"),
         reused_ca: String::from_utf8_lossy(&out.stdout).contains("CA (reused)"),
     }
+}
+
+/// Runs `mesh-admission SUBCOMMAND ARGS` feeding `stdin`; returns (exit code, stdout, stderr).
+pub fn run_command(subcommand: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = Command::new(bin())
+        .arg(subcommand)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 /// A running `mesh-admission serve` process.
