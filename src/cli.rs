@@ -29,6 +29,8 @@ pub enum Command {
     Review(ReviewArgs),
     /// Print the Istio and NetworkPolicy objects the inputs' mesh annotations stand for.
     Render(RenderArgs),
+    /// Keep the objects `render` would print for the cluster applied, and prune the rest.
+    Controller(ControllerArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -208,6 +210,47 @@ pub struct ServeArgs {
     /// --tls-cert when the files are missing. Existing files are never overwritten.
     #[arg(long, env = "MESH_ADMISSION_DEV_CERTS")]
     pub dev_certs: bool,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Talks to the cluster of KUBECONFIG (or the in-cluster service account). Watches Flux HelmReleases,
+Services, Namespaces, Deployments, StatefulSets, DaemonSets, ReplicaSets, Pods and every
+VirtualService, NetworkPolicy, PeerAuthentication and AuthorizationPolicy; applies what `render`
+generates for them with server-side apply (field manager mesh-admission) and deletes the objects
+labelled app.kubernetes.io/managed-by: mesh-admission that nothing wants any more. Only the holder
+of the Lease mesh-admission-controller writes. Identity: POD_NAME, else hostname and process id.")]
+pub struct ControllerArgs {
+    /// Configuration file (YAML) whose `mesh` section says what to generate; the embedded default
+    /// is used without it.
+    #[arg(long, env = "MESH_ADMISSION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the plain-HTTP admin port (/healthz, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "MESH_ADMISSION_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9091"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Namespace of the leader Lease; default: POD_NAMESPACE, else the service account's
+    /// namespace, else `default`.
+    #[arg(long, env = "MESH_ADMISSION_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Changes arriving within this time of each other are reconciled together.
+    #[arg(long, env = "MESH_ADMISSION_DEBOUNCE", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+    /// Reconcile this often even when nothing changed (it writes only what differs).
+    #[arg(long, env = "MESH_ADMISSION_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub resync: Duration,
+    /// Writes sent to the apiserver at once.
+    #[arg(long, env = "MESH_ADMISSION_PARALLEL", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallel: u16,
+    /// Log format.
+    #[arg(long, env = "MESH_ADMISSION_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mesh_admission=debug`.
+    #[arg(long, env = "MESH_ADMISSION_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
 }
 
 #[derive(Debug, clap::Args)]

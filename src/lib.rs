@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod controller;
 pub mod manifests;
 pub mod match_conditions;
 pub mod metrics;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mesh_admission::cli::{Cli, Command, LogFormat};
-use mesh_admission::{certs, commands, server};
+use mesh_admission::{certs, commands, controller, server};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc rather than glibc's malloc: glibc keeps the high-water mark of its per-thread arenas
@@ -26,6 +26,14 @@ fn main() -> ExitCode {
         Command::WebhookConfig(args) => run_webhook_config(&args),
         Command::Review(args) => return commands::review(&args),
         Command::Render(args) => return commands::render(&args),
+        Command::Controller(args) => {
+            init_tracing(args.log_format, &args.log_level);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(controller::run(args)))
+        }
         Command::Serve(args) => {
             init_tracing(args.log_format, &args.log_level);
             tokio::runtime::Builder::new_multi_thread()
