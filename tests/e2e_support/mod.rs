@@ -1094,3 +1094,37 @@ impl Drop for ApiClient {
     }
 }
 pub mod bench;
+
+pub mod controller;
+
+impl ControlPlane {
+    /// The apiserver's `/metrics` (Prometheus text), read with the admin token.
+    pub fn apiserver_metrics(&self) -> String {
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url));
+        let ca = fs::read_to_string(&self.ca_file).unwrap();
+        let reply = https_get(port, &client_config(&ca), &self.token, "/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics from the apiserver: {e}"));
+        assert!(
+            reply.starts_with("HTTP/1.1 200"),
+            "GET /metrics: {reply:.300}"
+        );
+        reply
+    }
+
+    /// The folder this control plane keeps its files in (removed on a clean drop).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// One plain-HTTP GET on 127.0.0.1 (an admin port); the whole response.
+pub fn admin_get(addr: SocketAddr, path: &str) -> io::Result<String> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    http_get(tcp, path, None)
+}
