@@ -681,6 +681,17 @@ fn steady_state_writes_nothing() {
     std::thread::sleep(Duration::from_secs(3));
 
     let before = writes(&cp);
+    // The counters do see the controller's writes (else the comparison below would prove nothing).
+    for series in [
+        "APPLY virtualservices",
+        "APPLY peerauthentications",
+        "POST events",
+    ] {
+        assert!(
+            before.get(series).is_some_and(|n| *n > 0.0),
+            "no {series} counted: {before:?}"
+        );
+    }
     let reconciles_before =
         controller.metric("mesh_admission_controller_reconciles_total{result=\"ok\"}");
     std::thread::sleep(Duration::from_secs(60));
