@@ -43,7 +43,7 @@ CONFIG_KEYS = {
     "namespaceLabel",
     "maxBodyBytes",
 }
-CLUSTER_SCOPED = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+CLUSTER_SCOPED = {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ClusterRole", "ClusterRoleBinding"}
 
 failures = []
 stats = {"rendered": 0, "k8s-schema": 0, "crd-schema": 0, "compared-cli": 0}
@@ -332,7 +332,14 @@ def chart_invariants(objs, ns, mode, fullname):
     for o in objs:
         if o["kind"] not in CLUSTER_SCOPED and o["metadata"].get("namespace") != ns:
             fail(f"{kn(o)}: metadata.namespace is {o['metadata'].get('namespace')!r}, want {ns!r}")
-    (dep,) = by_kind["Deployment"]
+    deployments = by_kind["Deployment"]
+    webhook_deps = [d for d in deployments if d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "serve"]
+    controller_deps = [d for d in deployments if d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "controller"]
+    check(
+        len(webhook_deps) == 1 and len(controller_deps) == 1 and len(deployments) == 2,
+        "Deployments: one webhook (serve) and one controller",
+    )
+    (dep,) = webhook_deps[:1]
     spec = dep["spec"]
     pod = spec["template"]["spec"]
     pod_labels = spec["template"]["metadata"]["labels"]
@@ -393,6 +400,8 @@ def chart_invariants(objs, ns, mode, fullname):
         any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname" for t in anti),
         "Deployment: preferred pod anti-affinity on kubernetes.io/hostname",
     )
+    if controller_deps:
+        controller_invariants(controller_deps[0], objs, by_kind, ns, pod_labels, pod)
     (svc,) = by_kind["Service"]
     sel = svc["spec"]["selector"]
     check(all(pod_labels.get(k) == v for k, v in sel.items()), "Service: selector matches the pods")
@@ -454,6 +463,94 @@ def chart_invariants(objs, ns, mode, fullname):
         check(not by_kind.get("Certificate") and not by_kind.get("Issuer"), "no cert-manager objects in secret mode")
         bundles = {pem_of(w["clientConfig"].get("caBundle", "")) for h in hooks for w in h["webhooks"]}
         check(bundles == {pem_of(CA_B64)}, "webhooks: caBundle is the base64 of the given CA PEM")
+
+
+def controller_invariants(dep, objs, by_kind, ns, webhook_pod_labels, webhook_pod):
+    """The controller Deployment and its least-privilege RBAC (DESIGN.md sections 8 and 9)."""
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    (c,) = pod["containers"]
+    psc, csc = pod.get("securityContext", {}), c.get("securityContext", {})
+    check(spec["replicas"] == 2, "controller Deployment: 2 replicas")
+    check(
+        psc.get("runAsNonRoot") is True
+        and csc.get("readOnlyRootFilesystem") is True
+        and csc.get("allowPrivilegeEscalation") is False
+        and csc.get("capabilities", {}).get("drop") == ["ALL"],
+        "controller Deployment: non-root, read-only root FS, no privilege escalation, no capabilities",
+    )
+    env = {e["name"]: e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for e in c.get("env", [])}
+    check(
+        env.get("POD_NAME") == "metadata.name" and env.get("POD_NAMESPACE") == "metadata.namespace",
+        "controller Deployment: POD_NAME and POD_NAMESPACE from the downward API",
+    )
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    args = c["args"]
+    pairs = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
+    admin_port = int(pairs.get("--admin-listen", ":0").rsplit(":", 1)[1])
+    probes = {k: c.get(k, {}).get("httpGet", {}) for k in ("livenessProbe", "readinessProbe")}
+    check(
+        ports.get(probes["livenessProbe"].get("port")) == admin_port
+        and probes["livenessProbe"].get("path") == "/healthz"
+        and ports.get(probes["readinessProbe"].get("port")) == admin_port
+        and probes["readinessProbe"].get("path") == "/readyz",
+        f"controller Deployment: probes GET /healthz and /readyz on the admin port {admin_port}",
+    )
+    check(pairs.get("--leader-election-namespace") == ns, f"controller: Lease in the release namespace {ns}")
+    # The webhook's selectors must not pick up controller pods, and the other way round.
+    check(
+        not all(labels.get(k) == v for k, v in webhook_pod_labels.items())
+        and not all(webhook_pod_labels.get(k) == v for k, v in spec["selector"]["matchLabels"].items()),
+        "controller pods and webhook pods select each other's neither",
+    )
+    sa = pod.get("serviceAccountName")
+    webhook_sa = webhook_pod.get("serviceAccountName")
+    check(sa and sa != webhook_sa, f"controller: its own ServiceAccount {sa}")
+    bindings = by_kind.get("ClusterRoleBinding", []) + by_kind.get("RoleBinding", [])
+    subjects = {(s_.get("kind"), s_.get("name")) for b in bindings for s_ in b.get("subjects", [])}
+    check(("ServiceAccount", webhook_sa) not in subjects, "the webhook's ServiceAccount is bound to no role")
+    check(subjects == {("ServiceAccount", sa)}, f"every binding is the controller's ServiceAccount's: {subjects}")
+    roles = {(r["kind"], r["metadata"]["name"]): r for r in by_kind.get("ClusterRole", []) + by_kind.get("Role", [])}
+    want = {
+        ("helm.toolkit.fluxcd.io", "helmreleases"): {"get", "list", "watch"},
+        ("", "services"): {"get", "list", "watch"},
+        ("", "namespaces"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch"},
+        ("apps", "deployments"): {"get", "list", "watch"},
+        ("apps", "statefulsets"): {"get", "list", "watch"},
+        ("apps", "daemonsets"): {"get", "list", "watch"},
+        ("apps", "replicasets"): {"get", "list", "watch"},
+        ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("security.istio.io", "peerauthentications"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("security.istio.io", "authorizationpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "events"): {"create"},
+    }
+    granted = {}
+    for b in by_kind.get("ClusterRoleBinding", []):
+        role = roles.get((b["roleRef"]["kind"], b["roleRef"]["name"]))
+        for rule in (role or {}).get("rules", []):
+            check(not rule.get("resourceNames"), "ClusterRole: no resourceNames")
+            for g in rule.get("apiGroups", []):
+                for r in rule.get("resources", []):
+                    granted.setdefault((g, r), set()).update(rule.get("verbs", []))
+    check(granted == want, f"ClusterRole: exactly what the controller uses ({granted})")
+    lease = {}
+    for b in by_kind.get("RoleBinding", []):
+        role = roles.get((b["roleRef"]["kind"], b["roleRef"]["name"]))
+        check(role is not None and role["kind"] == "Role", "RoleBinding: binds the namespaced Role")
+        for rule in (role or {}).get("rules", []):
+            for r in rule.get("resources", []):
+                for v in rule.get("verbs", []):
+                    lease.setdefault((tuple(rule.get("apiGroups", [])), r, v), set()).update(
+                        rule.get("resourceNames", ["*"])
+                    )
+    check(
+        all(g == ("coordination.k8s.io",) and r == "leases" for g, r, _ in lease)
+        and lease.get((("coordination.k8s.io",), "leases", "patch")) == {"mesh-admission-controller"},
+        f"Role: only the Lease mesh-admission-controller ({sorted(lease)})",
+    )
 
 
 # --- main ---------------------------------------------------------------------------------------

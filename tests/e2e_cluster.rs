@@ -196,9 +196,17 @@ fn every_object_the_chart_renders_passes_the_apiservers_dry_run_in_both_certific
             "ServiceMonitor",
             "MutatingWebhookConfiguration",
             "ValidatingWebhookConfiguration",
+            // The controller's (DESIGN.md section 8): RBAC for it alone.
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
         ] {
             assert!(kinds.contains_key(kind), "{mode}: no {kind} in {kinds:?}");
         }
+        // The webhook and the controller, each with its own ServiceAccount.
+        assert_eq!(kinds.get("Deployment"), Some(&2), "{mode}: {kinds:?}");
+        assert_eq!(kinds.get("ServiceAccount"), Some(&2), "{mode}: {kinds:?}");
         for kind in cert_manager_kinds {
             assert_eq!(
                 kinds.contains_key(kind),

@@ -502,7 +502,7 @@ fn istio_objects_appear_once_the_crds_are_installed() {
 
 /// The holder of the Lease, if any.
 fn lease_holder(cp: &ControlPlane) -> Option<String> {
-    let lease = get(&cp, "lease", "default", "mesh-admission-controller")?;
+    let lease = get(cp, "lease", "default", "mesh-admission-controller")?;
     lease["spec"]["holderIdentity"]
         .as_str()
         .filter(|h| !h.is_empty())

@@ -153,3 +153,25 @@ matchConditions:
         : has(object.metadata.annotations) && 'sidecar.istio.io/inject' in object.metadata.annotations &&
           object.metadata.annotations['sidecar.istio.io/inject'].lowerAscii() == 'false')
 {{- end }}
+
+{{/* The controller's full name: its Deployment, ServiceAccount and RBAC objects. */}}
+{{- define "mesh-admission.controllerName" -}}
+{{- printf "%s-controller" (include "mesh-admission.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels that select the controller pods. The name differs from the webhook's, so that the webhook's
+Service, PodDisruptionBudget and anti-affinity never select controller pods.
+*/}}
+{{- define "mesh-admission.controllerSelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-controller" (include "mesh-admission.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{- define "mesh-admission.controllerLabels" -}}
+helm.sh/chart: {{ include "mesh-admission.chart" . }}
+{{ include "mesh-admission.controllerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
