@@ -2,7 +2,10 @@
 //!
 //! `mesh-admission certs` writes a CA (`ca.crt`, `ca.key`) and a serving pair (`tls.crt`, `tls.key`).
 //! The CA is reused when it already exists, so re-running only re-issues the leaf and the caBundle that
-//! the webhook configurations carry stays valid across rotations.
+//! the webhook configurations carry stays valid across rotations. `load` reads such files back into
+//! what the TLS server serves.
+
+pub mod load;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
