@@ -199,15 +199,8 @@ pub fn client_verifier(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{CertOptions, generate};
+    use crate::certs::{CertOptions, generate, temp_dir};
     use std::fs;
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("mesh-admission-tls-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
 
     #[test]
     fn loads_a_generated_pair() {

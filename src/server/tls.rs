@@ -199,15 +199,8 @@ pub fn spawn_reloader(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::certs::{CertOptions, generate};
+    use crate::certs::{CertOptions, generate, temp_dir};
     use std::fs;
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("mesh-admission-tls-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
 
     #[test]
     fn server_config_offers_h2_then_http11() {
