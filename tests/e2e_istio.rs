@@ -139,6 +139,8 @@ fn assert_refused(cp: &ControlPlane, config: &std::path::Path, yaml: &str, get: 
         "kubectl must print\n{whole}\n{}",
         cp.report(&output)
     );
+    // As the README shows it (`cargo test --test e2e_istio -- --nocapture`).
+    eprintln!("e2e_istio: kubectl apply said:\n{stderr}");
     let missing = cp.kubectl(get);
     assert!(
         String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
