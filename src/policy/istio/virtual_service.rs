@@ -3,7 +3,7 @@
 //! | field | rule | level |
 //! | --- | --- | --- |
 //! | `gateways`, `{http,tls,tcp}[].match[].gateways` | `mesh`, `<name>` or `<namespace>/<name>` with RFC 1123 parts | error |
-//! | `http[].retries.perTryTimeout` | not longer than the route's `timeout`: retries could never run | error |
+//! | `http[].retries.perTryTimeout` | not longer than the route's `timeout`: the route times out first, so a slow try is never retried | error |
 //! | `http[].retries` | `attempts` × `perTryTimeout` not longer than `timeout`: the last attempts could never run | warning |
 //!
 //! A route without `timeout` (or `0s`) has none, so nothing bounds its retries. Durations are Go's
@@ -168,8 +168,8 @@ fn retries(at: &str, route: &HttpRoute<'_>, out: &mut Vec<Finding>) {
             Finding::error(
                 format!("{at}.retries.perTryTimeout"),
                 format!(
-                    "is longer than the route's timeout ({at}.timeout {timeout_text:?}): the first \
-                     try already uses the whole timeout, so retries can never run"
+                    "is longer than the route's timeout ({at}.timeout {timeout_text:?}): the route \
+                     times out first, so a try that times out is never retried"
                 ),
             )
             .with_value(per_try_text),

@@ -121,7 +121,7 @@ fn row_2_a_per_try_timeout_longer_than_the_timeout_is_refused() {
             json!({"attempts": 3, "perTryTimeout": "10s"})
         )),
         [
-            r#"E spec.http[0].retries.perTryTimeout: is longer than the route's timeout (spec.http[0].timeout "5s"): the first try already uses the whole timeout, so retries can never run (value "10s")"#
+            r#"E spec.http[0].retries.perTryTimeout: is longer than the route's timeout (spec.http[0].timeout "5s"): the route times out first, so a try that times out is never retried (value "10s")"#
         ]
     );
     // Different spellings of the same comparison.
