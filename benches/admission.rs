@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mesh_admission::admission::{Endpoint, review};
+use mesh_admission::admission::{Decision, Endpoint, review};
 use mesh_admission::config::Config;
 use serde_json::{Value, json};
 
@@ -69,12 +69,47 @@ fn bodies() -> Vec<(&'static str, Endpoint, Vec<u8>)> {
     let configmap = review_of(
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": pod_object["spec"]}),
     );
+    // DESIGN.md section 10: a policy that names 20 callers, as teams write them (exact principals of
+    // this mesh, a namespace-wide prefix), every one checked.
+    let principals: Vec<String> = (0..20)
+        .map(|i| match i % 5 {
+            4 => format!("cluster.local/ns/team-{i}/sa/*"),
+            _ => format!("cluster.local/ns/team-{i}/sa/service-{i}"),
+        })
+        .collect();
+    let authorization_policy = review_of(json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "signing-api", "namespace": "docs"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "signing-api"}},
+            "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": principals}}],
+                       "to": [{"operation": {"methods": ["POST"], "paths": ["/sign"]}}]}],
+        },
+    }));
+    // A clean policy: the figure is the full walk over every principal, not an early denial.
+    let outcome = review(
+        Endpoint::Validate,
+        &authorization_policy,
+        &Config::default(),
+    )
+    .expect("a review");
+    assert!(
+        matches!(&outcome.decision, Decision::Allowed { warnings, .. } if warnings.is_empty()),
+        "{:?}",
+        outcome.decision
+    );
     vec![
         ("mutate_pod_4k", Endpoint::Mutate, pod.clone()),
         ("mutate_namespace", Endpoint::Mutate, namespace),
         ("validate_helmrelease", Endpoint::Validate, helmrelease),
         ("validate_deployment", Endpoint::Validate, deployment),
         ("validate_pod_4k", Endpoint::Validate, pod),
+        (
+            "validate_authorization_policy_20_principals",
+            Endpoint::Validate,
+            authorization_policy,
+        ),
         ("envelope_only", Endpoint::Mutate, configmap),
     ]
 }

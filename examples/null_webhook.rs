@@ -118,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/readyz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(Config::default().max_body_bytes))
         .layer(CatchPanicLayer::new());
-    let signals = listener::spawn_signal_handler()?;
+    let signals = mesh_admission::signals::spawn_signal_handler()?;
     let tcp = tokio::net::TcpListener::bind(args.listen).await?;
     eprintln!("null webhook listening on {}", tcp.local_addr()?);
     let options = ServeOptions {
@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let shutdown = signals.shutdown.clone().cancelled_owned();
     tokio::select! {
-        served = listener::serve_tls(tcp, tls_config, app, options, shutdown) => served?,
+        served = listener::serve(tcp, Some(tls_config), app, options, shutdown) => served?,
         aborted = signals.aborted() => return Err(aborted.into()),
     };
     Ok(())

@@ -18,8 +18,12 @@
 //! Latencies are kept exactly (one value per request, `--count` is capped) and percentiles are the
 //! nearest rank, as `loadgen` reports them.
 
+// The webhook load client's TLS and error helpers (its engine is unused here).
+#[path = "../tests/common/load.rs"]
+mod load;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +34,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -228,13 +231,13 @@ impl Run {
                 let response = sender
                     .send_request(self.target.request())
                     .await
-                    .map_err(|e| ("transport".to_owned(), error_chain(&e)))?;
+                    .map_err(|e| ("transport".to_owned(), load::error_chain(&e)))?;
                 let status = response.status();
                 let body = response
                     .into_body()
                     .collect()
                     .await
-                    .map_err(|e| ("transport".to_owned(), error_chain(&e)))?
+                    .map_err(|e| ("transport".to_owned(), load::error_chain(&e)))?
                     .to_bytes();
                 Ok::<_, (String, String)>((status, body))
             };
@@ -256,36 +259,6 @@ impl Run {
         }
         outcome
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
-fn tls_connector(ca: &Path) -> Result<TlsConnector, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("{}: {e}", ca.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", ca.display()))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// Nearest rank of the sorted `values`, in milliseconds with microsecond precision.
@@ -340,7 +313,7 @@ fn target(args: &Args) -> Result<Target, String> {
         return Err(format!("{}: not a Pod", args.pod.display()));
     }
     Ok(Target {
-        connector: tls_connector(&args.ca)?,
+        connector: load::tls_connector(&args.ca, load::Protocol::H2)?,
         server_name,
         authority,
         uri,

@@ -33,6 +33,11 @@ KINDS = [
     ("batch", "v1", "Job"),
     ("batch", "v1", "CronJob"),
     ("", "v1", "ReplicationController"),
+    ("security.istio.io", "v1", "AuthorizationPolicy"),
+    ("security.istio.io", "v1", "PeerAuthentication"),
+    ("networking.istio.io", "v1", "DestinationRule"),
+    ("networking.istio.io", "v1", "VirtualService"),
+    ("networking.istio.io", "v1", "Gateway"),
     ("helm.toolkit.fluxcd.io", "v2beta1", "HelmRelease"),
     ("", "v1", "ConfigMap"),
 ]
@@ -179,10 +184,12 @@ def object_seed(obj):
     group, version, kind = gvk(obj)
     idx = next((i for i, k in enumerate(KINDS) if k == (group, version, kind)), None)
     if idx is None:
-        idx = next((i for i, k in enumerate(KINDS) if k[2] == kind), 11)
+        # Same kind name in another group (the Gateway API's Gateway) is not ours: the unread kind.
+        idx = next((i for i, k in enumerate(KINDS) if k[:1] + k[2:] == (group, kind)), len(KINDS) - 1)
     ns = obj.get("metadata", {}).get("namespace", "apps")
     ns_idx = NAMESPACES.index(ns) if ns in NAMESPACES else 0
-    return bytes([idx, ns_idx]) + json.dumps(obj, separators=(",", ":")).encode()
+    # review_object: byte 0 holds the kind's low 4 bits, byte 1 its high bits above the namespace.
+    return bytes([idx & 0x0F, ns_idx | (idx >> 4) << 4]) + json.dumps(obj, separators=(",", ":")).encode()
 
 
 def main():
@@ -192,7 +199,9 @@ def main():
         write("review_body", raw)
         body = json.loads(raw)
         objects.append(body["request"]["object"])
-    for path in sorted(glob.glob(os.path.join(ROOT, "tests/fixtures/*.yaml"))):
+    fixtures = glob.glob(os.path.join(ROOT, "tests/fixtures/*.yaml"))
+    fixtures += glob.glob(os.path.join(ROOT, "tests/fixtures/istio/**/*.yaml"), recursive=True)
+    for path in sorted(fixtures):
         for doc in yaml.safe_load_all(open(path)):
             objects.extend(flatten(doc))
     objects.extend(CONTRAST_DEPLOYMENTS)

@@ -2,7 +2,10 @@
 //!
 //! `mesh-admission certs` writes a CA (`ca.crt`, `ca.key`) and a serving pair (`tls.crt`, `tls.key`).
 //! The CA is reused when it already exists, so re-running only re-issues the leaf and the caBundle that
-//! the webhook configurations carry stays valid across rotations.
+//! the webhook configurations carry stays valid across rotations. `load` reads such files back into
+//! what the TLS server serves.
+
+pub mod load;
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -412,21 +415,23 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), CertError> {
     result.map_err(write_err)
 }
 
+/// A fresh, empty scratch directory for a test: unique per call, so parallel tests never share one.
+#[cfg(test)]
+pub(crate) fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "mesh-admission-certs-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mesh-admission-certs-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        dir
-    }
 
     fn verifier(ca_cert: &Path) -> Arc<WebPkiServerVerifier> {
         let mut roots = rustls::RootCertStore::empty();

@@ -15,16 +15,9 @@ use crate::policy::render::{self, MeshObject};
 use crate::review::{self, ObjectReview, Subject};
 use crate::webhook_config::{WebhookOptions, render_yaml};
 
-fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
-    Ok(match path {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    })
-}
-
 /// `webhook-config`: both configurations as YAML.
 pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
-    let config = load_config(args.config.as_deref())?;
+    let config = Config::load(args.config.as_deref())?;
     let ca_bundle = std::fs::read(&args.ca_bundle)
         .with_context(|| format!("cannot read the CA bundle {}", args.ca_bundle.display()))?;
     anyhow::ensure!(
@@ -52,7 +45,7 @@ pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
 /// bounded by the largest document, not the input.
 pub fn review(args: &ReviewArgs) -> ExitCode {
     let name = display_name(&args.file);
-    let config = match load_config(args.config.as_deref()) {
+    let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("mesh-admission: {error:#}");
@@ -169,7 +162,7 @@ fn print_result(
 /// `render`: exit 0 when everything was generated, 1 when some input was refused, 2 on unreadable
 /// input or configuration, or no objects. Every problem goes to stderr, one line each.
 pub fn render(args: &RenderArgs) -> ExitCode {
-    let config = match load_config(args.config.as_deref()) {
+    let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("mesh-admission: {error:#}");

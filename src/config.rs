@@ -112,6 +112,11 @@ impl ConfigFile {
 }
 
 impl Config {
+    /// The configuration file every command takes with `--config`, or the embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        path.map_or_else(|| Ok(Self::default()), Self::from_file)
+    }
+
     /// Reads a YAML file; keys it does not name keep their default.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -15,4 +15,5 @@ pub mod metrics;
 pub mod policy;
 pub mod review;
 pub mod server;
+pub mod signals;
 pub mod webhook_config;

@@ -58,9 +58,10 @@ pub fn pods() -> Vec<MatchCondition> {
     ]
 }
 
-/// Validation: only when the object or its pod template carries a setting a rule reads: a Big Bang
-/// mesh annotation, a Contrast proxy annotation, or a Contrast proxy env var in a container or init
-/// container. Every template place of the kinds table is looked at whatever the kind (a missing
+/// Validation: always for the API groups whose rules read the spec (the Istio security objects of
+/// DESIGN.md section 10: any field may hold the mistake), else only when the object or its pod template
+/// carries a setting a rule reads: a Big Bang mesh annotation, a Contrast proxy annotation, or a
+/// Contrast proxy env var in a container or init container. Every template place of the kinds table is looked at whatever the kind (a missing
 /// place is an empty map): a Deployment whose own metadata carries a mesh annotation is called needlessly, which
 /// is harmless, and one expression for every kind stays short enough to review.
 pub fn validation() -> Vec<MatchCondition> {
@@ -76,10 +77,11 @@ pub fn validation() -> Vec<MatchCondition> {
         .into_iter()
         .map(template_place)
         .collect();
+    let groups = cel_list(&kinds::spec_validated_groups());
     vec![condition(
         "mesh-settings-present",
         format!(
-            "[\n  {}\n].exists(t,\n  \
+            "request.kind.group in {groups} ||\n[\n  {}\n].exists(t,\n  \
              has(t.metadata) && has(t.metadata.annotations) && t.metadata.annotations.exists(k,\n    \
              k.startsWith({prefix}) || k in {annotations}) ||\n  \
              has(t.spec) && [\n    \

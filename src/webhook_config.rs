@@ -189,7 +189,7 @@ fn selector(requirements: Vec<LabelSelectorRequirement>) -> Option<LabelSelector
     })
 }
 
-/// One rule per group, version and scope of `kinds`, their resources together, for `operations`.
+/// One rule per group, versions and scope of `kinds`, their resources together, for `operations`.
 fn rules<'k>(
     kinds: impl IntoIterator<Item = &'k Kind>,
     operations: &[kube::core::admission::Operation],
@@ -200,7 +200,7 @@ fn rules<'k>(
     for kind in kinds {
         let same = |r: &&mut RuleWithOperations| {
             r.api_groups == strings(&[kind.group])
-                && r.api_versions == strings(&[kind.version])
+                && r.api_versions == strings(kind.versions)
                 && r.scope.as_deref() == Some(kind.scope)
         };
         match rules.iter_mut().find(same) {
@@ -211,7 +211,7 @@ fn rules<'k>(
             None => rules.push(RuleWithOperations {
                 operations: strings(&operations),
                 api_groups: strings(&[kind.group]),
-                api_versions: strings(&[kind.version]),
+                api_versions: strings(kind.versions),
                 resources: strings(&[kind.resource]),
                 scope: Some(kind.scope.into()),
             }),

@@ -13,7 +13,7 @@ use common::{
     generate_certs, peer_leaf, temp_dir, tls_connect,
 };
 use hyper::{Request, Version};
-use mesh_admission::server::listener::{ServeOptions, serve_plain};
+use mesh_admission::server::listener::{ServeOptions, serve};
 use mesh_admission::server::tls::ReloadEvent;
 use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -603,7 +603,7 @@ async fn the_admin_port_serves_plain_http_and_shuts_down() {
         shutdown_grace: Duration::ZERO,
         ..fast_options()
     };
-    let handle = tokio::spawn(serve_plain(listener, app(), opts, token.cancelled_owned()));
+    let handle = tokio::spawn(serve(listener, None, app(), opts, token.cancelled_owned()));
 
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream

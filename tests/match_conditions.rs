@@ -20,6 +20,7 @@ use k8s_openapi::api::admissionregistration::v1::MatchCondition;
 use mesh_admission::admission::{self, Decision, Endpoint};
 use mesh_admission::config::Config;
 use mesh_admission::manifests::parse_objects;
+use mesh_admission::policy::kinds;
 use mesh_admission::review::{is_workload, mutation_target};
 use mesh_admission::webhook_config::{WebhookOptions, mutating, validating};
 use serde_json::{Value, json};
@@ -46,18 +47,17 @@ fn is_pod(object: &Value) -> bool {
     kind_of(object) == ("", "Pod")
 }
 
-/// The validating webhook's rules: HelmReleases, Pods and the workload kinds it lists.
+/// The validating webhook's rules: HelmReleases, Pods, the workload kinds and the Istio security
+/// objects it lists, in the versions it lists.
 fn is_validated(object: &Value) -> bool {
-    matches!(
-        kind_of(object),
-        ("helm.toolkit.fluxcd.io", "HelmRelease")
-            | ("", "Pod")
-            | (
-                "apps",
-                "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
-            )
-            | ("batch", "Job" | "CronJob")
-    )
+    let (group, kind) = kind_of(object);
+    let version = object["apiVersion"]
+        .as_str()
+        .and_then(|v| v.rsplit('/').next())
+        .unwrap_or("");
+    kinds::find(group, kind).is_some_and(|k| {
+        k.validate.is_some() && (k.versions == ["*"] || k.versions.contains(&version))
+    })
 }
 
 fn hooks(cfg: &Config) -> Vec<Hook> {
@@ -130,6 +130,17 @@ fn calls(hook: &Hook, object: &Value, what: &str) -> bool {
     context
         .add_variable("object", object.clone())
         .unwrap_or_else(|e| panic!("{what}: object as a CEL value: {e}"));
+    // The parts of `request` (admission.k8s.io AdmissionRequest) the conditions may read.
+    let (group, kind) = kind_of(object);
+    let version = object["apiVersion"]
+        .as_str()
+        .and_then(|v| v.rsplit('/').next())
+        .unwrap_or("v1");
+    let request =
+        json!({"kind": {"group": group, "version": version, "kind": kind}, "operation": "CREATE"});
+    context
+        .add_variable("request", request)
+        .unwrap_or_else(|e| panic!("{what}: request as a CEL value: {e}"));
     hook.conditions
         .iter()
         .all(|(condition, program)| match program.execute(&context) {
@@ -525,6 +536,36 @@ fn each_condition_calls_at_its_edges_exactly_when_the_answer_can_matter() {
             true,
         ),
         (
+            "AuthorizationPolicy without a mesh annotation: Istio objects are always sent",
+            json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "a"}, "spec": {"rules": [{}]}}),
+            "validate.",
+            true,
+        ),
+        (
+            "PeerAuthentication v1beta1",
+            json!({"apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication", "metadata": {"name": "p"}, "spec": {"mtls": {"mode": "STRICT"}}}),
+            "validate.",
+            true,
+        ),
+        (
+            "VirtualService v1alpha3",
+            json!({"apiVersion": "networking.istio.io/v1alpha3", "kind": "VirtualService", "metadata": {"name": "v"}, "spec": {"hosts": ["a"]}}),
+            "validate.",
+            true,
+        ),
+        (
+            "Gateway",
+            json!({"apiVersion": "networking.istio.io/v1", "kind": "Gateway", "metadata": {"name": "g"}, "spec": {}}),
+            "validate.",
+            true,
+        ),
+        (
+            "DestinationRule",
+            json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule", "metadata": {"name": "d"}, "spec": {"host": "a"}}),
+            "validate.",
+            true,
+        ),
+        (
             "HelmRelease without",
             json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease", "metadata": {"name": "h", "annotations": {"meta.helm.sh/release-name": "h"}}, "spec": {}}),
             "validate.",
@@ -539,4 +580,8 @@ fn each_condition_calls_at_its_edges_exactly_when_the_answer_can_matter() {
             .unwrap_or_else(|| panic!("{what}: no {hook_prefix} webhook matched; saw {seen:?}"));
         assert_eq!(*called, want_call, "{what}: {hook} called?");
     }
+    // The Kubernetes Gateway API's Gateway is not Istio's: no rule sends it to the webhook.
+    let k8s_gateway = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "g"}, "spec": {"gatewayClassName": "istio"}});
+    assert_eq!(check(&k8s_gateway, "Gateway API Gateway", &hooks, &cfg), []);
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mesh_admission::server::listener::spawn_signal_handler;
+use mesh_admission::signals::spawn_signal_handler;
 
 fn send(signal: &str) {
     let status = std::process::Command::new("kill")

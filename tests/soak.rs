@@ -36,28 +36,25 @@
 //! `Server`), and so is a `certs` run that does not finish.
 
 mod common;
+#[path = "common/load.rs"]
+mod load;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use base64::Engine as _;
 use common::{Client, Protocol, SERVICE_NAME, Server, bin, client_config, temp_dir};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use load::{BodyTemplate, Plan, Stats, Target};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -343,116 +340,8 @@ fn log(start: std::time::Instant, message: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Good load: open-loop, every reply checked the way the apiserver checks it (as examples/loadgen.rs)
-
-/// Requests due more than this long before the end of the run are still sent; later ones count as
-/// `overdue_unsent`.
-const LATE_CUTOFF: Duration = Duration::from_secs(1);
-const SAMPLES_PER_REASON: usize = 3;
-
-/// Nanosecond values: an HdrHistogram for percentiles, the exact maximum beside it.
-#[derive(Clone)]
-struct Histogram {
-    hdr: hdrhistogram::Histogram<u64>,
-    max: u64,
-}
-
-impl Histogram {
-    fn new() -> Self {
-        Self {
-            hdr: hdrhistogram::Histogram::new(3).expect("3 significant digits are valid"),
-            max: 0,
-        }
-    }
-
-    fn record(&mut self, value: Duration) {
-        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        if self.hdr.record(nanos).is_err() {
-            self.hdr.saturating_record(nanos);
-        }
-        self.max = self.max.max(nanos);
-    }
-
-    fn merge(&mut self, other: &Histogram) {
-        self.hdr
-            .add(&other.hdr)
-            .expect("auto-resizing histograms always add");
-        self.max = self.max.max(other.max);
-    }
-
-    /// Milliseconds at quantile `q`, rounded to a microsecond.
-    fn ms(&self, q: f64) -> f64 {
-        let nanos = if self.hdr.is_empty() {
-            0
-        } else if q >= 1.0 {
-            self.max
-        } else {
-            self.hdr.value_at_quantile(q).min(self.max)
-        };
-        (nanos as f64 / 1e3).round() / 1e3
-    }
-}
-
-#[derive(Clone)]
-struct Stats {
-    ok: u64,
-    failures: BTreeMap<String, u64>,
-    not_reached: BTreeMap<String, u64>,
-    samples: BTreeMap<String, Vec<String>>,
-    retried_unsent: u64,
-    connections_opened: u64,
-    latency: Histogram,
-    service: Histogram,
-}
-
-impl Stats {
-    fn new() -> Self {
-        Self {
-            ok: 0,
-            failures: BTreeMap::new(),
-            not_reached: BTreeMap::new(),
-            samples: BTreeMap::new(),
-            retried_unsent: 0,
-            connections_opened: 0,
-            latency: Histogram::new(),
-            service: Histogram::new(),
-        }
-    }
-
-    fn sample(&mut self, reason: &str, message: String) {
-        let list = self.samples.entry(reason.to_string()).or_default();
-        if list.len() < SAMPLES_PER_REASON {
-            list.push(message);
-        }
-    }
-
-    fn failed(&self) -> u64 {
-        self.failures.values().sum()
-    }
-
-    fn unreached(&self) -> u64 {
-        self.not_reached.values().sum()
-    }
-
-    fn merge(&mut self, other: &Stats) {
-        self.ok += other.ok;
-        for (k, v) in &other.failures {
-            *self.failures.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &other.not_reached {
-            *self.not_reached.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &other.samples {
-            for message in v {
-                self.sample(k, message.clone());
-            }
-        }
-        self.retried_unsent += other.retried_unsent;
-        self.connections_opened += other.connections_opened;
-        self.latency.merge(&other.latency);
-        self.service.merge(&other.service);
-    }
-}
+// Good load: open-loop, every reply checked the way the apiserver checks it (`tests/common/load.rs`,
+// the engine of examples/loadgen.rs)
 
 /// What a load run reports; `status` is `Err` when it could not run properly (no connection at all,
 /// lanes that did not finish), as loadgen's exit status.
@@ -491,411 +380,6 @@ impl LoadReport {
     }
 }
 
-/// The review body split around its uid, so each request is `prefix + uid + suffix` and every other
-/// byte (the apiserver's key order in particular) is sent as written.
-struct BodyTemplate {
-    prefix: Vec<u8>,
-    suffix: Vec<u8>,
-    api_version: String,
-}
-
-impl BodyTemplate {
-    fn load(path: &Path) -> BodyTemplate {
-        let text =
-            std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let review: Value = serde_json::from_str(&text).unwrap();
-        let uid = review["request"]["uid"].as_str().expect("request.uid");
-        let request_at = text.find("\"request\"").expect("a request key");
-        let at = request_at
-            + text[request_at..]
-                .find(&format!("\"{uid}\""))
-                .expect("the uid")
-            + 1;
-        BodyTemplate {
-            prefix: text.as_bytes()[..at].to_vec(),
-            suffix: text.as_bytes()[at + uid.len()..].to_vec(),
-            api_version: review["apiVersion"]
-                .as_str()
-                .unwrap_or("admission.k8s.io/v1")
-                .to_string(),
-        }
-    }
-
-    fn render(&self, uid: &str) -> Bytes {
-        let mut body = Vec::with_capacity(self.prefix.len() + uid.len() + self.suffix.len());
-        body.extend_from_slice(&self.prefix);
-        body.extend_from_slice(uid.as_bytes());
-        body.extend_from_slice(&self.suffix);
-        Bytes::from(body)
-    }
-}
-
-struct LoadCtx {
-    protocol: Protocol,
-    addr: SocketAddr,
-    connector: TlsConnector,
-    body: Arc<BodyTemplate>,
-    uri: hyper::Uri,
-    uid_prefix: String,
-    uid_counter: AtomicU64,
-    /// When the clock started, for the timestamps of error samples.
-    start: Instant,
-}
-
-/// Hands out due times, open-loop: a thread sleeps until each one (`start + i / rate`, with the
-/// kernel's timer precision rather than tokio's 1 ms wheel) and queues it; a free lane takes the
-/// oldest, so due times queue up while every connection is busy, and latency counts from the due
-/// time. The thread stops at the end of the run.
-struct Pacer {
-    end: Instant,
-    due: Mutex<tokio::sync::mpsc::UnboundedReceiver<Instant>>,
-    /// How many requests came due, sent or not.
-    scheduled: Arc<AtomicU64>,
-}
-
-impl Pacer {
-    fn start(start: Instant, duration: Duration, rate: f64) -> Pacer {
-        let end = start + duration;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let scheduled = Arc::new(AtomicU64::new(0));
-        let counter = scheduled.clone();
-        let (start_std, end_std) = (start.into_std(), end.into_std());
-        std::thread::spawn(move || {
-            for i in 0u64.. {
-                let due = start_std + Duration::from_secs_f64(i as f64 / rate);
-                if due >= end_std {
-                    break;
-                }
-                let now = std::time::Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
-                counter.fetch_add(1, Ordering::Relaxed);
-                if tx.send(Instant::from_std(due)).is_err() {
-                    break;
-                }
-            }
-        });
-        Pacer {
-            end,
-            due: Mutex::new(rx),
-            scheduled,
-        }
-    }
-
-    /// The next due time; `None` once the run is over, or for a request that could only be sent
-    /// more than LATE_CUTOFF after the end (it counts as `overdue_unsent`).
-    async fn take(&self) -> Option<Instant> {
-        let due = self.due.lock().await.recv().await?;
-        (Instant::now() < self.end + LATE_CUTOFF).then_some(due)
-    }
-}
-
-enum Conn {
-    H1(http1::SendRequest<Full<Bytes>>),
-    H2(http2::SendRequest<Full<Bytes>>),
-}
-
-enum SendError {
-    /// The server never saw it: it may be retried on another connection.
-    Unsent(String),
-    /// It was written and no complete reply came back.
-    Failed(&'static str, String),
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
-impl LoadCtx {
-    fn stamp(&self, uid: &str, message: &str) -> String {
-        format!(
-            "t+{:.3}s uid {uid}: {message}",
-            self.start.elapsed().as_secs_f64()
-        )
-    }
-
-    async fn connect(&self) -> Result<Conn, (&'static str, String)> {
-        let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr)).await {
-            Err(_) => return Err(("connect_timeout", "TCP connect timed out".into())),
-            Ok(Err(e)) => {
-                let reason = match e.kind() {
-                    std::io::ErrorKind::ConnectionRefused => "connect_refused",
-                    std::io::ErrorKind::ConnectionReset => "connect_reset",
-                    _ => "connect_error",
-                };
-                return Err((reason, e.to_string()));
-            }
-            Ok(Ok(tcp)) => tcp,
-        };
-        let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(SERVICE_NAME).unwrap();
-        let tls =
-            match tokio::time::timeout(CONNECT_TIMEOUT, self.connector.connect(name, tcp)).await {
-                Err(_) => return Err(("tls_timeout", "TLS handshake timed out".into())),
-                Ok(Err(e)) => return Err(("tls_handshake", error_chain(&e))),
-                Ok(Ok(tls)) => tls,
-            };
-        let io = TokioIo::new(tls);
-        match self.protocol {
-            Protocol::Http1 => {
-                let (sender, conn) = http1::handshake(io)
-                    .await
-                    .map_err(|e| ("http_handshake", error_chain(&e)))?;
-                tokio::spawn(conn);
-                Ok(Conn::H1(sender))
-            }
-            Protocol::Http2 => {
-                let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .map_err(|e| ("http_handshake", error_chain(&e)))?;
-                tokio::spawn(conn);
-                Ok(Conn::H2(sender))
-            }
-        }
-    }
-
-    fn request(&self, body: Bytes) -> hyper::Request<Full<Bytes>> {
-        let mut builder = hyper::Request::builder()
-            .method("POST")
-            .uri(self.uri.clone())
-            .header("content-type", "application/json")
-            .header("accept", "application/json");
-        if self.protocol == Protocol::Http1 {
-            builder = builder.header("host", SERVICE_NAME);
-        }
-        builder.body(Full::new(body)).expect("valid request")
-    }
-
-    async fn send(
-        &self,
-        conn: &mut Conn,
-        request: hyper::Request<Full<Bytes>>,
-    ) -> Result<(u16, Option<String>, Bytes), SendError> {
-        let response = match conn {
-            Conn::H1(sender) => sender.try_send_request(request).await,
-            Conn::H2(sender) => sender.try_send_request(request).await,
-        };
-        let response = match response {
-            Ok(response) => response,
-            Err(mut error) => {
-                let message = error_chain(error.error());
-                if error.take_message().is_some() {
-                    return Err(SendError::Unsent(message));
-                }
-                let error = error.into_error();
-                // RFC 9113 section 6.8: streams above GOAWAY's last stream id were not processed,
-                // and REFUSED_STREAM means the same for one stream.
-                if message.contains("connection error received: not a result of an error")
-                    || message.contains("refused stream before processing")
-                {
-                    return Err(SendError::Unsent(message));
-                }
-                let reason = if error.is_incomplete_message() {
-                    "closed_before_reply"
-                } else if error.is_canceled() {
-                    "canceled_after_send"
-                } else if message.contains("reset") {
-                    "reset_before_reply"
-                } else if message.contains("broken pipe") {
-                    "broken_pipe"
-                } else {
-                    "transport_error"
-                };
-                return Err(SendError::Failed(reason, message));
-            }
-        };
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| SendError::Failed("reply_body_error", error_chain(&e)))?
-            .to_bytes();
-        Ok((status, content_type, body))
-    }
-
-    /// The apiserver's checks on a reply.
-    fn check(
-        &self,
-        uid: &str,
-        status: u16,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> Result<(), (&'static str, String)> {
-        let snippet = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        if status != 200 {
-            return Err(("bad_status", format!("status {status}: {}", snippet())));
-        }
-        if !content_type.is_some_and(|t| t.contains("json")) {
-            return Err(("content_type", format!("content-type {content_type:?}")));
-        }
-        let reply: Value =
-            serde_json::from_slice(body).map_err(|e| ("invalid_json", e.to_string()))?;
-        if reply["apiVersion"] != self.body.api_version.as_str() {
-            return Err(("bad_api_version", snippet()));
-        }
-        if reply["kind"] != "AdmissionReview" {
-            return Err(("bad_kind", snippet()));
-        }
-        let response = &reply["response"];
-        if response["uid"] != uid {
-            return Err((
-                "uid_mismatch",
-                format!("sent {uid}, got {}", response["uid"]),
-            ));
-        }
-        if !response["allowed"].is_boolean() {
-            return Err(("allowed_not_bool", snippet()));
-        }
-        match (response.get("patch"), response.get("patchType")) {
-            (None, None) => Ok(()),
-            (Some(patch), Some(kind)) if kind == "JSONPatch" => {
-                let encoded = patch.as_str().ok_or(("patch_not_string", snippet()))?;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(encoded)
-                    .map_err(|e| ("patch_not_base64", e.to_string()))?;
-                let ops: Value = serde_json::from_slice(&decoded)
-                    .map_err(|e| ("patch_not_json", e.to_string()))?;
-                if ops.is_array() {
-                    Ok(())
-                } else {
-                    Err(("patch_not_array", ops.to_string()))
-                }
-            }
-            _ => Err(("patch_inconsistent", snippet())),
-        }
-    }
-}
-
-/// A connection shared by the lanes of one connection: HTTP/1.1 lends it to its single lane,
-/// HTTP/2 clones the sender for every stream.
-struct Slot {
-    conn: Mutex<Option<Conn>>,
-}
-
-impl Slot {
-    async fn acquire(
-        &self,
-        ctx: &LoadCtx,
-        stats: &mut Stats,
-    ) -> Result<Conn, (&'static str, String)> {
-        let mut guard = self.conn.lock().await;
-        let idle_h1 = match guard.take() {
-            Some(Conn::H1(sender)) if !sender.is_closed() => Some(sender),
-            Some(Conn::H2(sender)) if !sender.is_closed() => {
-                *guard = Some(Conn::H2(sender.clone()));
-                return Ok(Conn::H2(sender));
-            }
-            _ => None,
-        };
-        if let Some(mut sender) = idle_h1
-            && sender.ready().await.is_ok()
-        {
-            return Ok(Conn::H1(sender));
-        }
-        let conn = ctx.connect().await?;
-        stats.connections_opened += 1;
-        if let Conn::H2(sender) = &conn {
-            *guard = Some(Conn::H2(sender.clone()));
-        }
-        Ok(conn)
-    }
-
-    fn release(&self, conn: Conn) {
-        if let Conn::H1(sender) = conn
-            && let Ok(mut guard) = self.conn.try_lock()
-        {
-            *guard = Some(Conn::H1(sender));
-        }
-    }
-
-    async fn invalidate(&self) {
-        *self.conn.lock().await = None;
-    }
-}
-
-/// One request, end to end, recorded in `stats`; an unsent request is retried once on a fresh
-/// connection, as Go's transport does.
-async fn one_request(ctx: &LoadCtx, slot: &Slot, due: Instant, stats: &mut Stats) {
-    let uid = format!(
-        "{}-{:012x}",
-        ctx.uid_prefix,
-        ctx.uid_counter.fetch_add(1, Ordering::Relaxed)
-    );
-    let body = ctx.body.render(&uid);
-    for attempt in 0..2 {
-        let mut conn = match slot.acquire(ctx, stats).await {
-            Ok(conn) => conn,
-            Err((reason, message)) => {
-                *stats.not_reached.entry(reason.into()).or_default() += 1;
-                stats.sample(reason, ctx.stamp(&uid, &message));
-                // A server that is gone is not hammered: this lane pauses a little.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                return;
-            }
-        };
-        let sent = Instant::now();
-        let outcome = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            ctx.send(&mut conn, ctx.request(body.clone())),
-        )
-        .await;
-        let done = Instant::now();
-        let failure = match outcome {
-            Err(_) => Some(("timeout", format!("no reply within {REQUEST_TIMEOUT:?}"))),
-            Ok(Err(SendError::Unsent(message))) => {
-                stats.retried_unsent += 1;
-                stats.sample("retried_unsent", ctx.stamp(&uid, &message));
-                slot.invalidate().await;
-                if attempt == 0 {
-                    continue;
-                }
-                *stats.not_reached.entry("unsent_twice".into()).or_default() += 1;
-                return;
-            }
-            Ok(Err(SendError::Failed(reason, message))) => Some((reason, message)),
-            Ok(Ok((status, content_type, reply))) => {
-                slot.release(conn);
-                match ctx.check(&uid, status, content_type.as_deref(), &reply) {
-                    Ok(()) => {
-                        stats.ok += 1;
-                        stats.latency.record(done - due);
-                        stats.service.record(done - sent);
-                        None
-                    }
-                    Err(reason_message) => Some(reason_message),
-                }
-            }
-        };
-        if let Some((reason, message)) = failure {
-            *stats.failures.entry(reason.into()).or_default() += 1;
-            stats.sample(reason, ctx.stamp(&uid, &message));
-        }
-        return;
-    }
-}
-
-async fn lane(ctx: Arc<LoadCtx>, pacer: Arc<Pacer>, slot: Arc<Slot>) -> Stats {
-    let mut stats = Stats::new();
-    while let Some(due) = pacer.take().await {
-        one_request(&ctx, &slot, due, &mut stats).await;
-    }
-    stats
-}
-
 struct LoadSpec {
     /// Distinguishes the uids of the four load runs.
     id: u16,
@@ -912,93 +396,43 @@ async fn run_load(
     ca: PathBuf,
     body: Arc<BodyTemplate>,
 ) -> LoadReport {
-    let uri: hyper::Uri = match spec.protocol {
-        Protocol::Http1 => PATH.parse().unwrap(),
-        Protocol::Http2 => format!("https://{SERVICE_NAME}{PATH}").parse().unwrap(),
+    let protocol = match spec.protocol {
+        Protocol::Http1 => load::Protocol::H1,
+        Protocol::Http2 => load::Protocol::H2,
     };
-    let mut ctx = LoadCtx {
-        protocol: spec.protocol,
+    let target = Target {
         addr,
-        connector: connector(&ca, spec.protocol),
+        server_name: SERVICE_NAME.to_string(),
+        protocol,
+        connector: load::tls_connector(&ca, protocol).expect("the soak's own CA"),
+        path: PATH.to_string(),
         body,
-        uri,
-        uid_prefix: format!("{:08x}-50a4-4000-8{:03x}", std::process::id(), spec.id),
-        uid_counter: AtomicU64::new(0),
-        start: Instant::now(),
+        connect_timeout: CONNECT_TIMEOUT,
+        request_timeout: REQUEST_TIMEOUT,
     };
-    let mut setup = Stats::new();
-    let mut slots = Vec::new();
-    let mut setup_errors = Vec::new();
-    for _ in 0..spec.connections {
-        let conn = match ctx.connect().await {
-            Ok(conn) => {
-                setup.connections_opened += 1;
-                Some(conn)
-            }
-            Err((reason, message)) => {
-                setup_errors.push(format!("{reason}: {message}"));
-                None
-            }
-        };
-        slots.push(Arc::new(Slot {
-            conn: Mutex::new(conn),
-        }));
-    }
-    if setup.connections_opened == 0 {
-        return LoadReport {
-            stats: setup,
+    let plan = Plan {
+        connections: spec.connections,
+        streams: H2_STREAMS,
+        rate: spec.rate,
+        duration: spec.duration,
+        max_requests: 0,
+        run_id: spec.id,
+    };
+    match load::run(target, plan).await {
+        Ok(report) => LoadReport {
+            status: match report.lost_lanes {
+                0 => Ok(()),
+                lost => Err(format!("{lost} lanes did not finish")),
+            },
+            stats: report.stats,
+            elapsed: report.elapsed,
+            overdue_unsent: report.overdue_unsent,
+        },
+        Err(message) => LoadReport {
+            stats: Stats::new(),
             elapsed: Duration::ZERO,
             overdue_unsent: 0,
-            status: Err(format!(
-                "cannot connect to {addr}: {}",
-                setup_errors.join("; ")
-            )),
-        };
-    }
-    let start = Instant::now();
-    ctx.start = start;
-    let ctx = Arc::new(ctx);
-    let pacer = Arc::new(Pacer::start(start, spec.duration, spec.rate));
-    let lanes_per_connection = match spec.protocol {
-        Protocol::Http1 => 1,
-        Protocol::Http2 => H2_STREAMS,
-    };
-    let mut tasks = tokio::task::JoinSet::new();
-    for slot in &slots {
-        for _ in 0..lanes_per_connection {
-            tasks.spawn(lane(ctx.clone(), pacer.clone(), slot.clone()));
-        }
-    }
-    let mut stats = setup;
-    // Lanes stop at the end of the duration; the last ones finish within the request timeout (plus
-    // a reconnect). Anything beyond that is a bug here, so it is cut off.
-    let hard_stop = pacer.end + LATE_CUTOFF + REQUEST_TIMEOUT + CONNECT_TIMEOUT * 2;
-    let mut lost_lanes = 0;
-    loop {
-        match tokio::time::timeout_at(hard_stop, tasks.join_next()).await {
-            Ok(Some(Ok(lane_stats))) => stats.merge(&lane_stats),
-            Ok(Some(Err(_))) => lost_lanes += 1,
-            Ok(None) => break,
-            Err(_) => {
-                lost_lanes += tasks.len();
-                tasks.abort_all();
-                break;
-            }
-        }
-    }
-    let issued = stats.ok + stats.failed() + stats.unreached();
-    let overdue_unsent = pacer
-        .scheduled
-        .load(Ordering::Relaxed)
-        .saturating_sub(issued);
-    LoadReport {
-        stats,
-        elapsed: start.elapsed(),
-        overdue_unsent,
-        status: if lost_lanes == 0 {
-            Ok(())
-        } else {
-            Err(format!("{lost_lanes} lanes did not finish"))
+            status: Err(message),
         },
     }
 }
@@ -1901,9 +1335,10 @@ fn soak() {
             work.path.display()
         ),
     );
-    let body = Arc::new(BodyTemplate::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join(BODY),
-    ));
+    let body = Arc::new(
+        BodyTemplate::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(BODY))
+            .expect("the soak's review body"),
+    );
 
     // 2-5. Load, rotations, bad requests and samples for SOAK_SECONDS.
     log(

@@ -20,7 +20,13 @@ pub static KINDS: LazyLock<Vec<(&'static str, &'static str, &'static str)>> =
     LazyLock::new(|| {
         let mut list: Vec<_> = kinds::KINDS
             .iter()
-            .map(|k| (k.group, if k.version == "*" { "v2" } else { k.version }, k.kind))
+            .map(|k| {
+                let version = match k.versions {
+                    ["*", ..] | [] => "v2",
+                    [newest, ..] => newest,
+                };
+                (k.group, version, k.kind)
+            })
             .collect();
         list.extend([
             ("helm.toolkit.fluxcd.io", "v2beta1", "HelmRelease"),

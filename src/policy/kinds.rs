@@ -38,6 +38,27 @@ pub enum Validator {
     HelmRelease,
     /// The pod rules, on the kind's pod template (DESIGN.md section 5, Pods and pod templates).
     PodTemplate,
+    /// The Istio security objects (DESIGN.md section 10), one rule module each.
+    AuthorizationPolicy,
+    PeerAuthentication,
+    DestinationRule,
+    VirtualService,
+    Gateway,
+}
+
+impl Validator {
+    /// Whether the rules read the object's spec, so that the apiserver must send every object of the
+    /// kind: no cheap `matchConditions` test can tell beforehand that the answer will not matter.
+    pub fn reads_spec(self) -> bool {
+        match self {
+            Validator::HelmRelease | Validator::PodTemplate => false,
+            Validator::AuthorizationPolicy
+            | Validator::PeerAuthentication
+            | Validator::DestinationRule
+            | Validator::VirtualService
+            | Validator::Gateway => true,
+        }
+    }
 }
 
 /// The operations `/validate` is registered for.
@@ -48,8 +69,9 @@ pub const VALIDATED_OPERATIONS: &[Operation] = &[Operation::Create, Operation::U
 pub struct Kind {
     /// `""` for the core group.
     pub group: &'static str,
-    /// The versions the webhooks are registered for (`*`: every served version, read alike).
-    pub version: &'static str,
+    /// The versions the webhooks are registered for (`["*"]`: every served version, read alike), newest
+    /// first. The rules read every listed version alike.
+    pub versions: &'static [&'static str],
     pub kind: &'static str,
     /// The plural resource name of the webhook rules.
     pub resource: &'static str,
@@ -76,6 +98,13 @@ impl RuleScope for ClusterResourceScope {
     const SCOPE: &'static str = "*";
 }
 
+/// The one version of a kind that k8s-openapi knows, as a list.
+struct VersionOf<K>(std::marker::PhantomData<K>);
+
+impl<K: Resource> VersionOf<K> {
+    const LIST: &'static [&'static str] = &[K::VERSION];
+}
+
 impl Kind {
     /// A kind that k8s-openapi knows, with no rules yet.
     const fn of<K>() -> Kind
@@ -85,7 +114,7 @@ impl Kind {
     {
         Kind {
             group: K::GROUP,
-            version: K::VERSION,
+            versions: VersionOf::<K>::LIST,
             kind: K::KIND,
             resource: K::URL_PATH_SEGMENT,
             scope: <K::Scope as RuleScope>::SCOPE,
@@ -116,6 +145,26 @@ impl Kind {
         }
     }
 
+    /// A namespaced custom resource k8s-openapi does not know, validated on CREATE and UPDATE.
+    const fn custom(
+        group: &'static str,
+        versions: &'static [&'static str],
+        kind: &'static str,
+        resource: &'static str,
+        validator: Validator,
+    ) -> Kind {
+        Kind {
+            group,
+            versions,
+            kind,
+            resource,
+            scope: "Namespaced",
+            mutate: None,
+            validate: Some(validator),
+            template: None,
+        }
+    }
+
     /// A workload whose pod template the pod rules validate.
     const fn workload<K>(path: &'static [&'static str]) -> Kind
     where
@@ -139,20 +188,23 @@ impl Kind {
 }
 
 const TEMPLATE: &[&str] = &["spec", "template"];
+/// Istio's API groups and the versions their CRDs serve (every one, so that `matchPolicy: Equivalent`
+/// never has to convert).
+const ISTIO_SECURITY: &str = "security.istio.io";
+const ISTIO_SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+const ISTIO_NETWORKING: &str = "networking.istio.io";
+const ISTIO_NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
 /// Every kind mesh-admission reads.
 pub static KINDS: &[Kind] = &[
     Kind::of::<Namespace>().mutated(Mutator::Namespace),
-    Kind {
-        group: "helm.toolkit.fluxcd.io",
-        version: "*",
-        kind: "HelmRelease",
-        resource: "helmreleases",
-        scope: "Namespaced",
-        mutate: None,
-        validate: Some(Validator::HelmRelease),
-        template: None,
-    },
+    Kind::custom(
+        "helm.toolkit.fluxcd.io",
+        &["*"],
+        "HelmRelease",
+        "helmreleases",
+        Validator::HelmRelease,
+    ),
     Kind::of::<Pod>()
         .mutated(Mutator::Pod)
         .validated(Validator::PodTemplate)
@@ -165,6 +217,41 @@ pub static KINDS: &[Kind] = &[
     Kind::workload::<CronJob>(&["spec", "jobTemplate", "spec", "template"]),
     // Not validated (DESIGN.md section 5 leaves it out), but `review` shows the Pods it makes.
     Kind::of::<ReplicationController>().template_at(TEMPLATE),
+    Kind::custom(
+        ISTIO_SECURITY,
+        ISTIO_SECURITY_VERSIONS,
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        Validator::AuthorizationPolicy,
+    ),
+    Kind::custom(
+        ISTIO_SECURITY,
+        ISTIO_SECURITY_VERSIONS,
+        "PeerAuthentication",
+        "peerauthentications",
+        Validator::PeerAuthentication,
+    ),
+    Kind::custom(
+        ISTIO_NETWORKING,
+        ISTIO_NETWORKING_VERSIONS,
+        "DestinationRule",
+        "destinationrules",
+        Validator::DestinationRule,
+    ),
+    Kind::custom(
+        ISTIO_NETWORKING,
+        ISTIO_NETWORKING_VERSIONS,
+        "VirtualService",
+        "virtualservices",
+        Validator::VirtualService,
+    ),
+    Kind::custom(
+        ISTIO_NETWORKING,
+        ISTIO_NETWORKING_VERSIONS,
+        "Gateway",
+        "gateways",
+        Validator::Gateway,
+    ),
 ];
 
 /// An operation as the apiserver spells it.
@@ -193,6 +280,18 @@ pub fn mutated_by(mutator: Mutator) -> impl Iterator<Item = &'static Kind> {
     KINDS.iter().filter(move |k| k.mutate == Some(mutator))
 }
 
+/// The API groups of the kinds whose every object `/validate` must see ([`Validator::reads_spec`]), in
+/// table order.
+pub fn spec_validated_groups() -> Vec<&'static str> {
+    let mut groups: Vec<&'static str> = Vec::new();
+    for kind in validated().filter(|k| k.validate.is_some_and(Validator::reads_spec)) {
+        if !groups.contains(&kind.group) {
+            groups.push(kind.group);
+        }
+    }
+    groups
+}
+
 /// The distinct template paths of the validated kinds, the object's own (`[]`) first.
 pub fn template_paths() -> Vec<&'static [&'static str]> {
     let mut paths: Vec<&'static [&'static str]> = Vec::new();
@@ -218,10 +317,26 @@ mod tests {
         assert_eq!(find("", "ConfigMap"), None);
         let cron_job = find("batch", "CronJob").unwrap();
         assert_eq!(
-            (cron_job.version, cron_job.resource, cron_job.scope),
-            ("v1", "cronjobs", "Namespaced")
+            (cron_job.versions, cron_job.resource, cron_job.scope),
+            (&["v1"][..], "cronjobs", "Namespaced")
         );
         assert_eq!(find("", "Namespace").unwrap().scope, "*");
+    }
+
+    #[test]
+    fn istio_kinds_are_validated_in_every_served_version_and_other_gateways_are_not_ours() {
+        let policy = find("security.istio.io", "AuthorizationPolicy").unwrap();
+        assert_eq!(policy.versions, ["v1", "v1beta1"]);
+        assert_eq!(policy.resource, "authorizationpolicies");
+        assert_eq!(policy.validate, Some(Validator::AuthorizationPolicy));
+        let gateway = find("networking.istio.io", "Gateway").unwrap();
+        assert_eq!(gateway.versions, ["v1", "v1beta1", "v1alpha3"]);
+        assert_eq!(find("gateway.networking.k8s.io", "Gateway"), None);
+        assert_eq!(
+            spec_validated_groups(),
+            ["security.istio.io", "networking.istio.io"]
+        );
+        assert!(!Validator::HelmRelease.reads_spec());
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod contrast;
 pub mod decide;
 pub mod finding;
 pub mod helmrelease;
+pub mod istio;
 pub mod kinds;
 pub mod namespace;
 pub mod object;

@@ -1,8 +1,11 @@
-//! `/validate` dispatch (DESIGN.md section 5): the kinds table says which rules a kind gets and where its
+//! `/validate` dispatch (DESIGN.md sections 5 and 10): the kinds table says which rules a kind gets and where its
 //! pod template sits. A kind not in the table is admitted without a look: an unfamiliar kind is never
 //! a reason to deny.
 
 use super::finding::Finding;
+use super::istio::{
+    authorization_policy, destination_rule, gateway, peer_authentication, virtual_service,
+};
 use super::kinds::{self, Validator};
 use super::object::{DecodeError, Pod, decode, decode_at};
 use super::{helmrelease, podtemplate};
@@ -27,6 +30,20 @@ pub fn validate(
             Some(template) => podtemplate::validate(&template, &path.join(".")),
             None => Ok(Vec::new()),
         },
+        (Some(Validator::AuthorizationPolicy), _) => Ok(authorization_policy::validate(
+            &decode(object_json)?,
+            &cfg.mesh,
+        )),
+        (Some(Validator::PeerAuthentication), _) => {
+            Ok(peer_authentication::validate(&decode(object_json)?))
+        }
+        (Some(Validator::DestinationRule), _) => {
+            Ok(destination_rule::validate(&decode(object_json)?))
+        }
+        (Some(Validator::VirtualService), _) => {
+            Ok(virtual_service::validate(&decode(object_json)?))
+        }
+        (Some(Validator::Gateway), _) => Ok(gateway::validate(&decode(object_json)?)),
         (Some(Validator::PodTemplate), None) | (None, _) => Ok(Vec::new()),
     }
 }

@@ -98,47 +98,20 @@ pub struct ServeReport {
     pub aborted: usize,
 }
 
-/// Why a server could not run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ServeError {
-    /// The listener has no local address, which means it is not a bound socket.
-    #[error("listener has no local address: {0}")]
-    LocalAddr(#[source] io::Error),
-}
-
-/// Serves `app` over TLS on `listener` until `shutdown` completes; then keeps accepting for
-/// `shutdown_grace`, closes the listener and waits up to `drain_timeout` for open connections
-/// (HTTP/1 keep-alive connections get `Connection: close`, HTTP/2 ones GOAWAY).
-pub async fn serve_tls(
+/// Serves `app` on `listener`, over TLS when `tls` is given (the webhook port) and plain HTTP/1.1
+/// otherwise (the admin port), until `shutdown` completes; then keeps accepting for
+/// `shutdown_grace` (zero closes the listener at once), closes the listener and waits up to
+/// `drain_timeout` for open connections (HTTP/1 keep-alive connections get `Connection: close`,
+/// HTTP/2 ones GOAWAY). Fails only for a listener without a local address, which is not bound.
+pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     app: Router,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<ServeReport, ServeError> {
-    serve(listener, Some(TlsAcceptor::from(tls)), app, opts, shutdown).await
-}
-
-/// Serves `app` over plain HTTP/1.1 (the admin port) with the same shutdown semantics; pass a zero
-/// `shutdown_grace` to close the listener as soon as `shutdown` completes.
-pub async fn serve_plain(
-    listener: TcpListener,
-    app: Router,
-    opts: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<ServeReport, ServeError> {
-    serve(listener, None, app, opts, shutdown).await
-}
-
-async fn serve(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    app: Router,
-    opts: ServeOptions,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<ServeReport, ServeError> {
-    let local = listener.local_addr().map_err(ServeError::LocalAddr)?;
+) -> io::Result<ServeReport> {
+    let tls = tls.map(TlsAcceptor::from);
+    let local = listener.local_addr()?;
     tracing::debug!(%local, tls = tls.is_some(), "accepting connections");
 
     let mut connections = Connections {
@@ -165,7 +138,7 @@ struct Connections {
     server: Arc<ConnectionServer>,
     /// Cancelled when every connection is asked to finish.
     drain: CancellationToken,
-    tasks: JoinSet<ConnectionOutcome>,
+    tasks: JoinSet<Result<(), HandshakeFailed>>,
     report: ServeReport,
 }
 
@@ -226,7 +199,14 @@ impl Connections {
     async fn accept(&mut self, accepted: io::Result<(TcpStream, SocketAddr)>) {
         match accepted {
             Ok((stream, peer)) => self.spawn(stream, peer),
-            Err(error) if is_connection_error(&error) => {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                ) =>
+            {
                 tracing::debug!(%error, "connection failed before it was accepted");
             }
             Err(error) => {
@@ -236,10 +216,10 @@ impl Connections {
         }
     }
 
-    fn reap(&mut self, joined: Result<ConnectionOutcome, tokio::task::JoinError>) {
+    fn reap(&mut self, joined: Result<Result<(), HandshakeFailed>, tokio::task::JoinError>) {
         match joined {
-            Ok(ConnectionOutcome::Served) => {}
-            Ok(ConnectionOutcome::HandshakeFailed) => self.report.handshake_failures += 1,
+            Ok(Ok(())) => {}
+            Ok(Err(HandshakeFailed)) => self.report.handshake_failures += 1,
             Err(error) if error.is_panic() => {
                 self.report.panicked += 1;
                 tracing::error!(%error, "connection task panicked; other connections are unaffected");
@@ -265,19 +245,8 @@ impl Connections {
     }
 }
 
-fn is_connection_error(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-    )
-}
-
-enum ConnectionOutcome {
-    Served,
-    HandshakeFailed,
-}
+/// The TLS handshake of a connection failed or timed out.
+struct HandshakeFailed;
 
 /// Everything a connection task needs, shared by all of them.
 struct ConnectionServer {
@@ -285,7 +254,7 @@ struct ConnectionServer {
     app: Router,
     opts: ServeOptions,
     /// Set when shutdown starts: HTTP/1 responses then carry `Connection: close`.
-    closing: Arc<AtomicBool>,
+    closing: AtomicBool,
     /// hyper-util's builder in each of its one-protocol modes: ALPN already told us the protocol,
     /// and sniffing the preface instead would wait on a silent client with no timeout at all.
     http1: auto::Builder<TokioExecutor>,
@@ -313,51 +282,50 @@ impl ConnectionServer {
             tls,
             app,
             opts,
-            closing: Arc::new(AtomicBool::new(false)),
+            closing: AtomicBool::new(false),
             http1: builder.clone().http1_only(),
             http2: builder.http2_only(),
         }
     }
 
-    async fn serve(&self, stream: TcpStream, drain: CancellationToken) -> ConnectionOutcome {
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        drain: CancellationToken,
+    ) -> Result<(), HandshakeFailed> {
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let Some(acceptor) = &self.tls else {
             self.serve_http(stream, false, drain).await;
-            return ConnectionOutcome::Served;
+            return Ok(());
         };
         let handshake = tokio::time::timeout(self.opts.handshake_timeout, acceptor.accept(stream));
         let stream = match handshake.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "TLS handshake failed");
-                return ConnectionOutcome::HandshakeFailed;
+                return Err(HandshakeFailed);
             }
             Err(_elapsed) => {
                 tracing::debug!("TLS handshake timed out");
-                return ConnectionOutcome::HandshakeFailed;
+                return Err(HandshakeFailed);
             }
         };
         // RFC 9113 §3.2: over TLS, HTTP/2 is only spoken when ALPN selected it.
         let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
         self.serve_http(stream, h2, drain).await;
-        ConnectionOutcome::Served
+        Ok(())
     }
 
     /// Speaks HTTP on `io` until the connection ends; once `drain` is cancelled, asks it to finish.
-    async fn serve_http<I>(&self, io: I, h2: bool, drain: CancellationToken)
+    async fn serve_http<I>(self: &Arc<Self>, io: I, h2: bool, drain: CancellationToken)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // HTTP/2 streams are multiplexed, so there is no connection-wide "between requests" to
         // time: each stream's body deadline starts when its headers arrive.
-        let clock = (!h2).then(|| {
-            Arc::new(RequestClock::new(
-                self.opts.request_deadline,
-                self.opts.idle_timeout,
-            ))
-        });
+        let clock = (!h2).then(|| Arc::new(RequestClock::new(&self.opts)));
         let io = TokioIo::new(transport(io, clock.clone()));
         let timer = clock.clone();
         let mut expired = pin!(async move {
@@ -368,23 +336,12 @@ impl ConnectionServer {
         });
         let first_request = CancellationToken::new();
         let mut finish = pin!(finish_requested(drain, first_request.clone()));
-        let (app, deadline, closing) = (
-            self.app.clone(),
-            self.opts.request_deadline,
-            self.closing.clone(),
-        );
+        let server = self.clone();
         // An HTTP/2 stream runs in a task of its own, which does not inherit the connection's span.
         let span = tracing::Span::current();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             first_request.cancel();
-            handle(
-                app.clone(),
-                request,
-                deadline,
-                clock.clone(),
-                closing.clone(),
-            )
-            .instrument(span.clone())
+            handle(server.clone(), request, clock.clone()).instrument(span.clone())
         });
         let builder = if h2 { &self.http2 } else { &self.http1 };
         let mut connection = pin!(builder.serve_connection(io, service));
@@ -430,11 +387,9 @@ async fn finish_requested(drain: CancellationToken, first_request: CancellationT
 /// Runs one request through `app` with its body on a deadline counted from the request's first
 /// byte when the connection's clock knows it (HTTP/1), else from the arrival of its head.
 async fn handle(
-    app: Router,
+    server: Arc<ConnectionServer>,
     request: Request<Incoming>,
-    deadline: Duration,
     clock: Option<Arc<RequestClock>>,
-    closing: Arc<AtomicBool>,
 ) -> Result<Response<Body>, Infallible> {
     let http1 = request.version() < Version::HTTP_2;
     let first_byte = clock
@@ -444,6 +399,7 @@ async fn handle(
     let (parts, body) = request.into_parts();
     // The apiserver stops waiting after its `timeoutSeconds`, which it sends as `?timeout=`: a body
     // still arriving after that would be reviewed for nobody, so the earlier deadline wins.
+    let deadline = server.opts.request_deadline;
     let deadline = caller_timeout(parts.uri.query()).map_or(deadline, |t| t.min(deadline));
     let body = DeadlineBody::new(body, first_byte + deadline, expired.clone());
     // Over HTTP/2 the answer keeps the request's stream open until its body is read (see `body`);
@@ -455,7 +411,7 @@ async fn handle(
         let request = Request::from_parts(parts, Body::new(shared.clone()));
         (request, Some(shared))
     };
-    let response = app.oneshot(request).await;
+    let response = server.app.clone().oneshot(request).await;
     if let Some(clock) = clock {
         clock.end_request();
     }
@@ -463,7 +419,7 @@ async fn handle(
         return Ok(request_timeout(http1));
     }
     let mut response = response?;
-    if http1 && closing.load(Ordering::Acquire) {
+    if http1 && server.closing.load(Ordering::Acquire) {
         let close = HeaderValue::from_static("close");
         response.headers_mut().insert(header::CONNECTION, close);
     }
@@ -519,12 +475,12 @@ enum ClockState {
 }
 
 impl RequestClock {
-    fn new(request_deadline: Duration, idle_timeout: Duration) -> Self {
+    fn new(opts: &ServeOptions) -> Self {
         Self {
             state: Mutex::new(ClockState::Idle(Instant::now())),
             changed: Notify::new(),
-            request_deadline,
-            idle_timeout,
+            request_deadline: opts.request_deadline,
+            idle_timeout: opts.idle_timeout,
         }
     }
 
@@ -586,58 +542,6 @@ impl RequestClock {
     }
 }
 
-/// A second SIGTERM or SIGINT arrived before the drain finished: the process should exit at once
-/// (status 1), for an operator who does not want to wait.
-#[derive(Debug, thiserror::Error)]
-#[error("second signal received, exiting without draining")]
-pub struct Aborted;
-
-/// The process's SIGTERM and SIGINT, from [`spawn_signal_handler`].
-#[derive(Debug)]
-pub struct Signals {
-    /// Cancelled on the first signal: flip `/readyz` to 503 and start [`serve_tls`]'s shutdown.
-    pub shutdown: CancellationToken,
-    second: CancellationToken,
-}
-
-impl Signals {
-    /// Resolves on the second signal.
-    pub async fn aborted(&self) -> Aborted {
-        self.second.cancelled().await;
-        Aborted
-    }
-}
-
-/// Installs the handlers for SIGTERM and SIGINT; see [`Signals`].
-pub fn spawn_signal_handler() -> io::Result<Signals> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let signals = Signals {
-        shutdown: CancellationToken::new(),
-        second: CancellationToken::new(),
-    };
-    let (first, second) = (signals.shutdown.clone(), signals.second.clone());
-    tokio::spawn(async move {
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::info!(
-            signal = name,
-            "shutting down; send the signal again to exit at once"
-        );
-        first.cancel();
-        let name = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        };
-        tracing::warn!(signal = name, "second signal, exiting without draining");
-        second.cancel();
-    });
-    Ok(signals)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -664,7 +568,7 @@ mod tests {
             .await
             .unwrap();
         assert!(socket.is_write_vectored());
-        let clock = RequestClock::new(Duration::from_secs(1), Duration::from_secs(1));
+        let clock = RequestClock::new(&ServeOptions::default());
         let io = transport(socket, Some(Arc::new(clock)));
         assert!(!io.is_write_vectored());
     }

@@ -16,19 +16,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::certs;
+use crate::certs::load::TlsError;
 use crate::cli::ServeArgs;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use listener::ServeOptions;
 use routes::{AppState, admin_router, webhook_router};
-use tls::{CertificateResolver, ReloadEvent, TlsError};
+use tls::{CertificateResolver, ReloadEvent};
 
 /// `mesh-admission serve`: runs until SIGTERM/SIGINT has drained the server.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
+    let mut config = Config::load(args.config.as_deref())?;
     if let Some(limit) = args.max_body_bytes {
         anyhow::ensure!(limit > 0, "--max-body-bytes must be greater than 0");
         config.max_body_bytes = limit;
@@ -61,7 +59,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
     // Installed before announcing the address, so a signal never finds the default (fatal) handler.
-    let signals = listener::spawn_signal_handler().context("cannot install signal handlers")?;
+    let signals =
+        crate::signals::spawn_signal_handler().context("cannot install signal handlers")?;
     tracing::info!(
         addr = %webhook_listener.local_addr()?,
         admin_addr = %admin_listener.local_addr()?,
@@ -94,8 +93,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_grace: args.shutdown_grace,
         ..ServeOptions::default()
     };
-    let admin = tokio::spawn(listener::serve_plain(
+    let admin = tokio::spawn(listener::serve(
         admin_listener,
+        None,
         admin_router(state.clone()),
         ServeOptions {
             shutdown_grace: Duration::ZERO,
@@ -104,9 +104,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stop_admin.clone().cancelled_owned(),
     ));
     let serving = async {
-        let served = listener::serve_tls(
+        let served = listener::serve(
             webhook_listener,
-            tls_config,
+            Some(tls_config),
             webhook_router(state),
             options,
             signals.shutdown.clone().cancelled_owned(),
@@ -118,16 +118,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let _ = reloader.await;
         served
     };
-    let report = tokio::select! {
+    tokio::select! {
         served = serving => served?,
         // Not waiting for the drain: `main` exits with status 1.
         aborted = signals.aborted() => return Err(aborted.into()),
     };
-    tracing::info!(
-        connections = report.connections,
-        drained = report.drained,
-        aborted = report.aborted,
-        "stopped"
-    );
     Ok(())
 }

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::admission::{self, Endpoint, ResultClass};
+use crate::admission::{self, Endpoint, Outcome, ResultClass};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -29,24 +29,24 @@ pub struct AppState {
 /// The TLS port: `/mutate`, `/validate`, `/healthz`, `/readyz`.
 pub fn webhook_router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit));
+    with_probes(routes, state)
 }
 
 /// The plain-HTTP admin port: `/healthz`, `/readyz`, `/metrics`.
 pub fn admin_router(state: AppState) -> Router {
-    Router::new()
+    with_probes(Router::new().route("/metrics", get(metrics)), state)
+}
+
+/// What both ports share: the probes, JSON answers for unknown paths and methods, and a 500 for a
+/// handler that panics.
+fn with_probes(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(panic_response))
@@ -143,12 +143,13 @@ fn review(endpoint: Endpoint, state: &AppState, body: Result<Bytes, BytesRejecti
                 result = result.as_str(),
             );
             let _entered = span.enter();
-            let (uid, kind, namespace, name) = (
-                &outcome.uid,
-                &outcome.kind,
-                &outcome.namespace,
-                &outcome.name,
-            );
+            let Outcome {
+                uid,
+                kind,
+                namespace,
+                name,
+                ..
+            } = &outcome;
             match &outcome.decision {
                 admission::Decision::Denied { message, .. } if result == ResultClass::Error => {
                     tracing::warn!(%uid, %kind, %namespace, %name, %message, "object could not be decoded");

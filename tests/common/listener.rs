@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
-use mesh_admission::server::listener::{ServeOptions, ServeReport, serve_tls};
+use mesh_admission::server::listener::{ServeOptions, ServeReport, serve};
 use mesh_admission::server::tls::{
     CertificateResolver, ReloadEvent, server_config, spawn_reloader,
 };
@@ -90,7 +90,7 @@ impl TestServer {
         );
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            serve_tls(listener, tls, app(), opts, token.cancelled_owned())
+            serve(listener, Some(tls), app(), opts, token.cancelled_owned())
                 .await
                 .expect("serve")
         });
