@@ -8,7 +8,7 @@ mod e2e_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e_support::controller::{Controller, ControllerOptions};
+use e2e_support::controller::{Controller, ControllerOptions, apiserver_requests};
 use e2e_support::{ControlPlane, mesh_admission_stdin, shared_crds};
 use serde_json::{Value, json};
 
@@ -609,38 +609,20 @@ fn one_leader_writes_and_another_takes_over_when_it_dies() {
     assert_eq!(lease_holder(&cp), None, "the Lease was not released");
 }
 
-/// The apiserver's write requests (`apiserver_request_total` with a write verb), by resource,
-/// leaving out Leases (leader election renews its Lease, and the apiserver its own).
+/// The apiserver's write requests by `VERB resource`, leaving out Leases (leader election renews
+/// its Lease, and the apiserver its own).
 fn writes(cp: &ControlPlane) -> BTreeMap<String, f64> {
-    let mut totals = BTreeMap::new();
-    for line in cp.apiserver_metrics().lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let label = |name: &str| {
-            labels
-                .split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
-                .map(|v| v.trim_end_matches('"').to_owned())
-                .unwrap_or_default()
-        };
-        let verb = label("verb");
-        let resource = label("resource");
-        if ![
-            "POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE",
-        ]
-        .contains(&verb.as_str())
-            || resource == "leases"
-        {
-            continue;
-        }
-        *totals.entry(format!("{verb} {resource}")).or_default() +=
-            value.trim().parse::<f64>().unwrap_or(0.0);
-    }
-    totals
+    const WRITE_VERBS: [&str; 7] = [
+        "POST", "PUT", "PATCH", "DELETE", "APPLY", "CREATE", "UPDATE",
+    ];
+    apiserver_requests(cp)
+        .into_iter()
+        .filter(|(series, _)| {
+            series
+                .split_once(' ')
+                .is_some_and(|(verb, resource)| WRITE_VERBS.contains(&verb) && resource != "leases")
+        })
+        .collect()
 }
 
 #[test]

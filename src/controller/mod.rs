@@ -46,10 +46,10 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// `mesh-admission controller`: runs until SIGTERM or SIGINT, then releases the Lease.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
-    let config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    };
+    let config = Config::load(args.config.as_deref())?;
+    // Installed before anything slow, so a SIGTERM during start-up still releases the Lease.
+    let signals =
+        crate::signals::spawn_signal_handler().context("cannot install signal handlers")?;
     let client = Client::try_default()
         .await
         .context("no Kubernetes API: set KUBECONFIG or run in a cluster")?;
@@ -91,7 +91,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start leader election")?;
 
-    let signalled = signalled()?;
     let mut controller = Controller {
         publisher: Publisher::new(client.clone(), identity),
         client,
@@ -107,29 +106,21 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             &ready,
             args.debounce,
             args.resync,
-            signalled,
+            signals.shutdown.cancelled(),
         )
         .await;
 
     ready.store(false, Ordering::Release);
-    election.release().await;
+    // Releasing the Lease lets the other replica take over at once rather than after the lease
+    // duration; a second signal gives that up.
+    tokio::select! {
+        () = election.release() => {}
+        aborted = signals.aborted() => return Err(aborted.into()),
+    }
     metrics.leader.set(0);
     stop.cancel();
     let _ = admin.await;
     Ok(())
-}
-
-/// Resolves on the first SIGTERM or SIGINT.
-fn signalled() -> anyhow::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        }
-    })
 }
 
 /// Why a reconcile did not finish its work; it is retried with backoff.

@@ -2,6 +2,7 @@
 //! control plane's, its JSON log a file in the control plane's log folder. Killed by its PID on drop,
 //! also when a test panics.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -28,6 +29,8 @@ pub struct ControllerOptions {
     pub identity: String,
     /// Wait for `/readyz` (every required watch listed) before returning.
     pub wait_ready: bool,
+    /// `--debounce`: short in the tests, the default in the benchmark.
+    pub debounce: String,
     /// More arguments.
     pub args: Vec<String>,
     /// Another build to run (the benchmark's release build).
@@ -39,6 +42,7 @@ impl Default for ControllerOptions {
         ControllerOptions {
             identity: "controller-0".into(),
             wait_ready: true,
+            debounce: "100ms".into(),
             args: Vec::new(),
             binary: None,
         }
@@ -69,7 +73,7 @@ impl Controller {
             .env("MIMALLOC_PURGE_DELAY", "0")
             .args(["controller", "--admin-listen", "127.0.0.1:0"])
             .args(["--leader-election-namespace", "default"])
-            .args(["--log-format", "json", "--debounce", "100ms"])
+            .args(["--log-format", "json", "--debounce", &options.debounce])
             .args(&options.args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -198,4 +202,29 @@ impl Drop for Controller {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The apiserver's `apiserver_request_total`, summed by `VERB resource` (e.g. `APPLY
+/// virtualservices`, `LIST helmreleases`) over codes, scopes and versions.
+pub fn apiserver_requests(cp: &ControlPlane) -> BTreeMap<String, f64> {
+    let mut totals = BTreeMap::new();
+    for line in cp.apiserver_metrics().lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        *totals
+            .entry(format!("{} {}", label("verb"), label("resource")))
+            .or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    totals
 }

@@ -1047,13 +1047,41 @@ impl ApiClient {
         path: &str,
         object: &serde_json::Value,
     ) -> Result<(u16, serde_json::Value), String> {
+        self.send("POST", path, "application/json", Some(object))
+            .await
+    }
+
+    /// `PATCH path` with `patch` as a JSON merge patch; as [`ApiClient::post`].
+    pub async fn merge_patch(
+        &self,
+        path: &str,
+        patch: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), String> {
+        self.send("PATCH", path, "application/merge-patch+json", Some(patch))
+            .await
+    }
+
+    /// `GET path` (an object or a list); as [`ApiClient::post`].
+    pub async fn get(&self, path: &str) -> Result<(u16, serde_json::Value), String> {
+        self.send("GET", path, "application/json", None).await
+    }
+
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        object: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), String> {
         use http_body_util::BodyExt;
-        let request = hyper::Request::post(format!("{}{path}", self.base))
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base))
             .header("authorization", format!("Bearer {}", self.token))
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .header("accept", "application/json")
             .body(http_body_util::Full::new(hyper::body::Bytes::from(
-                object.to_string(),
+                object.map(ToString::to_string).unwrap_or_default(),
             )))
             .unwrap();
         let exchange = async {
@@ -1062,17 +1090,17 @@ impl ApiClient {
                 .clone()
                 .send_request(request)
                 .await
-                .map_err(|e| format!("POST {path}: {e}"))?;
+                .map_err(|e| format!("{method} {path}: {e}"))?;
             let status = response.status().as_u16();
             let body = response
                 .into_body()
                 .collect()
                 .await
-                .map_err(|e| format!("POST {path}: reading the answer: {e}"))?
+                .map_err(|e| format!("{method} {path}: reading the answer: {e}"))?
                 .to_bytes();
             let json = serde_json::from_slice(&body).map_err(|e| {
                 format!(
-                    "POST {path}: {status} with no JSON ({e}): {}",
+                    "{method} {path}: {status} with no JSON ({e}): {}",
                     String::from_utf8_lossy(&body)
                 )
             })?;
@@ -1082,7 +1110,7 @@ impl ApiClient {
             .await
             .unwrap_or_else(|_| {
                 Err(format!(
-                    "POST {path}: no answer within {API_REQUEST_TIMEOUT:?}"
+                    "{method} {path}: no answer within {API_REQUEST_TIMEOUT:?}"
                 ))
             })
     }
@@ -1114,11 +1142,6 @@ impl ControlPlane {
             "GET /metrics: {reply:.300}"
         );
         reply
-    }
-
-    /// The folder this control plane keeps its files in (removed on a clean drop).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

@@ -1,0 +1,423 @@
+//! The scale benchmark of `mesh-admission controller` (issue 17) against the real kube-apiserver;
+//! `hack/bench-controller.sh` runs it (it is `#[ignore]`d, so the test command does not).
+//!
+//! 1. `BENCH_CONTROLLER_RELEASES` (2,000) HelmReleases, each with its Service, across
+//!    `BENCH_CONTROLLER_NAMESPACES` (40) namespaces are created before the controller starts.
+//! 2. The controller (the release build, default debounce and parallelism) starts; the clock runs
+//!    from its start until every object `render` gives for the cluster is present with the rendered
+//!    spec. Its peak RSS (`VmHWM`) and the apiserver's requests (`apiserver_request_total`, less the
+//!    benchmark's own polling) are reported, per HelmRelease.
+//! 3. `BENCH_CONTROLLER_EDITS` (100) HelmReleases get a new `host` annotation at once; the clock
+//!    runs from the first edit until every object `render` gives for the edited cluster is there.
+//!
+//! Figures are printed and written to `BENCH_CONTROLLER_OUT` (`target/bench-controller`) as
+//! `results.md` and `results.json`. The targets (60 s, 64 MiB, 10 s) are reported, not asserted;
+//! the benchmark fails only when the controller does not converge at all within `GIVE_UP`.
+
+mod e2e_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use e2e_support::controller::{Controller, ControllerOptions, apiserver_requests};
+use e2e_support::{ApiClient, ControlPlane, mesh_admission_stdin, shared_crds};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+/// API requests the benchmark keeps in flight while it creates and edits (one HTTP/2 connection).
+const IN_FLIGHT: usize = 32;
+/// How often the benchmark lists the generated objects while it waits.
+const POLL: Duration = Duration::from_millis(250);
+/// The benchmark fails when the controller has not converged after this long.
+const GIVE_UP: Duration = Duration::from_secs(300);
+/// The label every generated object carries (DESIGN.md section 9).
+const MANAGED: &str = "app.kubernetes.io%2Fmanaged-by%3Dmesh-admission";
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn release_name(n: usize) -> String {
+    format!("app{n:04}")
+}
+
+fn namespace_of(n: usize, namespaces: usize) -> String {
+    format!("team{:02}", n % namespaces)
+}
+
+fn helm_release(namespace: &str, name: &str, host: &str) -> Value {
+    json!({
+        "apiVersion": "helm.toolkit.fluxcd.io/v2",
+        "kind": "HelmRelease",
+        "metadata": {"name": name, "namespace": namespace, "annotations": {
+            "servicemesh.bigbang.dev/expose": name,
+            "servicemesh.bigbang.dev/host": host,
+            "servicemesh.bigbang.dev/port": "8080",
+            "servicemesh.bigbang.dev/mtlsMode": "STRICT",
+        }},
+        "spec": {"interval": "10m", "chart": {"spec": {"chart": name,
+            "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}},
+    })
+}
+
+fn service(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name},
+                 "ports": [{"name": "http", "port": 8080, "targetPort": 8080}]},
+    })
+}
+
+/// Sends every `(path, body)` as a POST (or, with `patch`, a merge PATCH), `IN_FLIGHT` at a time;
+/// any answer but 2xx fails the benchmark.
+async fn send_all(api: &ApiClient, requests: Vec<(String, Value)>, patch: bool) {
+    let mut answers = futures_util::stream::iter(requests)
+        .map(|(path, body)| async move {
+            let answer = if patch {
+                api.merge_patch(&path, &body).await
+            } else {
+                api.post(&path, &body).await
+            };
+            (path, answer)
+        })
+        .buffer_unordered(IN_FLIGHT);
+    while let Some((path, answer)) = answers.next().await {
+        match answer {
+            Ok((code, _)) if (200..300).contains(&code) => {}
+            Ok((code, status)) => panic!("{path}: {code} {status}"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// `(apiVersion, kind, namespace, name)` of an object.
+type Key = (String, String, String, String);
+
+fn key(object: &Value) -> Key {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        text(&object["apiVersion"]),
+        text(&object["kind"]),
+        text(&object["metadata"]["namespace"]),
+        text(&object["metadata"]["name"]),
+    )
+}
+
+/// What `mesh-admission render` gives for `inputs`: each object's spec by key.
+fn render(inputs: &[Value]) -> BTreeMap<Key, Value> {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": inputs}).to_string();
+    let output = mesh_admission_stdin(&["render", "-o", "json", "-f", "-"], &list);
+    let rendered: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "render printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let items = rendered["items"].as_array().cloned().unwrap_or_default();
+    items
+        .into_iter()
+        .map(|object| (key(&object), object["spec"].clone()))
+        .collect()
+}
+
+/// The REST path listing every `kind` object of `api_version` that we manage.
+fn list_path(api_version: &str, kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    let plural = match lower.strip_suffix('y') {
+        Some(stem) => format!("{stem}ies"),
+        None => format!("{lower}s"),
+    };
+    let prefix = if api_version.contains('/') {
+        "/apis"
+    } else {
+        "/api"
+    };
+    format!("{prefix}/{api_version}/{plural}?labelSelector={MANAGED}")
+}
+
+/// Lists the generated kinds until every expected object is there with its spec; returns the time
+/// it took and how many LIST requests of each resource the benchmark itself sent.
+async fn converge(
+    api: &ApiClient,
+    expected: &BTreeMap<Key, Value>,
+    what: &str,
+) -> (Duration, BTreeMap<String, f64>) {
+    let started = Instant::now();
+    let kinds: BTreeSet<(String, String)> = expected
+        .keys()
+        .map(|(v, k, _, _)| (v.clone(), k.clone()))
+        .collect();
+    let mut lists = BTreeMap::<String, f64>::new();
+    loop {
+        let mut present = 0;
+        for (api_version, kind) in &kinds {
+            let path = list_path(api_version, kind);
+            let (code, list) = api.get(&path).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(code, 200, "{path}: {list}");
+            let resource = path
+                .rsplit_once('/')
+                .and_then(|(_, rest)| rest.split_once('?'))
+                .map_or_else(String::new, |(plural, _)| plural.to_owned());
+            *lists.entry(format!("LIST {resource}")).or_default() += 1.0;
+            for item in list["items"].as_array().into_iter().flatten() {
+                // Lists leave apiVersion and kind out of their items.
+                let (_, _, namespace, name) = key(item);
+                let k = (api_version.clone(), kind.clone(), namespace, name);
+                if expected.get(&k) == Some(&item["spec"]) {
+                    present += 1;
+                }
+            }
+        }
+        if present == expected.len() {
+            return (started.elapsed(), lists);
+        }
+        assert!(
+            started.elapsed() < GIVE_UP,
+            "{what}: {present} of {} objects after {GIVE_UP:?}",
+            expected.len()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `VmHWM` and `VmRSS` of `pid`, in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// `after - before - ours`, leaving out what the apiserver does on its own (Leases renewed by
+/// itself and by leader election are listed apart).
+fn requests_between(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    ours: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(series, n)| {
+            let d = n
+                - before.get(series).copied().unwrap_or(0.0)
+                - ours.get(series).copied().unwrap_or(0.0);
+            (series.clone(), d)
+        })
+        .filter(|(_, d)| *d > 0.0)
+        .collect()
+}
+
+fn release_binary() -> PathBuf {
+    std::env::var_os("BENCH_CONTROLLER_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/mesh-admission"),
+        PathBuf::from,
+    )
+}
+
+#[test]
+#[ignore = "benchmark: run by hack/bench-controller.sh"]
+fn controller_at_scale() {
+    let releases = setting("BENCH_CONTROLLER_RELEASES", 2000);
+    let namespaces = setting("BENCH_CONTROLLER_NAMESPACES", 40).max(1);
+    let edits = setting("BENCH_CONTROLLER_EDITS", 100).min(releases);
+    let out = std::env::var_os("BENCH_CONTROLLER_OUT").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-controller"),
+        PathBuf::from,
+    );
+    let binary = release_binary();
+    assert!(
+        binary.is_file(),
+        "{} is missing: cargo build --release",
+        binary.display()
+    );
+
+    let cp = ControlPlane::start();
+    cp.apply_crds(&shared_crds());
+    let runtime = runtime();
+    let api = runtime.block_on(ApiClient::connect(&cp));
+
+    // 1. The cluster before the controller starts.
+    let created = Instant::now();
+    let mut inputs: Vec<Value> = (0..namespaces)
+        .map(|n| {
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": namespace_of(n, namespaces)}})
+        })
+        .collect();
+    let namespace_posts = inputs
+        .iter()
+        .map(|ns| ("/api/v1/namespaces".to_owned(), ns.clone()))
+        .collect();
+    runtime.block_on(send_all(&api, namespace_posts, false));
+    let mut posts = Vec::new();
+    for n in 0..releases {
+        let (namespace, name) = (namespace_of(n, namespaces), release_name(n));
+        let svc = service(&namespace, &name);
+        let hr = helm_release(&namespace, &name, &format!("{name}.apps"));
+        posts.push((
+            format!("/api/v1/namespaces/{namespace}/services"),
+            svc.clone(),
+        ));
+        posts.push((
+            format!("/apis/helm.toolkit.fluxcd.io/v2/namespaces/{namespace}/helmreleases"),
+            hr.clone(),
+        ));
+        inputs.extend([svc, hr]);
+    }
+    runtime.block_on(send_all(&api, posts, false));
+    let expected = render(&inputs);
+    let by_kind: BTreeMap<&str, usize> = expected.keys().fold(BTreeMap::new(), |mut m, k| {
+        *m.entry(k.1.as_str()).or_default() += 1;
+        m
+    });
+    eprintln!(
+        "bench-controller: {releases} HelmReleases and Services in {namespaces} namespaces created in {:.1?}; render gives {} objects {by_kind:?}",
+        created.elapsed(),
+        expected.len()
+    );
+
+    // 2. The controller starts.
+    let before = apiserver_requests(&cp);
+    let started = Instant::now();
+    let controller = Controller::start_with(
+        &cp,
+        &ControllerOptions {
+            identity: "bench".into(),
+            wait_ready: false,
+            debounce: "200ms".into(),
+            binary: Some(binary.clone()),
+            ..ControllerOptions::default()
+        },
+    );
+    let (_, polled) = runtime.block_on(converge(&api, &expected, "initial sync"));
+    let converged = started.elapsed();
+    let (peak_rss, rss) = memory(controller.pid());
+    // Let the last Events and the first resync-free moments pass before the counters are read.
+    std::thread::sleep(Duration::from_secs(2));
+    let initial = requests_between(&before, &apiserver_requests(&cp), &polled);
+
+    // 3. Edits.
+    let step = (releases / edits.max(1)).max(1);
+    let edited: Vec<usize> = (0..releases).step_by(step).take(edits).collect();
+    let mut edited_inputs = inputs.clone();
+    let mut patches = Vec::new();
+    for &n in &edited {
+        let (namespace, name) = (namespace_of(n, namespaces), release_name(n));
+        let host = format!("{name}-edited.apps");
+        let index = inputs
+            .iter()
+            .position(|o| o["kind"] == "HelmRelease" && o["metadata"]["name"] == name.as_str())
+            .unwrap();
+        edited_inputs[index] = helm_release(&namespace, &name, &host);
+        patches.push((
+            format!("/apis/helm.toolkit.fluxcd.io/v2/namespaces/{namespace}/helmreleases/{name}"),
+            json!({"metadata": {"annotations": {"servicemesh.bigbang.dev/host": host}}}),
+        ));
+    }
+    let expected_after = render(&edited_inputs);
+    let changed = expected_after
+        .iter()
+        .filter(|(k, spec)| expected.get(*k) != Some(*spec))
+        .count();
+    assert!(
+        changed >= edited.len(),
+        "the edits change only {changed} rendered objects"
+    );
+    let before_edits = apiserver_requests(&cp);
+    let edit_started = Instant::now();
+    runtime.block_on(send_all(&api, patches, true));
+    let (_, polled_edits) = runtime.block_on(converge(&api, &expected_after, "after the edits"));
+    let edits_reflected = edit_started.elapsed();
+    let (peak_rss_end, _) = memory(controller.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let mut ours_edits = polled_edits;
+    *ours_edits.entry("PATCH helmreleases".into()).or_default() += edited.len() as f64;
+    let edit_requests = requests_between(&before_edits, &apiserver_requests(&cp), &ours_edits);
+    drop(controller);
+
+    // Report.
+    let per_release = |requests: &BTreeMap<String, f64>| {
+        requests
+            .iter()
+            .filter(|(series, _)| !series.ends_with(" leases"))
+            .map(|(_, n)| n)
+            .sum::<f64>()
+            / releases as f64
+    };
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# mesh-admission controller at scale ({releases} HelmReleases + Services, {namespaces} namespaces, {} objects to generate)\n",
+        expected.len()
+    );
+    let _ = writeln!(report, "| figure | value | target |\n|---|---|---|");
+    let _ = writeln!(
+        report,
+        "| start to every object present | {:.1} s | 60 s |",
+        converged.as_secs_f64()
+    );
+    let _ = writeln!(
+        report,
+        "| peak RSS (VmHWM) after the initial sync / after the edits | {peak_rss:.1} / {peak_rss_end:.1} MiB (RSS now {rss:.1}) | 64 MiB |"
+    );
+    let _ = writeln!(
+        report,
+        "| API requests per HelmRelease, initial sync (Leases apart) | {:.2} | |",
+        per_release(&initial)
+    );
+    let _ = writeln!(
+        report,
+        "| {} annotation edits reflected | {:.1} s ({changed} objects changed) | 10 s |",
+        edited.len(),
+        edits_reflected.as_secs_f64()
+    );
+    let _ = writeln!(
+        report,
+        "\nRequests of the initial sync (apiserver_request_total, less the benchmark's own LISTs):\n"
+    );
+    for (series, n) in &initial {
+        let _ = writeln!(report, "- {series}: {n}");
+    }
+    let _ = writeln!(report, "\nRequests of the edits:\n");
+    for (series, n) in &edit_requests {
+        let _ = writeln!(report, "- {series}: {n}");
+    }
+    eprintln!("{report}");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("results.md"), &report).unwrap();
+    let json = json!({
+        "releases": releases, "namespaces": namespaces, "objects": expected.len(),
+        "converged_seconds": converged.as_secs_f64(),
+        "peak_rss_mib": peak_rss, "peak_rss_after_edits_mib": peak_rss_end,
+        "initial_requests": initial, "requests_per_release": per_release(&initial),
+        "edits": edited.len(), "edits_seconds": edits_reflected.as_secs_f64(),
+        "edit_requests": edit_requests,
+    });
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}
