@@ -229,6 +229,23 @@ fn requests_between(
         .collect()
 }
 
+/// How often the controller's JSON log says it applied each object.
+fn applied(log: &str) -> BTreeMap<String, usize> {
+    let mut applied = BTreeMap::<String, usize>::new();
+    for line in log.lines() {
+        let Ok(line) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let fields = &line["fields"];
+        if fields["message"] == "applied" {
+            let text = |f: &str| fields[f].as_str().unwrap_or_default().to_owned();
+            let object = format!("{} {}/{}", text("kind"), text("namespace"), text("name"));
+            *applied.entry(object).or_default() += 1;
+        }
+    }
+    applied
+}
+
 fn release_binary() -> PathBuf {
     std::env::var_os("BENCH_CONTROLLER_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/mesh-admission"),
@@ -317,6 +334,12 @@ fn controller_at_scale() {
     // Let the last Events and the first resync-free moments pass before the counters are read.
     std::thread::sleep(Duration::from_secs(2));
     let initial = requests_between(&before, &apiserver_requests(&cp), &polled);
+    let initial_log = controller.log();
+    let twice: Vec<String> = applied(&initial_log)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(object, n)| format!("{object} ×{n}"))
+        .collect();
 
     // 3. Edits.
     let step = (releases / edits.max(1)).max(1);
@@ -355,6 +378,8 @@ fn controller_at_scale() {
     let mut ours_edits = polled_edits;
     *ours_edits.entry("PATCH helmreleases".into()).or_default() += edited.len() as f64;
     let edit_requests = requests_between(&before_edits, &apiserver_requests(&cp), &ours_edits);
+    let applied_by_edits = applied(&controller.log()).values().sum::<usize>()
+        - applied(&initial_log).values().sum::<usize>();
     drop(controller);
 
     // Report.
@@ -389,9 +414,18 @@ fn controller_at_scale() {
     );
     let _ = writeln!(
         report,
-        "| {} annotation edits reflected | {:.1} s ({changed} objects changed) | 10 s |",
+        "| {} annotation edits reflected | {:.1} s ({changed} objects changed, {applied_by_edits} applied) | 10 s |",
         edited.len(),
         edits_reflected.as_secs_f64()
+    );
+    let _ = writeln!(
+        report,
+        "| objects applied more than once in the initial sync | {} | none |",
+        if twice.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("{} ({})", twice.len(), twice.join(", "))
+        }
     );
     let _ = writeln!(
         report,
@@ -413,7 +447,8 @@ fn controller_at_scale() {
         "peak_rss_mib": peak_rss, "peak_rss_after_edits_mib": peak_rss_end,
         "initial_requests": initial, "requests_per_release": per_release(&initial),
         "edits": edited.len(), "edits_seconds": edits_reflected.as_secs_f64(),
-        "edit_requests": edit_requests,
+        "edit_requests": edit_requests, "applied_more_than_once": twice,
+        "applied_by_edits": applied_by_edits,
     });
     std::fs::write(
         out.join("results.json"),

@@ -216,10 +216,11 @@ impl Controller {
             .into_iter()
             .filter(|k| snapshot.listed(Watched::Mesh(*k)))
             .collect();
-        let inputs: Vec<Value> = snapshot.objects.into_values().flatten().collect();
-        let rendered = render::render(&inputs, &self.config);
+        let inputs: Vec<Arc<Value>> = snapshot.objects.into_values().flatten().collect();
+        let rendered = render::render(inputs.iter().map(|o| &**o), &self.config);
         let live: Vec<Live<'_>> = inputs
             .iter()
+            .map(|o| &**o)
             .filter_map(|object| {
                 let api_version = object["apiVersion"].as_str()?;
                 let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);

@@ -23,9 +23,11 @@ pub type Key = (String, String);
 /// One kind's objects.
 #[derive(Default)]
 struct KindStore {
-    objects: HashMap<Key, Value>,
+    /// Shared with the snapshots of reconciles in progress: a snapshot of a large cluster copies
+    /// pointers, not objects (the objects are most of the controller's memory).
+    objects: HashMap<Key, Arc<Value>>,
     /// The objects of a relist in progress: they replace `objects` once complete.
-    relist: Option<HashMap<Key, Value>>,
+    relist: Option<HashMap<Key, Arc<Value>>>,
     /// A complete list has been seen: the store may be trusted.
     listed: bool,
     /// Listing failed before it ever succeeded (no CRD, no permission).
@@ -44,7 +46,7 @@ pub struct Stores {
 
 /// What a reconcile reads: a copy of every store at one moment.
 pub struct Snapshot {
-    pub objects: BTreeMap<Watched, Vec<Value>>,
+    pub objects: BTreeMap<Watched, Vec<Arc<Value>>>,
     /// The kinds whose store is complete.
     pub listed: Vec<Watched>,
 }
@@ -120,7 +122,7 @@ impl Stores {
     }
 
     /// The stored object of `kind` at `key`, if any.
-    pub fn get(&self, kind: Watched, key: &Key) -> Option<Value> {
+    pub fn get(&self, kind: Watched, key: &Key) -> Option<Arc<Value>> {
         self.lock().get(&kind)?.objects.get(key).cloned()
     }
 
@@ -157,11 +159,11 @@ impl Stores {
         {
             return false;
         }
-        let stored = store.objects.get(&key);
+        let stored = store.objects.get(&key).map(|o| &**o);
         if older(&object, stored) || stored == Some(&object) {
             return false;
         }
-        store.objects.insert(key, object);
+        store.objects.insert(key, Arc::new(object));
         true
     }
 
@@ -183,7 +185,10 @@ impl Stores {
                 if let Some((key, Some(value))) = project(&object)
                     && let Some(store) = self.lock().get_mut(&kind)
                 {
-                    store.relist.get_or_insert_default().insert(key, value);
+                    store
+                        .relist
+                        .get_or_insert_default()
+                        .insert(key, Arc::new(value));
                 }
                 false
             }

@@ -165,7 +165,7 @@ impl Issue {
 }
 
 /// Turns the inputs into the desired mesh objects and the problems found (DESIGN.md section 9).
-pub fn render(inputs: &[Value], cfg: &Config) -> Rendered {
+pub fn render<'v>(inputs: impl IntoIterator<Item = &'v Value>, cfg: &Config) -> Rendered {
     let mut out = Out::default();
     let index = Index::of(inputs, &mut out);
     let mesh = &cfg.mesh;
@@ -340,7 +340,7 @@ fn group_of(api_version: &str) -> &str {
 }
 
 impl<'v> Index<'v> {
-    fn of(inputs: &'v [Value], out: &mut Out) -> Self {
+    fn of(inputs: impl IntoIterator<Item = &'v Value>, out: &mut Out) -> Self {
         let mut seen: BTreeMap<ObjectRef, (InputKind, &'v Value)> = BTreeMap::new();
         let mut duplicates = BTreeSet::new();
         for value in inputs {

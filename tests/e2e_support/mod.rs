@@ -29,7 +29,8 @@ const TOOLS_HINT: &str = "bash hack/install-tools.sh";
 /// How long etcd and then kube-apiserver may take to answer their health checks.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(20);
 const APISERVER_TIMEOUT: Duration = Duration::from_secs(60);
-const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
+/// Room for the controller benchmark's 2,000 Services (a /24 holds 254).
+const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/16";
 
 /// `../shared/crds`: the CRDs the webhook's users have installed.
 pub fn shared_crds() -> PathBuf {
@@ -579,7 +580,40 @@ fn http_get(mut stream: impl Read + Write, path: &str, token: Option<&str>) -> i
             result?;
         }
     }
-    Ok(String::from_utf8_lossy(&reply).into_owned())
+    Ok(String::from_utf8_lossy(&dechunk(reply)?).into_owned())
+}
+
+/// The reply with a chunked body joined back into one, so that no chunk header cuts a line of it
+/// (the apiserver's `/metrics` comes in chunks, and a counter cut in two would read as absent).
+fn dechunk(reply: Vec<u8>) -> io::Result<Vec<u8>> {
+    let Some(end) = reply.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(reply);
+    };
+    let (head, mut body) = (&reply[..end + 4], &reply[end + 4..]);
+    let chunked = String::from_utf8_lossy(head)
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    if !chunked {
+        return Ok(reply);
+    }
+    let malformed = || io::Error::new(io::ErrorKind::InvalidData, "malformed chunked body");
+    let mut joined = head.to_vec();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(malformed)?;
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| malformed())?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(joined);
+        }
+        let chunk = body.get(..size).ok_or_else(malformed)?;
+        joined.extend_from_slice(chunk);
+        body = body.get(size + 2..).ok_or_else(malformed)?;
+    }
 }
 
 fn https_get(
