@@ -43,24 +43,5 @@ if [ -z "${BENCH_CONTROLLER_BIN:-}" ]; then
 fi
 
 echo "== benchmark: $BENCH_CONTROLLER_RELEASES HelmReleases in $BENCH_CONTROLLER_NAMESPACES namespaces, then $BENCH_CONTROLLER_EDITS edits"
-# Its own process group (setsid), so that stopping the group stops etcd, the apiserver and the
-# controller even when the test is killed before its own clean-up.
-setsid cargo test --quiet --locked --test bench_controller -- --ignored --nocapture &
-group=$!
-stop_group() {
-  kill -TERM -- "-$group" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do
-    kill -0 -- "-$group" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL -- "-$group" 2>/dev/null || true
-}
-trap 'stop_group; exit 130' INT
-trap 'stop_group; exit 143' TERM
-status=0
-wait "$group" || status=$?
-trap - INT TERM
-if [ "$status" -ne 0 ]; then
-  stop_group
-fi
-exit "$status"
+# In a process group of its own, stopped as a whole on Ctrl-C or failure (hack/in-group.sh).
+exec bash hack/in-group.sh cargo test --quiet --locked --test bench_controller -- --ignored --nocapture

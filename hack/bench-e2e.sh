@@ -54,27 +54,5 @@ echo "== building release binaries (mesh-admission, examples null_webhook and po
 cargo build --quiet --release --locked --bin mesh-admission --example null_webhook --example pod_load
 
 echo "== benchmark: $BENCH_E2E_PODS pods per round, $BENCH_E2E_IN_FLIGHT in flight, $BENCH_E2E_ROUNDS rounds of $BENCH_E2E_MODES"
-# The test runs in its own process group (setsid), so that stopping that group by its id stops
-# etcd, the apiserver and the webhooks it started even when it is killed before its own clean-up.
-setsid cargo test --quiet --release --locked --test bench_e2e -- --ignored --nocapture &
-group=$!
-# kube-apiserver can hang on SIGTERM once etcd is gone, so the group gets SIGKILL (what the test's own
-# clean-up sends) if it is still there 5 s after the SIGTERM.
-stop_group() {
-  kill -TERM -- "-$group" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do
-    kill -0 -- "-$group" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -KILL -- "-$group" 2>/dev/null || true
-}
-trap 'stop_group; exit 130' INT
-trap 'stop_group; exit 143' TERM
-status=0
-wait "$group" || status=$?
-trap - INT TERM
-# A test that failed has stopped its processes already, unless it was killed: make sure.
-if [ "$status" -ne 0 ]; then
-  stop_group
-fi
-exit "$status"
+# In a process group of its own, stopped as a whole on Ctrl-C or failure (hack/in-group.sh).
+exec bash hack/in-group.sh cargo test --quiet --release --locked --test bench_e2e -- --ignored --nocapture

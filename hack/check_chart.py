@@ -334,7 +334,9 @@ def chart_invariants(objs, ns, mode, fullname):
             fail(f"{kn(o)}: metadata.namespace is {o['metadata'].get('namespace')!r}, want {ns!r}")
     deployments = by_kind["Deployment"]
     webhook_deps = [d for d in deployments if d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "serve"]
-    controller_deps = [d for d in deployments if d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "controller"]
+    controller_deps = [
+        d for d in deployments if d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "controller"
+    ]
     check(
         len(webhook_deps) == 1 and len(controller_deps) == 1 and len(deployments) == 2,
         "Deployments: one webhook (serve) and one controller",

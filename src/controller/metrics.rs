@@ -125,10 +125,7 @@ impl ControllerMetrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        crate::metrics::encode(&self.registry)
     }
 }
 
