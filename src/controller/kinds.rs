@@ -165,7 +165,48 @@ impl Watched {
         };
         kept.insert("metadata".into(), Value::Object(meta));
         kept.insert("spec".into(), Value::Object(kept_spec));
-        Some(Value::Object(kept))
+        let kept = Value::Object(kept);
+        if matches!(self, Watched::Mesh(_)) && super::reconcile::is_ours(&kept) {
+            return Some(compact(kept));
+        }
+        Some(kept)
+    }
+}
+
+/// The field of a compacted object that holds it whole, as JSON text.
+const COMPACT: &str = "compact";
+
+/// Our own generated object, kept as its JSON text beside the few fields the stores and the
+/// reconcile key, order and sort by. Every JSON object in a `serde_json::Value` is a B-tree node of 640 bytes however few keys
+/// it has: a NetworkPolicy of ours took about 9 KiB as a `Value` and takes about 1.5 KiB so. Only
+/// the plan reads these (`render` never needs our own objects), one at a time, through
+/// [`expand`].
+fn compact(object: Value) -> Value {
+    let meta = &object["metadata"];
+    let mut kept_meta = Map::new();
+    for key in ["name", "namespace", "resourceVersion"] {
+        if let Some(value) = meta.get(key) {
+            kept_meta.insert(key.into(), value.clone());
+        }
+    }
+    let text = object.to_string();
+    let mut kept = pick(&object, &["apiVersion", "kind"]);
+    kept.insert("metadata".into(), Value::Object(kept_meta));
+    kept.insert(COMPACT.into(), Value::String(text));
+    Value::Object(kept)
+}
+
+/// Whether a stored object is one of ours in its compact form.
+pub fn is_compact(object: &Value) -> bool {
+    object.get(COMPACT).is_some()
+}
+
+/// A stored object as [`Watched::project`] made it, its compact form read back.
+pub fn expand(object: &Value) -> std::borrow::Cow<'_, Value> {
+    match object.get(COMPACT).and_then(Value::as_str) {
+        // Our own serialization: it parses.
+        Some(text) => std::borrow::Cow::Owned(serde_json::from_str(text).unwrap_or(Value::Null)),
+        None => std::borrow::Cow::Borrowed(object),
     }
 }
 
@@ -331,8 +372,44 @@ mod tests {
         let kept = Watched::Mesh(MeshKind::PeerAuthentication)
             .project(&object)
             .unwrap();
+        assert!(
+            !is_compact(&kept),
+            "someone else's object is kept as a Value"
+        );
         assert_eq!(kept["metadata"]["resourceVersion"], "12");
         assert_eq!(kept["spec"], object["spec"]);
         assert!(kept["metadata"].get("managedFields").is_none());
+    }
+
+    #[test]
+    fn our_generated_objects_are_kept_compact_and_read_back_whole() {
+        let object = json!({
+            "metadata": {"name": "x", "namespace": "n", "resourceVersion": "12", "uid": "u",
+                "managedFields": [{}],
+                "labels": {"app.kubernetes.io/managed-by": "mesh-admission", "mesh-admission/owner": "abc"},
+                "annotations": {"mesh-admission/owner-ref": "core/Namespace//n"}},
+            "spec": {"mtls": {"mode": "STRICT"}},
+        });
+        let kind = Watched::Mesh(MeshKind::PeerAuthentication);
+        let kept = kind.project(&object).unwrap();
+        assert!(is_compact(&kept));
+        // The stores and the reconcile key, order and sort by these.
+        assert_eq!(
+            kept["metadata"],
+            json!({"name": "x", "namespace": "n", "resourceVersion": "12"})
+        );
+        assert_eq!(kept["kind"], "PeerAuthentication");
+        let whole = expand(&kept);
+        let mut uncompacted = object.clone();
+        uncompacted["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        uncompacted["apiVersion"] = json!("security.istio.io/v1");
+        uncompacted["kind"] = json!("PeerAuthentication");
+        assert_eq!(*whole, uncompacted);
+        // Other kinds and foreign objects read back as they are.
+        let plain = json!({"metadata": {"name": "y"}});
+        assert!(matches!(expand(&plain), std::borrow::Cow::Borrowed(_)));
     }
 }

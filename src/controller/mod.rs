@@ -217,7 +217,15 @@ impl Controller {
             .filter(|k| snapshot.listed(Watched::Mesh(*k)))
             .collect();
         let inputs: Vec<Arc<Value>> = snapshot.objects.into_values().flatten().collect();
-        let rendered = render::render(inputs.iter().map(|o| &**o), &self.config);
+        // Our own generated objects change nothing `render` gives (it reads existing objects only
+        // to leave others' alone), so their compact form is not expanded for it.
+        let rendered = render::render(
+            inputs
+                .iter()
+                .map(|o| &**o)
+                .filter(|o| !kinds::is_compact(o)),
+            &self.config,
+        );
         let live: Vec<Live<'_>> = inputs
             .iter()
             .map(|o| &**o)

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
+use super::kinds::expand;
 use crate::policy::finding::Severity;
 use crate::policy::render::{
     Issue, MANAGED_BY, MANAGED_BY_VALUE, MeshKind, MeshObject, OWNER_LABEL, ObjectRef, Rendered,
@@ -62,7 +63,8 @@ pub fn plan<'a>(
     let mut wanted = BTreeSet::new();
     for object in rendered.objects.iter().filter(|o| writable(o.kind)) {
         wanted.insert(object.key());
-        match by_key.get(&object.key()) {
+        let current = by_key.get(&object.key()).map(|c| expand(c));
+        match current.as_deref() {
             Some(current) if is_ours(current) => {
                 if !up_to_date(current, &object.manifest) {
                     plan.apply.push(Apply {
@@ -83,7 +85,11 @@ pub fn plan<'a>(
     let frozen = frozen_owners(rendered);
     for (key, current) in &by_key {
         let (kind, namespace, name) = *key;
-        if !writable(kind) || !is_ours(current) || wanted.contains(key) {
+        if !writable(kind) || wanted.contains(key) {
+            continue;
+        }
+        let current = expand(current);
+        if !is_ours(&current) {
             continue;
         }
         let meta = &current["metadata"];
