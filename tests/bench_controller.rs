@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e_support::controller::{Controller, ControllerOptions, apiserver_requests};
-use e2e_support::{ApiClient, ControlPlane, mesh_admission_stdin, shared_crds};
+use e2e_support::{ApiClient, ControlPlane, mesh_admission_stdin, runtime, shared_crds};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -43,14 +43,6 @@ fn setting(name: &str, default: usize) -> usize {
                 .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
         })
         .unwrap_or(default)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 fn release_name(n: usize) -> String {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use e2e_support::{
     ApiClient, ControlPlane, Webhook, WebhookOptions, mesh_admission, mesh_admission_stdin,
-    shared_crds,
+    runtime, shared_crds,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -34,14 +34,6 @@ use tokio_util::sync::CancellationToken;
 
 /// The namespace the chart is installed in and the webhook configurations exclude.
 const RELEASE_NAMESPACE: &str = "mesh-system";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The value of the series `name{labels}` (or `name` alone) in a `/metrics` reply, 0 when absent.
 fn metric(metrics: &str, series: &str) -> f64 {

@@ -94,6 +94,19 @@ fn service(namespace: &str, name: &str, port: u16, target_port: u16) -> String {
     .to_string()
 }
 
+/// A Service `name` on port 80 and the HelmRelease that exposes it as host `name` on that port.
+fn expose(cp: &ControlPlane, namespace: &str, name: &str) {
+    apply(cp, &service(namespace, name, 80, 8080));
+    apply(
+        cp,
+        &helm_release(
+            namespace,
+            name,
+            &[("expose", name), ("host", name), ("port", "80")],
+        ),
+    );
+}
+
 /// What `mesh-admission render` prints for the cluster's inputs now (`kubectl get` of every kind it
 /// reads, fed to it as one List).
 fn render_cluster(cp: &ControlPlane) -> Vec<Value> {
@@ -198,15 +211,7 @@ fn objects_follow_helm_releases_and_drift_is_undone() {
     let cp = control_plane();
     let controller = Controller::start(&cp);
     apply(&cp, &namespace("shop"));
-    apply(&cp, &service("shop", "web", 80, 8080));
-    apply(
-        &cp,
-        &helm_release(
-            "shop",
-            "web",
-            &[("expose", "web"), ("host", "web"), ("port", "80")],
-        ),
-    );
+    expose(&cp, "shop", "web");
 
     // Created: exactly what `render` gives for the same objects.
     let rendered = assert_cluster_matches_render(&cp, APPEAR);
@@ -467,15 +472,7 @@ fn istio_objects_appear_once_the_crds_are_installed() {
     ]);
     let controller = Controller::start(&cp);
     apply(&cp, &namespace("shop"));
-    apply(&cp, &service("shop", "web", 80, 8080));
-    apply(
-        &cp,
-        &helm_release(
-            "shop",
-            "web",
-            &[("expose", "web"), ("host", "web"), ("port", "80")],
-        ),
-    );
+    expose(&cp, "shop", "web");
     // NetworkPolicies are managed without Istio.
     wait_for(APPEAR, "the NetworkPolicy without Istio", || {
         get(&cp, NP, "shop", "web-ingress-public")
@@ -545,16 +542,7 @@ fn one_leader_writes_and_another_takes_over_when_it_dies() {
 
     apply(&cp, &namespace("shop"));
     for n in 0..3 {
-        let name = format!("web{n}");
-        apply(&cp, &service("shop", &name, 80, 8080));
-        apply(
-            &cp,
-            &helm_release(
-                "shop",
-                &name,
-                &[("expose", &name), ("host", &name), ("port", "80")],
-            ),
-        );
+        expose(&cp, "shop", &format!("web{n}"));
     }
     let rendered = assert_cluster_matches_render(&cp, APPEAR);
     // Only the leader wrote.
@@ -587,15 +575,7 @@ fn one_leader_writes_and_another_takes_over_when_it_dies() {
     );
 
     // The new leader does the work.
-    apply(&cp, &service("shop", "web9", 80, 8080));
-    apply(
-        &cp,
-        &helm_release(
-            "shop",
-            "web9",
-            &[("expose", "web9"), ("host", "web9"), ("port", "80")],
-        ),
-    );
+    expose(&cp, "shop", "web9");
     wait_for(RESTORE, "the new leader's VirtualService", || {
         get(&cp, VS, "shop", "web9-ingress")
     });
@@ -639,16 +619,7 @@ fn steady_state_writes_nothing() {
     apply(&cp, &namespace("shop"));
     apply(&cp, &namespace("bank"));
     for n in 0..3 {
-        let name = format!("web{n}");
-        apply(&cp, &service("shop", &name, 80, 8080));
-        apply(
-            &cp,
-            &helm_release(
-                "shop",
-                &name,
-                &[("expose", &name), ("host", &name), ("port", "80")],
-            ),
-        );
+        expose(&cp, "shop", &format!("web{n}"));
     }
     // Problems too: their Events must not repeat.
     apply(&cp, &helm_release("bank", "a", &[("mtlsMode", "STRICT")]));

@@ -1027,6 +1027,15 @@ fn publish_to_volume(certs: &Path, volume: &Path) {
     }
 }
 
+/// A two-worker tokio runtime for the async clients ([`ApiClient`]) of the tests and benchmarks.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// The Kubernetes REST API over one HTTP/2 connection with the admin token, as client-go talks to
 /// it: many requests in flight on one connection, no process per request.
 pub struct ApiClient {
