@@ -138,7 +138,7 @@ fn decode_strict<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> T
 /// OpenAPI), the Istio kinds against their CRD's structural schema and CEL rules; metadata as
 /// Kubernetes' ObjectMeta everywhere.
 fn check_schema(object: &MeshObject) {
-    let manifest = &object.manifest;
+    let manifest = &object.manifest.value();
     let what = format!("{} {}/{}", object.kind, object.namespace, object.name);
     let keys: Vec<&String> = manifest.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["apiVersion", "kind", "metadata", "spec"], "{what}");
@@ -465,7 +465,7 @@ spec: {containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 909
         validate(&schema, &spec, "spec", &mut errors);
         assert!(!errors.is_empty(), "{spec} passed");
     }
-    let mut broken = vs.manifest.clone();
+    let mut broken = vs.manifest.value();
     broken["spec"]["http"][0]["route"][0]["destination"]["port"] = json!({"number": "80"});
     let mut errors = Vec::new();
     validate(
@@ -479,14 +479,18 @@ spec: {containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 909
         &mut errors,
     );
     assert!(!errors.is_empty());
-    assert!(pa.manifest["spec"]["portLevelMtls"].get("8080").is_some());
+    assert!(
+        pa.manifest.value()["spec"]["portLevelMtls"]
+            .get("8080")
+            .is_some()
+    );
     let mut np = rendered
         .objects
         .iter()
         .find(|o| o.kind == MeshKind::NetworkPolicy)
         .unwrap()
         .manifest
-        .clone();
+        .value();
     np["spec"]["podSelectr"] = json!({});
     let unknown = std::panic::catch_unwind(|| decode_strict::<NetworkPolicy>(&np, "broken"));
     assert!(unknown.is_err(), "an unknown NetworkPolicy field is caught");
@@ -586,7 +590,7 @@ fn the_corpus_renders_without_panicking_and_its_mesh_helm_releases_as_section_9_
         };
         let vs = find(MeshKind::VirtualService, &format!("{name}-ingress"));
         assert_eq!(
-            vs.manifest["spec"],
+            vs.manifest.value()["spec"],
             json!({
                 "hosts": [format!("{}.bigbang.dev", annotation("host"))],
                 "gateways": ["istio-system/public"],
@@ -601,11 +605,14 @@ fn the_corpus_renders_without_panicking_and_its_mesh_helm_releases_as_section_9_
             release["metadata"]["namespace"].as_str().unwrap()
         );
         assert_eq!(
-            vs.manifest["metadata"]["annotations"]["mesh-admission/owner-ref"],
+            vs.manifest.value()["metadata"]["annotations"]["mesh-admission/owner-ref"],
             json!(owner)
         );
         let pa = find(MeshKind::PeerAuthentication, "default");
-        assert_eq!(pa.manifest["spec"], json!({"mtls": {"mode": "STRICT"}}));
+        assert_eq!(
+            pa.manifest.value()["spec"],
+            json!({"mtls": {"mode": "STRICT"}})
+        );
         // The chart's Service is not in the corpus (Helm renders it in the cluster): the
         // NetworkPolicy waits for it, and the warning says so.
         let warning = format!(
@@ -740,7 +747,7 @@ proptest! {
         prop_assert_eq!(&render(&shuffled, cfg), &first);
         // Idempotent over its own output: inputs + outputs give the same outputs and problems.
         let mut with_output = shuffled;
-        with_output.extend(first.objects.iter().map(|o| o.manifest.clone()));
+        with_output.extend(first.objects.iter().map(|o| o.manifest.value()));
         prop_assert_eq!(&render(&with_output, cfg), &first);
         // Sorted by kind, namespace and name, and each key once.
         let keys: Vec<_> = first.objects.iter().map(|o| (o.kind, o.namespace.clone(), o.name.clone())).collect();

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 use kube::Client;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -324,18 +325,33 @@ impl Controller {
                 self.metrics.conflicts.inc();
             }
         }
-        let notes = fresh
+        // The owner may be gone (a deleted HelmRelease): nobody to tell.
+        let addressed: Vec<(Note, Regarding)> = fresh
             .into_iter()
-            .chain(events::applied_notes(written, deleted));
-        for note in notes {
-            let Some(regarding) = self.regarding(&note.owner) else {
-                // The owner is gone (a deleted HelmRelease): nobody to tell.
-                continue;
-            };
-            if let Err(error) = self.publisher.publish(&note, &regarding).await {
+            .chain(events::applied_notes(written, deleted))
+            .filter_map(|note| {
+                let regarding = self.regarding(&note.owner)?;
+                Some((note, regarding))
+            })
+            .collect();
+        // The first reconcile of a large cluster has an Event per owner: several go at once, as
+        // the writes do.
+        let publisher = &self.publisher;
+        let failed: Vec<Note> = futures_util::stream::iter(addressed)
+            .map(|(note, regarding)| async move {
+                let result = publisher.publish(&note, &regarding).await;
+                result.err().map(|error| (note, error))
+            })
+            .buffer_unordered(self.parallel.max(1))
+            .filter_map(|failure| async move {
+                let (note, error) = failure?;
                 tracing::warn!(owner = %note.owner, reason = note.reason, %error, "cannot write Event");
-                self.reported.forget(&note);
-            }
+                Some(note)
+            })
+            .collect()
+            .await;
+        for note in &failed {
+            self.reported.forget(note);
         }
     }
 

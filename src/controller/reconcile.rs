@@ -66,7 +66,7 @@ pub fn plan<'a>(
         let current = by_key.get(&object.key()).map(|c| expand(c));
         match current.as_deref() {
             Some(current) if is_ours(current) => {
-                if !up_to_date(current, &object.manifest) {
+                if !up_to_date(current, &object.manifest.value()) {
                     plan.apply.push(Apply {
                         object,
                         force: true,
@@ -179,7 +179,7 @@ mod tests {
             .objects
             .iter()
             .map(|o| {
-                let mut object = o.manifest.clone();
+                let mut object = o.manifest.value();
                 // What the apiserver adds.
                 object["metadata"]["uid"] = json!("u");
                 object["metadata"]["resourceVersion"] = json!("5");

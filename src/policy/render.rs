@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use objects::{Backend, Route};
 pub use objects::{
-    MANAGED_BY, MANAGED_BY_VALUE, MAX_NAME_CHARS, MeshKind, MeshObject, OWNER_ANNOTATION,
+    MANAGED_BY, MANAGED_BY_VALUE, MAX_NAME_CHARS, Manifest, MeshKind, MeshObject, OWNER_ANNOTATION,
     OWNER_LABEL, ObjectRef, object_name,
 };
 

@@ -116,13 +116,14 @@ fn problems(rendered: &Rendered) -> Vec<String> {
         .collect()
 }
 
-fn object<'r>(rendered: &'r Rendered, key: &str) -> &'r Value {
-    &rendered
+fn object(rendered: &Rendered, key: &str) -> Value {
+    rendered
         .objects
         .iter()
         .find(|o| format!("{} {}/{}", o.kind, o.namespace, o.name) == key)
         .unwrap_or_else(|| panic!("no {key} in {:?}", keys(rendered)))
         .manifest
+        .value()
 }
 
 /// The table's rows: which objects each situation generates, and which problems it reports.
@@ -431,7 +432,7 @@ fn names_longer_than_63_are_cut_to_54_and_a_hash() {
     );
     for object in &rendered.objects {
         assert!(object.name.len() <= MAX_NAME_CHARS, "{}", object.name);
-        assert_eq!(object.manifest["metadata"]["name"], object.name);
+        assert_eq!(object.manifest.value()["metadata"]["name"], object.name);
     }
     assert_eq!(
         keys(&rendered),
@@ -899,7 +900,7 @@ fn our_own_output_in_the_input_changes_nothing() {
     let first = render(&inputs, &Config::default());
     assert_eq!(first.objects.len(), 5, "{:?}", keys(&first));
     let mut again = inputs.clone();
-    again.extend(first.objects.iter().map(|o| o.manifest.clone()));
+    again.extend(first.objects.iter().map(|o| o.manifest.value()));
     assert_eq!(render(&again, &Config::default()), first);
 }
 

@@ -168,7 +168,7 @@ pub struct MeshObject {
     pub name: String,
     pub owner: ObjectRef,
     /// The whole manifest: apiVersion, kind, metadata and spec.
-    pub manifest: Value,
+    pub manifest: Manifest,
 }
 
 impl MeshObject {
@@ -185,13 +185,50 @@ impl MeshObject {
             namespace: namespace.to_owned(),
             name,
             owner: owner.clone(),
-            manifest,
+            manifest: Manifest::of(&manifest),
         }
     }
 
     /// What two owners must not both write: kind, namespace and name.
     pub fn key(&self) -> (MeshKind, &str, &str) {
         (self.kind, &self.namespace, &self.name)
+    }
+}
+
+/// A generated manifest, held as its compact JSON text. As a `serde_json::Value` every JSON object
+/// in it is a B-tree node of 640 bytes however few keys it has, so a VirtualService took about
+/// 9 KiB and a cluster's worth of them (the controller renders thousands at once) tens of MiB;
+/// as text it is a few hundred bytes. Maps serialize with sorted keys, so equal manifests have
+/// equal text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Manifest(Box<str>);
+
+impl Manifest {
+    fn of(value: &Value) -> Self {
+        Manifest(value.to_string().into_boxed_str())
+    }
+
+    /// The manifest as a JSON value, parsed anew on each call.
+    pub fn value(&self) -> Value {
+        // Our own serialization of a `Value`: it parses.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+
+    /// The compact JSON text.
+    pub fn as_json(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for Manifest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value().serialize(serializer)
     }
 }
 
@@ -395,4 +432,27 @@ fn match_labels(labels: &BTreeMap<String, String>) -> LabelSelector {
 fn network_policy_spec(spec: NetworkPolicySpec) -> Value {
     // Serializing a k8s-openapi struct into a Value cannot fail (string keys, no custom errors).
     serde_json::to_value(spec).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_reads_and_serializes_back_as_the_value_it_was_made_of() {
+        let value =
+            json!({"apiVersion": "v1", "kind": "X", "spec": {"b": [1, "two", null], "a": {}}});
+        let manifest = Manifest::of(&value);
+        assert_eq!(manifest.value(), value);
+        assert_eq!(serde_json::to_value(&manifest).unwrap(), value);
+        assert_eq!(
+            yaml_serde::to_string(&manifest).unwrap(),
+            yaml_serde::to_string(&value).unwrap()
+        );
+        // Keys come out sorted, so the same content is the same text whatever the build order.
+        let reordered =
+            json!({"spec": {"a": {}, "b": [1, "two", null]}, "kind": "X", "apiVersion": "v1"});
+        assert_eq!(Manifest::of(&reordered), manifest);
+        assert_ne!(Manifest::of(&json!({"kind": "Y"})), manifest);
+    }
 }
