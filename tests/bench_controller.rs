@@ -254,6 +254,15 @@ fn failed_writes(log: &str) -> Vec<String> {
         .collect()
 }
 
+/// `none`, or how many and which.
+fn counted(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("{}: {}", items.len(), items.join("; "))
+    }
+}
+
 fn release_binary() -> PathBuf {
     std::env::var_os("BENCH_CONTROLLER_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/mesh-admission"),
@@ -432,20 +441,12 @@ fn controller_at_scale() {
     let _ = writeln!(
         report,
         "| objects applied more than once in the initial sync | {} | none |",
-        if twice.is_empty() {
-            "none".to_owned()
-        } else {
-            format!("{} ({})", twice.len(), twice.join(", "))
-        }
+        counted(&twice)
     );
     let _ = writeln!(
         report,
         "| writes that failed in the initial sync (retried) | {} | |",
-        if failed.is_empty() {
-            "none".to_owned()
-        } else {
-            format!("{}: {}", failed.len(), failed.join("; "))
-        }
+        counted(&failed)
     );
     let _ = writeln!(
         report,
