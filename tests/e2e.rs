@@ -524,23 +524,7 @@ fn assert_denied(cp: &ControlPlane, args: &[&str], yaml: &str, get: &[&str]) {
     let problems = message.split("; ").count();
     assert!(problems >= 2, "several problems expected: {message}");
 
-    let output = cp.kubectl_stdin(args, yaml);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{}", cp.report(&output));
-    let whole = format!(
-        "admission webhook \"validate.mesh-admission.mesh-system.svc\" denied the request: {message}"
-    );
-    assert!(
-        stderr.contains(&whole),
-        "kubectl {args:?} must print\n{whole}\n{}",
-        cp.report(&output)
-    );
-    let missing = cp.kubectl(get);
-    assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
-        "a denied object must not be stored\n{}",
-        cp.report(&missing)
-    );
+    cp.assert_refused(args, yaml, message, get);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{ControlPlane, admin_get, mesh_admission};
+use super::{ControlPlane, admin_get, assert_starting, mesh_admission};
 
 /// How long the controller may take to log `listening` and then answer `/readyz`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -182,19 +182,8 @@ impl Controller {
 
     fn assert_running_within(&mut self, started: Instant) {
         let child = self.child.as_mut().unwrap();
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "mesh-admission controller exited with {status} before it was ready; its log is {}:\n{}",
-                self.log.display(),
-                self.log()
-            );
-        }
-        assert!(
-            started.elapsed() < START_TIMEOUT,
-            "mesh-admission controller was not ready within {START_TIMEOUT:?}; its log is {}:\n{}",
-            self.log.display(),
-            self.log()
-        );
+        let what = "mesh-admission controller";
+        assert_starting(child, what, &self.log, started, START_TIMEOUT);
     }
 }
 

@@ -207,6 +207,29 @@ impl ControlPlane {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// Runs `kubectl ARGS` on `yaml` and asserts that our validating webhook refused it with exactly
+    /// `message` and that `kubectl GET` finds nothing; returns what kubectl printed on stderr.
+    pub fn assert_refused(&self, args: &[&str], yaml: &str, message: &str, get: &[&str]) -> String {
+        let output = self.kubectl_stdin(args, yaml);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{}", self.report(&output));
+        let whole = format!(
+            "admission webhook \"validate.mesh-admission.mesh-system.svc\" denied the request: {message}"
+        );
+        assert!(
+            stderr.contains(&whole),
+            "kubectl {args:?} must print\n{whole}\n{}",
+            self.report(&output)
+        );
+        let missing = self.kubectl(get);
+        assert!(
+            String::from_utf8_lossy(&missing.stderr).contains("NotFound"),
+            "a refused object must not be stored\n{}",
+            self.report(&missing)
+        );
+        stderr
+    }
+
     /// `kubectl get ARGS -o json`: the object (or List) as the API serves it.
     pub fn get_json<I, S>(&self, args: I) -> serde_json::Value
     where
@@ -978,19 +1001,33 @@ impl Webhook {
 
     fn assert_running_within(&mut self, started: Instant) {
         let child = self.child.as_mut().unwrap();
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "mesh-admission serve exited with {status} before it was ready; its log is {}:\n{}",
-                self.log.display(),
-                self.log()
-            );
-        }
-        assert!(
-            started.elapsed() < WEBHOOK_TIMEOUT,
-            "mesh-admission serve was not ready within {WEBHOOK_TIMEOUT:?}; its log is {}",
-            self.log.display()
+        assert_starting(
+            child,
+            "mesh-admission serve",
+            &self.log,
+            started,
+            WEBHOOK_TIMEOUT,
         );
     }
+}
+
+/// Panics, with the process's log, when a process the tests started has exited, or is still not
+/// ready `timeout` after `started`.
+fn assert_starting(child: &mut Child, what: &str, log: &Path, started: Instant, timeout: Duration) {
+    let text = || fs::read_to_string(log).unwrap_or_default();
+    if let Some(status) = child.try_wait().unwrap() {
+        panic!(
+            "{what} exited with {status} before it was ready; its log is {}:\n{}",
+            log.display(),
+            text()
+        );
+    }
+    assert!(
+        started.elapsed() < timeout,
+        "{what} was not ready within {timeout:?}; its log is {}:\n{}",
+        log.display(),
+        text()
+    );
 }
 
 impl Drop for Webhook {
