@@ -223,34 +223,29 @@ fn requests_between(
         .collect()
 }
 
+/// The `fields` of the controller's JSON log lines whose message is `message`.
+fn logged<'a>(log: &'a str, message: &'a str) -> impl Iterator<Item = Value> + 'a {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|mut line| line["fields"].take())
+        .filter(move |fields| fields["message"] == message)
+}
+
 /// How often the controller's JSON log says it applied each object.
 fn applied(log: &str) -> BTreeMap<String, usize> {
     let mut applied = BTreeMap::<String, usize>::new();
-    for line in log.lines() {
-        let Ok(line) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let fields = &line["fields"];
-        if fields["message"] == "applied" {
-            let text = |f: &str| fields[f].as_str().unwrap_or_default().to_owned();
-            let object = format!("{} {}/{}", text("kind"), text("namespace"), text("name"));
-            *applied.entry(object).or_default() += 1;
-        }
+    for fields in logged(log, "applied") {
+        let text = |f: &str| fields[f].as_str().unwrap_or_default().to_owned();
+        let object = format!("{} {}/{}", text("kind"), text("namespace"), text("name"));
+        *applied.entry(object).or_default() += 1;
     }
     applied
 }
 
 /// The writes the controller's JSON log says failed (each is retried by a later reconcile).
 fn failed_writes(log: &str) -> Vec<String> {
-    log.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line["fields"]["message"] == "write failed")
-        .map(|line| {
-            line["fields"]["error"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned()
-        })
+    logged(log, "write failed")
+        .map(|fields| fields["error"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 
@@ -460,7 +455,6 @@ fn controller_at_scale() {
         let _ = writeln!(report, "- {series}: {n}");
     }
     eprintln!("{report}");
-    std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("results.md"), &report).unwrap();
     let json = json!({
         "releases": releases, "namespaces": namespaces, "objects": expected.len(),

@@ -213,11 +213,6 @@ impl Manifest {
         // Our own serialization of a `Value`: it parses.
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
-
-    /// The compact JSON text.
-    pub fn as_json(&self) -> &str {
-        &self.0
-    }
 }
 
 impl fmt::Debug for Manifest {
