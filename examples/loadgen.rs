@@ -8,36 +8,19 @@
 //!
 //! Every request carries a fresh `request.uid` and every reply is checked as the apiserver checks
 //! it; the engine (outcome classes, open-loop pacing and coordinated omission, HdrHistogram
-//! latencies) is `tests/common/load.rs`, shared with the soak test and documented there. The send lag
-//! (due time to send: the client's own delay) is reported beside the latency and the service time.
-
-#[path = "../tests/common/load.rs"]
-mod load;
+//! latencies) is the test harness's `load` module (`tests/support/src/load/`), shared with
+//! `pod_load` and the soak test and documented there. The send lag (due time to send: the client's
+//! own delay) is reported beside the latency and the service time.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use serde_json::{Value, json};
-
-use load::{BodyTemplate, Plan, Report, Target};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Protocol {
-    H1,
-    H2,
-}
-
-impl Protocol {
-    fn as_str(self) -> &'static str {
-        match self {
-            Protocol::H1 => "h1",
-            Protocol::H2 => "h2",
-        }
-    }
-}
+use testkit::Protocol;
+use testkit::load::{self, BodyTemplate, Plan, Report, Reviews, Target, parse_duration};
 
 #[derive(Debug, Parser)]
 #[command(about = "Load client for mesh-admission: fresh uids, apiserver-style reply checks")]
@@ -57,8 +40,8 @@ struct Args {
     /// Request path, e.g. `/mutate` or `/validate?timeout=5s`.
     #[arg(long, default_value = "/mutate")]
     path: String,
-    /// HTTP/1.1 (one request at a time per connection, keep-alive) or HTTP/2.
-    #[arg(long, value_enum, default_value_t = Protocol::H1)]
+    /// HTTP/1.1 (`h1`: one request at a time per connection, keep-alive) or HTTP/2 (`h2`).
+    #[arg(long, default_value = "h1")]
     protocol: Protocol,
     /// Connections kept open.
     #[arg(long, default_value_t = 25)]
@@ -86,30 +69,6 @@ struct Args {
     json: bool,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1e3,
-        "us" | "µs" => number / 1e6,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in {text:?} (use ms, s, m, h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
-}
-
 fn report(args: &Args, outcome: &Report) -> (String, Value) {
     let (stats, overdue) = (&outcome.stats, outcome.overdue_unsent);
     let failed = stats.failed();
@@ -125,7 +84,7 @@ fn report(args: &Args, outcome: &Report) -> (String, Value) {
         "addr": args.addr.to_string(),
         "path": args.path,
         "connections": args.connections,
-        "streams": if args.protocol == Protocol::H2 { args.streams } else { 1 },
+        "streams": streams(args),
         "target_rate": args.rate,
         "elapsed_s": (seconds * 1000.0).round() / 1000.0,
         "requests": requests,
@@ -137,9 +96,9 @@ fn report(args: &Args, outcome: &Report) -> (String, Value) {
         "retried_unsent": stats.retried_unsent,
         "overdue_unsent": overdue,
         "connections_opened": stats.connections_opened,
-        "allowed": stats.allowed,
-        "denied": stats.denied,
-        "patched": stats.patched,
+        "allowed": stats.outcome("allowed"),
+        "denied": stats.outcome("denied"),
+        "patched": stats.outcome("patched"),
         "throughput": (throughput * 10.0).round() / 10.0,
         "latency_ms": latency,
         "service_ms": service,
@@ -158,7 +117,7 @@ fn report(args: &Args, outcome: &Report) -> (String, Value) {
         args.addr,
         args.path,
         args.connections,
-        if args.protocol == Protocol::H2 {
+        if args.protocol == Protocol::Http2 {
             format!(" x {} streams", args.streams)
         } else {
             String::new()
@@ -169,9 +128,9 @@ fn report(args: &Args, outcome: &Report) -> (String, Value) {
         "  requests {requests}: ok {} (allowed {}, denied {}, patched {}), failed {failed}, not reached {unreached}; \
          retried unsent {}, overdue unsent {overdue}, connections opened {}\n",
         stats.ok,
-        stats.allowed,
-        stats.denied,
-        stats.patched,
+        stats.outcome("allowed"),
+        stats.outcome("denied"),
+        stats.outcome("patched"),
         stats.retried_unsent,
         stats.connections_opened
     ));
@@ -209,7 +168,7 @@ fn report(args: &Args, outcome: &Report) -> (String, Value) {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if args.connections == 0 || (args.protocol == Protocol::H2 && args.streams == 0) {
+    if args.connections == 0 || streams(&args) == 0 {
         eprintln!("loadgen: --connections and --streams must be at least 1");
         return std::process::ExitCode::from(2);
     }
@@ -230,30 +189,39 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Requests in flight on each connection: HTTP/1.1 carries one at a time.
+fn streams(args: &Args) -> usize {
+    match args.protocol {
+        Protocol::Http1 => 1,
+        Protocol::Http2 => args.streams,
+    }
+}
+
 async fn run(args: Args) -> Result<(), String> {
-    let protocol = match args.protocol {
-        Protocol::H1 => load::Protocol::H1,
-        Protocol::H2 => load::Protocol::H2,
-    };
     let target = Target {
         addr: args.addr,
         server_name: args.server_name.clone(),
-        protocol,
-        connector: load::tls_connector(&args.ca, protocol)?,
+        authority: args.server_name.clone(),
+        protocol: args.protocol,
+        connector: load::tls_connector(&args.ca, args.protocol)?,
         path: args.path.clone(),
-        body: Arc::new(BodyTemplate::load(&args.body)?),
+        headers: Vec::new(),
         connect_timeout: args.connect_timeout,
         request_timeout: args.timeout,
     };
     let plan = Plan {
         connections: args.connections,
-        streams: args.streams,
+        in_flight: args.connections * streams(&args),
         rate: args.rate,
         duration: args.duration,
         max_requests: args.max_requests,
-        run_id: args.protocol as u16,
     };
-    let outcome = load::run(target, plan).await?;
+    let run_id = match args.protocol {
+        Protocol::Http1 => 0,
+        Protocol::Http2 => 1,
+    };
+    let reviews = Arc::new(Reviews::new(BodyTemplate::load(&args.body)?, run_id));
+    let outcome = load::run(target, plan, reviews).await?;
     let (text, mut value) = report(&args, &outcome);
     value["lost_lanes"] = json!(outcome.lost_lanes);
     if args.json {

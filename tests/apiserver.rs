@@ -8,16 +8,14 @@
 //! that the patch introduced no unknown field and no volume with two sources, and re-sends the result as
 //! a reinvocation, which must produce no patch.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::rules::{check_namespace, check_pod};
-use common::{Client, Protocol, Server, generate_certs, patch_of, review_for, temp_dir};
 use mesh_admission::config::Config;
 use mesh_admission::manifests::parse_objects;
 use mesh_admission::review::{is_workload, mutation_target};
 use serde_json::Value;
+use testkit::rules::{check_namespace, check_pod};
+use testkit::{Client, Protocol, Server, generate_certs, patch_of, review_for, temp_dir};
 
 fn corpus_dir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("MESH_ADMISSION_CORPUS") {

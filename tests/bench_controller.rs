@@ -14,17 +14,16 @@
 //! `results.md` and `results.json`. The targets (60 s, 64 MiB, 10 s) are reported, not asserted;
 //! the benchmark fails only when the controller does not converge at all within `GIVE_UP`.
 
-mod e2e_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use e2e_support::controller::{Controller, ControllerOptions, apiserver_requests};
-use e2e_support::{ApiClient, ControlPlane, mesh_admission_stdin, runtime, shared_crds};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use testkit::controller::{Controller, ControllerOptions, apiserver_requests};
+use testkit::procfs::status_kib;
+use testkit::{ApiClient, ControlPlane, mesh_admission_stdin, runtime, shared_crds};
 
 /// API requests the benchmark keeps in flight while it creates and edits (one HTTP/2 connection).
 const IN_FLIGHT: usize = 32;
@@ -193,15 +192,8 @@ async fn converge(
 
 /// `VmHWM` and `VmRSS` of `pid`, in MiB.
 fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    let mib = |field| status_kib(pid, field).map_or(f64::NAN, |kib| kib as f64 / 1024.0);
+    (mib("VmHWM"), mib("VmRSS"))
 }
 
 /// `after - before - ours`, leaving out what the apiserver does on its own (Leases renewed by

@@ -16,19 +16,18 @@
 //! `BENCH_E2E_PODS` (1000), `BENCH_E2E_IN_FLIGHT` (16), `BENCH_E2E_CONNECTIONS` (1),
 //! `BENCH_E2E_ROUNDS` (2), `BENCH_E2E_MODES` (`a,b,b',c`), `BENCH_E2E_OUT` (`target/bench-e2e`).
 
-mod e2e_support;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use e2e_support::bench::{
-    Load, NullWebhook, WebhookCalls, control_plane_pid, cpu_time, delete_pods, load_average,
-    median, pod_load, review_time, switch_registration, webhook_config, webhook_pid, work_dir,
-};
-use e2e_support::{ControlPlane, Webhook, WebhookOptions, mesh_admission_stdin};
 use serde_json::{Value, json};
+use testkit::bench::{
+    Load, NullWebhook, WebhookCalls, delete_pods, median, pod_load, review_time,
+    switch_registration, webhook_config,
+};
+use testkit::procfs::{cpu_time, load_average};
+use testkit::{ControlPlane, Webhook, WebhookOptions, mesh_admission_stdin};
 
 const NAMESPACE: &str = "bench";
 /// A plain one-container pod, as a Deployment would create it (minus the owner), named by the
@@ -199,7 +198,7 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
         "metadata": {"name": NAMESPACE, "labels": {"istio-injection": "enabled"}}});
     cp.kubectl_stdin_ok(["apply", "-f", "-"], &namespace.to_string());
 
-    let dir = work_dir(&cp).to_path_buf();
+    let dir = cp.dir().to_path_buf();
     let pod_file = dir.join("bench-pod.json");
     std::fs::write(&pod_file, POD)
         .unwrap_or_else(|e| panic!("writing {}: {e}", pod_file.display()));
@@ -246,7 +245,7 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
     let mut pids: BTreeMap<Mode, u32> = [
         (Mode::Null, null.pid()),
         (Mode::NullPatch, null_patch.pid()),
-        (Mode::MeshAdmission, webhook_pid(&mesh_admission)),
+        (Mode::MeshAdmission, mesh_admission.pid()),
     ]
     .into_iter()
     .collect();
@@ -255,10 +254,10 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
             Mode::Baseline,
             webhook_config(baseline.url(), &baseline.ca_file()),
         );
-        pids.insert(Mode::Baseline, webhook_pid(baseline));
+        pids.insert(Mode::Baseline, baseline.pid());
     }
-    let apiserver = control_plane_pid(&cp, "kube-apiserver");
-    let etcd = control_plane_pid(&cp, "etcd");
+    let apiserver = cp.pid("kube-apiserver");
+    let etcd = cp.pid("etcd");
 
     let load = |count| Load {
         namespace: NAMESPACE,

@@ -1,11 +1,8 @@
 //! The offline commands: `review` gives the server's answers, `webhook-config` prints valid,
 //! safe configurations.
 
-mod common;
-
 use std::process::Command;
 
-use common::{Client, Protocol, Server, generate_certs, patch_of, temp_dir};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
@@ -13,6 +10,7 @@ use mesh_admission::manifests::parse_objects;
 use mesh_admission::review::{admission_review, is_workload, mutation_target};
 use serde::Deserialize;
 use serde_json::Value;
+use testkit::{Client, Protocol, Server, generate_certs, patch_of, temp_dir};
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -28,7 +26,7 @@ const FIXTURES: [&str; 5] = [
 
 /// Runs `review` with `args`, feeding `stdin`; returns (exit code, stdout, stderr).
 fn review(args: &[&str], stdin: &str) -> (i32, String, String) {
-    common::run_command("review", args, stdin)
+    testkit::run_command("review", args, stdin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,7 +230,7 @@ fn empty_input_is_an_error_unless_allowed() {
 
 #[test]
 fn review_help_gives_the_exit_codes() {
-    let out = Command::new(common::bin())
+    let out = Command::new(testkit::mesh_admission())
         .args(["review", "--help"])
         .output()
         .unwrap();
@@ -286,7 +284,7 @@ fn a_yaml_error_names_its_position_once() {
 fn webhook_config_is_schema_valid_and_never_sends_its_own_namespace() {
     let dir = temp_dir("webhook-config");
     generate_certs(&dir);
-    let out = Command::new(common::bin())
+    let out = Command::new(testkit::mesh_admission())
         .args([
             "webhook-config",
             "--namespace",
@@ -376,7 +374,7 @@ fn webhook_config_is_schema_valid_and_never_sends_its_own_namespace() {
         assert!(resources.contains(&kind.to_string()), "{kind}");
     }
 
-    let missing = Command::new(common::bin())
+    let missing = Command::new(testkit::mesh_admission())
         .args(["webhook-config", "--ca-bundle", "/nonexistent/ca.crt"])
         .output()
         .unwrap();
@@ -389,7 +387,7 @@ fn webhook_config_by_url_calls_the_endpoints_and_refuses_a_bad_url() {
     let dir = temp_dir("webhook-config-url");
     generate_certs(&dir);
     let run = |url: &str| {
-        Command::new(common::bin())
+        Command::new(testkit::mesh_admission())
             .args(["webhook-config", "--failure-policy", "Ignore", "--url", url])
             .arg("--ca-bundle")
             .arg(dir.join("ca.crt"))

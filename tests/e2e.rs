@@ -5,14 +5,12 @@
 //! registered by URL (`webhook-config --url`), and reads what the apiserver stored back as JSON: an
 //! admission decision is only proven when the real apiserver applied it.
 
-mod e2e_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e_support::{ControlPlane, Webhook, mesh_admission_stdin, shared_crds};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use testkit::{ControlPlane, Webhook, mesh_admission_stdin, shared_crds};
 
 #[test]
 fn control_plane_serves_the_shared_crds_and_namespaces() {
@@ -94,11 +92,8 @@ fn csi_workload_socket() -> Value {
 
 /// The value of `mesh_admission_requests_total{LABELS}` in a `/metrics` reply, 0 when absent.
 fn requests(metrics: &str, labels: &str) -> u64 {
-    let prefix = format!("mesh_admission_requests_total{{{labels}}} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |value| value.trim().parse().unwrap())
+    let series = format!("mesh_admission_requests_total{{{labels}}}");
+    testkit::metrics::value(metrics, &series) as u64
 }
 
 /// The stored pods of `namespace`, by name.

@@ -7,8 +7,6 @@
 //! apiserver, either with kubectl or, where many are needed, over one HTTP/2 connection as client-go
 //! sends them ([`ApiClient`]).
 
-mod e2e_support;
-
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -19,10 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use e2e_support::{
-    ApiClient, ControlPlane, Webhook, WebhookOptions, mesh_admission, mesh_admission_stdin,
-    runtime, shared_crds,
-};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -30,23 +24,18 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use testkit::{
+    ApiClient, ControlPlane, Webhook, WebhookOptions, mesh_admission, mesh_admission_stdin,
+    metrics, runtime, shared_crds, wait_until,
+};
 use tokio_util::sync::CancellationToken;
 
 /// The namespace the chart is installed in and the webhook configurations exclude.
 const RELEASE_NAMESPACE: &str = "mesh-system";
 
-/// The value of the series `name{labels}` (or `name` alone) in a `/metrics` reply, 0 when absent.
-fn metric(metrics: &str, series: &str) -> f64 {
-    let prefix = format!("{series} ");
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
 /// `mesh_admission_requests_total` of Pod CREATEs at `/mutate` with `result`.
 fn pod_mutations(webhook: &Webhook, result: &str) -> f64 {
-    metric(
+    metrics::value(
         &webhook.metrics(),
         &format!(
             r#"mesh_admission_requests_total{{endpoint="mutate",kind="Pod",operation="CREATE",result="{result}"}}"#
@@ -54,14 +43,8 @@ fn pod_mutations(webhook: &Webhook, result: &str) -> f64 {
     )
 }
 
-/// Polls `condition` every 50 ms until it holds; fails with `what` after `limit`.
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How often a condition is checked.
+const POLL: Duration = Duration::from_millis(50);
 
 /// Every object of a YAML stream.
 fn yaml_documents(text: &str) -> Vec<Value> {
@@ -137,14 +120,13 @@ fn every_object_the_chart_renders_passes_the_apiservers_dry_run_in_both_certific
     // Secret mode as README tells a user to prepare it: certificates, the Secret, the caBundle.
     let work = cp.logs().parent().unwrap().join("chart");
     let certs = work.join("certs");
-    let generated = Command::new(mesh_admission())
-        .args(["certs", "--service", "mesh-admission", "--namespace"])
-        .arg(RELEASE_NAMESPACE)
-        .arg("--out")
-        .arg(&certs)
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
+    let service = [
+        "--service",
+        "mesh-admission",
+        "--namespace",
+        RELEASE_NAMESPACE,
+    ];
+    testkit::certs::issue(&certs, &service).unwrap();
     let (cert, key) = (certs.join("tls.crt"), certs.join("tls.key"));
     cp.kubectl_ok([
         "create",
@@ -321,12 +303,7 @@ const RELABEL_MAX_CONNECTIONS: usize = 100;
 
 impl RelabelWebhook {
     fn start(runtime: &tokio::runtime::Runtime, dir: &Path) -> RelabelWebhook {
-        let generated = Command::new(mesh_admission())
-            .args(["certs", "--out"])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(generated.status.success(), "{generated:?}");
+        testkit::generate_certs(dir);
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(dir.join("tls.crt"))
                 .unwrap()
@@ -551,9 +528,10 @@ fn a_later_mutating_webhook_gets_ours_called_again_and_ours_adds_nothing_the_sec
     let runtime = runtime();
     let relabel = RelabelWebhook::start(&runtime, &cp.logs().parent().unwrap().join("relabel"));
     cp.kubectl_stdin_ok(["apply", "-f", "-"], &relabel.config());
-    wait_for(
+    wait_until(
         "the apiserver calling the relabel webhook",
         Duration::from_secs(20),
+        POLL,
         || {
             let pod = cp.kubectl_stdin(
                 ["create", "--dry-run=server", "-o", "json", "-f", "-"],
@@ -716,9 +694,10 @@ impl Load {
     /// Waits until `more` pods were created after this call.
     fn wait_for_more(&self, more: usize) {
         let target = self.created() + more;
-        wait_for(
+        wait_until(
             &format!("{target} pods created"),
             Duration::from_secs(30),
+            POLL,
             || self.created() >= target || !self.failures.lock().unwrap().is_empty(),
         );
     }
@@ -766,7 +745,7 @@ fn rotating_the_serving_pair_twice_under_pod_traffic_fails_no_creation() {
     webhook.register(&cp, "Fail");
     let registered_ca = std::fs::read(webhook.ca_file()).unwrap();
     cp.kubectl_ok(["create", "namespace", "demo"]);
-    let reloads = || metric(&webhook.metrics(), "mesh_admission_tls_reloads_total");
+    let reloads = || metrics::value(&webhook.metrics(), "mesh_admission_tls_reloads_total");
     assert_eq!(reloads(), 0.0);
 
     let runtime = runtime();
@@ -776,9 +755,10 @@ fn rotating_the_serving_pair_twice_under_pod_traffic_fails_no_creation() {
     load.wait_for_more(20);
     for round in 1..=2 {
         let pem = webhook.rotate();
-        wait_for(
+        wait_until(
             &format!("reload {round} counted"),
             Duration::from_secs(10),
+            POLL,
             || reloads() == f64::from(round),
         );
         // New handshakes get exactly the newly published certificate, verified by the same CA.
@@ -817,9 +797,10 @@ fn rotating_the_serving_pair_twice_under_pod_traffic_fails_no_creation() {
         }
     }
     webhook.apply_config(&cp, &manifest_stream(&config));
-    wait_for(
+    wait_until(
         "the apiserver connecting anew",
         Duration::from_secs(20),
+        POLL,
         || !client_ports(port).is_subset(&connected),
     );
     load.wait_for_more(20);
@@ -833,9 +814,12 @@ fn rotating_the_serving_pair_twice_under_pod_traffic_fails_no_creation() {
     );
     assert!(created >= 60, "only {created} pods created");
     let metrics = webhook.metrics();
-    assert_eq!(metric(&metrics, "mesh_admission_tls_reloads_total"), 2.0);
     assert_eq!(
-        metric(&metrics, "mesh_admission_tls_reload_errors_total"),
+        metrics::value(&metrics, "mesh_admission_tls_reloads_total"),
+        2.0
+    );
+    assert_eq!(
+        metrics::value(&metrics, "mesh_admission_tls_reload_errors_total"),
         0.0
     );
     let logged = webhook
@@ -997,15 +981,15 @@ fn the_apiservers_timeout_reaches_the_server_and_a_stalled_connection_does_not_s
     // bucket), and the stalled request was counted once, as an error.
     let metrics = webhook.metrics();
     let histogram = "mesh_admission_request_duration_seconds";
-    let reviews = metric(&metrics, &format!("{histogram}_count"));
+    let reviews = metrics::value(&metrics, &format!("{histogram}_count"));
     assert!(reviews >= (without.len() + with.len()) as f64, "{metrics}");
     assert_eq!(
-        metric(&metrics, &format!(r#"{histogram}_bucket{{le="0.8192"}}"#)),
+        metrics::value(&metrics, &format!(r#"{histogram}_bucket{{le="0.8192"}}"#)),
         reviews,
         "{metrics}"
     );
     assert_eq!(
-        metric(
+        metrics::value(
             &metrics,
             r#"mesh_admission_requests_total{endpoint="mutate",kind="other",operation="unknown",result="error"}"#
         ),

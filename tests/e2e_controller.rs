@@ -3,14 +3,12 @@
 //! control plane's kubeconfig; everything is driven and checked through the API with `kubectl`.
 //! Each test starts its own control plane and controller(s), killed by PID on drop.
 
-mod e2e_support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e_support::controller::{Controller, ControllerOptions, apiserver_requests};
-use e2e_support::{ControlPlane, mesh_admission_stdin, shared_crds};
 use serde_json::{Value, json};
+use testkit::controller::{Controller, ControllerOptions, apiserver_requests};
+use testkit::{ControlPlane, mesh_admission_stdin, shared_crds};
 
 /// Drift must be undone within this (DESIGN.md section 9).
 const RESTORE: Duration = Duration::from_secs(10);
@@ -50,19 +48,10 @@ fn get(cp: &ControlPlane, kind: &str, namespace: &str, name: &str) -> Option<Val
     (!out.trim().is_empty()).then(|| serde_json::from_str(&out).unwrap())
 }
 
-/// Polls `check` every 200 ms until it gives a value; fails the test after `timeout`.
-fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "{what}: not within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// Polls `check` every 200 ms (each check runs kubectl) until it gives a value; fails the test after
+/// `timeout`.
+fn wait_for<T>(timeout: Duration, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    testkit::wait_for(what, timeout, Duration::from_millis(200), check)
 }
 
 fn namespace(name: &str) -> String {
@@ -507,12 +496,10 @@ fn lease_holder(cp: &ControlPlane) -> Option<String> {
 }
 
 fn applied_total(controller: &Controller) -> f64 {
-    controller
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("mesh_admission_controller_objects_applied_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    testkit::metrics::sum(
+        &controller.metrics(),
+        "mesh_admission_controller_objects_applied_total",
+    )
 }
 
 #[test]

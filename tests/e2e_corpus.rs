@@ -14,15 +14,13 @@
 //! as printed, and the whole stored Pod with `review`'s object as the apiserver stores it without our
 //! webhooks (a dry run in kube-system, which the webhook configuration never sends).
 
-mod e2e_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use e2e_support::{ControlPlane, Webhook, mesh_admission_stdin};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use testkit::{ControlPlane, Webhook, mesh_admission_stdin};
 
 /// Where corpus objects that name no namespace go.
 const DEFAULT_NAMESPACE: &str = "corpus";
@@ -571,18 +569,7 @@ fn compare_stored(case: &Case, stored: &Value, predicted: &Value, baseline: &Val
 
 /// The value of every `mesh_admission_requests_total` series in a `/metrics` reply, summed.
 fn requests_total(metrics: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with("mesh_admission_requests_total{"))
-        .map(|line| {
-            line.rsplit_once(' ')
-                .unwrap()
-                .1
-                .trim()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .sum()
+    testkit::metrics::sum(metrics, "mesh_admission_requests_total") as u64
 }
 
 /// Namespaces labelled for injection, the ServiceAccounts and RuntimeClasses the Pods name: what the

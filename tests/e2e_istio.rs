@@ -5,10 +5,8 @@
 //! The server runs with the SPIRE seed's trust domain (`mesh.trustDomain: democluster.internal`), so
 //! the typo (`democluster.interal`) is the one refused.
 
-mod e2e_support;
-
-use e2e_support::{ControlPlane, Webhook, WebhookOptions, mesh_admission_stdin, shared_crds};
 use serde_json::Value;
+use testkit::{ControlPlane, Webhook, WebhookOptions, mesh_admission_stdin, shared_crds};
 
 const CONFIG: &str = "mesh:\n  trustDomain: democluster.internal\n";
 

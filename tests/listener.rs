@@ -1,22 +1,17 @@
 //! The webhook port's contract (DESIGN.md section 3), exercised over real sockets on 127.0.0.1.
 
-mod common;
-
 use std::fs;
-use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::listener::{TestServer, app, fast_options};
-use common::{
-    Client, ClientIdentity, H2, HTTP11, SERVICE_NAME, Sender, client_config, connect, file_leaf,
-    generate_certs, peer_leaf, temp_dir, tls_connect,
-};
 use hyper::{Request, Version};
 use mesh_admission::server::listener::{ServeOptions, serve};
 use mesh_admission::server::tls::ReloadEvent;
-use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair};
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use testkit::certs::{SecretVolume, client_identity};
+use testkit::listener::{TestServer, app, fast_options};
+use testkit::{
+    Client, H2, HTTP11, SERVICE_NAME, Sender, client_config, connect, file_leaf, generate_certs,
+    peer_leaf, temp_dir, tls_connect,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -67,61 +62,11 @@ async fn alpn_selects_http2_or_http11_and_both_serve() {
     fs::remove_dir_all(dir).ok();
 }
 
-/// A Kubernetes Secret volume: `tls.crt -> ..data/tls.crt`, `..data -> ..<timestamp>`, and an
-/// update writes a new timestamped directory and renames a new `..data` symlink over the old one.
-struct SecretVolume {
-    root: PathBuf,
-    generation: u32,
-}
-
-impl SecretVolume {
-    fn new(root: PathBuf, from: &Path) -> Self {
-        fs::create_dir_all(&root).unwrap();
-        let mut volume = Self {
-            root,
-            generation: 0,
-        };
-        volume.update(from);
-        symlink("..data/tls.crt", volume.cert()).unwrap();
-        symlink("..data/tls.key", volume.key()).unwrap();
-        volume
-    }
-
-    fn cert(&self) -> PathBuf {
-        self.root.join("tls.crt")
-    }
-
-    fn key(&self) -> PathBuf {
-        self.root.join("tls.key")
-    }
-
-    fn update(&mut self, from: &Path) {
-        self.generation += 1;
-        let data = format!("..gen_{}", self.generation);
-        fs::create_dir(self.root.join(&data)).unwrap();
-        for file in ["tls.crt", "tls.key"] {
-            fs::copy(from.join(file), self.root.join(&data).join(file)).unwrap();
-        }
-        symlink(&data, self.root.join("..data_tmp")).unwrap();
-        fs::rename(self.root.join("..data_tmp"), self.root.join("..data")).unwrap();
-    }
-
-    fn write_cert(&mut self, contents: &str) {
-        self.generation += 1;
-        let data = format!("..gen_{}", self.generation);
-        fs::create_dir(self.root.join(&data)).unwrap();
-        fs::write(self.root.join(&data).join("tls.crt"), contents).unwrap();
-        fs::copy(self.key(), self.root.join(&data).join("tls.key")).unwrap();
-        symlink(&data, self.root.join("..data_tmp")).unwrap();
-        fs::rename(self.root.join("..data_tmp"), self.root.join("..data")).unwrap();
-    }
-}
-
 #[tokio::test]
 async fn a_rotated_secret_serves_new_handshakes_and_keeps_open_connections() {
     let dir = temp_dir("rotate");
     let generated = generate_certs(&dir.join("gen"));
-    let mut volume = SecretVolume::new(dir.join("volume"), &dir.join("gen"));
+    let volume = SecretVolume::new(dir.join("volume"), &dir.join("gen"));
     let server = TestServer::start(&volume.cert(), &volume.key(), None, fast_options()).await;
 
     let old_stream = connect(server.addr, &generated.ca_cert, &[HTTP11]).await;
@@ -206,20 +151,6 @@ async fn a_key_that_does_not_match_is_refused_at_runtime() {
     fs::remove_dir_all(dir).ok();
 }
 
-fn client_identity(certs_dir: &Path) -> ClientIdentity {
-    let ca_pem = fs::read_to_string(certs_dir.join("ca.crt")).unwrap();
-    let ca_key = KeyPair::from_pem(&fs::read_to_string(certs_dir.join("ca.key")).unwrap()).unwrap();
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
-    let mut params = CertificateParams::new(vec!["kube-apiserver".to_owned()]).unwrap();
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    ClientIdentity {
-        chain: vec![cert.der().clone()],
-        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    }
-}
-
 #[tokio::test]
 async fn client_ca_requires_a_client_certificate_signed_by_it() {
     let dir = temp_dir("mtls");
@@ -245,7 +176,7 @@ async fn client_ca_requires_a_client_certificate_signed_by_it() {
     let stranger = client_config(
         &certs.ca_cert,
         &[HTTP11],
-        Some(client_identity(&dir.join("other"))),
+        Some(client_identity(&dir.join("other"), "kube-apiserver")),
     );
     let refused = match tls_connect(server.addr, stranger).await {
         Err(_) => true,
@@ -255,7 +186,11 @@ async fn client_ca_requires_a_client_certificate_signed_by_it() {
     drop(other);
 
     for alpn in [H2, HTTP11] {
-        let trusted = client_config(&certs.ca_cert, &[alpn], Some(client_identity(&dir)));
+        let trusted = client_config(
+            &certs.ca_cert,
+            &[alpn],
+            Some(client_identity(&dir, "kube-apiserver")),
+        );
         let stream = tls_connect(server.addr, trusted)
             .await
             .expect("mTLS connect");

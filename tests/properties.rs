@@ -3,8 +3,6 @@
 //! rules, mutation is idempotent, and validation never panics. Case counts are kept modest so CI stays
 //! fast; raise them with PROPTEST_CASES.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use mesh_admission::admission::{Decision, Endpoint, review};
@@ -119,17 +117,17 @@ fn namespace_name() -> impl Strategy<Value = String> {
 
 /// Sends `object` through `/mutate` as the server would, returning the patched object.
 fn mutate(object: &Value, namespace: &str, cfg: &Config) -> (Value, Vec<String>) {
-    let mut review_body = common::review_for(object, "CREATE");
+    let mut review_body = testkit::review_for(object, "CREATE");
     review_body["request"]["namespace"] = json!(namespace);
     let outcome =
         review(Endpoint::Mutate, review_body.to_string().as_bytes(), cfg).expect("a review");
     let reply: Value = serde_json::from_slice(&outcome.to_json()).unwrap();
-    common::check_reply(&review_body, &reply);
+    testkit::check_reply(&review_body, &reply);
     let Decision::Allowed { warnings, .. } = outcome.decision else {
         panic!("mutation denied {object}: {reply}")
     };
     let mut mutated = object.clone();
-    json_patch::patch(&mut mutated, &common::patch_of(&reply))
+    json_patch::patch(&mut mutated, &testkit::patch_of(&reply))
         .expect("the patch applies to the object as sent");
     (mutated, warnings)
 }
@@ -141,7 +139,7 @@ proptest! {
     fn pod_mutation_applies_satisfies_the_rules_and_is_idempotent(pod in pod(), namespace in namespace_name()) {
         let cfg = Config::default();
         let (mutated, warnings) = mutate(&pod, &namespace, &cfg);
-        common::rules::check_pod(&pod, &mutated, &namespace, &cfg, "generated pod");
+        testkit::rules::check_pod(&pod, &mutated, &namespace, &cfg, "generated pod");
         prop_assert!(warnings.iter().all(|w| w.chars().count() <= 120 && !w.contains('\n')));
         let (again, _) = mutate(&mutated, &namespace, &cfg);
         prop_assert_eq!(again, mutated);
@@ -155,7 +153,7 @@ proptest! {
             ns["metadata"]["labels"] = l;
         }
         let (mutated, _) = mutate(&ns, "", &cfg);
-        common::rules::check_namespace(&ns, &mutated, &cfg, "generated namespace");
+        testkit::rules::check_namespace(&ns, &mutated, &cfg, "generated namespace");
         let (again, _) = mutate(&mutated, "", &cfg);
         prop_assert_eq!(again, mutated);
     }
@@ -181,10 +179,10 @@ proptest! {
             "CronJob" => json!({"apiVersion": "batch/v1", "kind": kind, "spec": {"jobTemplate": {"spec": {"template": {"metadata": {"annotations": annotations}, "spec": pod_spec}}}}}),
             _ => json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": kind, "metadata": {"annotations": annotations}}),
         };
-        let body = common::review_for(&object, "CREATE");
+        let body = testkit::review_for(&object, "CREATE");
         let outcome = review(Endpoint::Validate, body.to_string().as_bytes(), &Config::default()).expect("a review");
         let reply: Value = serde_json::from_slice(&outcome.to_json()).unwrap();
-        common::check_reply(&body, &reply);
+        testkit::check_reply(&body, &reply);
         if reply["response"]["allowed"] == false {
             prop_assert_eq!(&reply["response"]["status"]["code"], &json!(422));
             let message = reply["response"]["status"]["message"].as_str().unwrap_or("");

@@ -6,8 +6,6 @@
 //! and what `render` must print, `expected.yaml` (stdout) and `expected.stderr`. After a deliberate
 //! change, `UPDATE_GOLDEN=1 cargo test --test render golden` rewrites them; review the diff.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -761,13 +759,9 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // The command
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mesh-admission")
-}
-
 /// Runs `render` with `args`, feeding `stdin`; returns (exit code, stdout, stderr).
 fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
-    common::run_command("render", args, stdin)
+    testkit::run_command("render", args, stdin)
 }
 
 fn fixture(case: &str, file: &str) -> String {
@@ -888,7 +882,7 @@ fn unreadable_input_or_configuration_is_exit_2() {
 
 #[test]
 fn render_help_gives_the_exit_codes() {
-    let out = Command::new(bin())
+    let out = Command::new(testkit::mesh_admission())
         .args(["render", "--help"])
         .output()
         .unwrap();

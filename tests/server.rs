@@ -1,42 +1,17 @@
 //! The real binary over real sockets: TLS verified against the generated CA for the Service name,
 //! HTTP/1.1 and HTTP/2, certificate rotation, bad input, slow clients and SIGTERM drain.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Client, Protocol, Server, generate_certs, patch_of, review_for, temp_dir};
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
+use testkit::process::ChildGuard;
+use testkit::{Client, Protocol, Server, generate_certs, patch_of, review_for, temp_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn sample(name: &str) -> Value {
     let path = format!("{}/hack/samples/{name}.json", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-async fn admin_get(server: &Server, path: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(server.admin_addr)
-        .await
-        .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.unwrap();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
-}
-
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -345,10 +320,7 @@ async fn certificate_rotation_keeps_open_connections_and_survives_a_broken_pair(
     .unwrap();
     // Polled every 100 ms; waited for (bounded) rather than for a fixed time, on a busy machine.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(
-        &admin_get(&server, "/metrics").await.1,
-        "mesh_admission_tls_reload_errors_total",
-    ) < 1.0
+    while testkit::metrics::value(&server.metrics(), "mesh_admission_tls_reload_errors_total") < 1.0
         && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -358,14 +330,14 @@ async fn certificate_rotation_keeps_open_connections_and_survives_a_broken_pair(
         .unwrap();
     assert_eq!(after.peer_certificate, rotated.peer_certificate);
     after.review("mutate", &sample("namespace")).await;
-    let (_, metrics) = admin_get(&server, "/metrics").await;
+    let metrics = server.metrics();
     assert_eq!(
-        metric(&metrics, "mesh_admission_tls_reloads_total"),
+        testkit::metrics::value(&metrics, "mesh_admission_tls_reloads_total"),
         1.0,
         "{metrics}"
     );
     assert_eq!(
-        metric(&metrics, "mesh_admission_tls_reload_errors_total"),
+        testkit::metrics::value(&metrics, "mesh_admission_tls_reload_errors_total"),
         1.0,
         "{metrics}"
     );
@@ -374,7 +346,7 @@ async fn certificate_rotation_keeps_open_connections_and_survives_a_broken_pair(
 #[test]
 fn a_missing_certificate_stops_start_up_with_a_one_line_reason() {
     let dir = temp_dir("missing-cert");
-    let out = std::process::Command::new(common::bin())
+    let out = std::process::Command::new(testkit::mesh_admission())
         .args([
             "serve",
             "--listen",
@@ -398,7 +370,7 @@ fn a_missing_certificate_stops_start_up_with_a_one_line_reason() {
     // Unreadable configuration likewise.
     let config = dir.join("config.yaml");
     std::fs::write(&config, "spireTemplates: [x]\n").unwrap();
-    let out = std::process::Command::new(common::bin())
+    let out = std::process::Command::new(testkit::mesh_admission())
         .args(["serve", "--config"])
         .arg(&config)
         .output()
@@ -446,7 +418,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     server.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        admin_get(&server, "/readyz").await.0,
+        testkit::http::status(&testkit::admin_get(server.admin_addr, "/readyz").unwrap()),
         503,
         "readiness fails at once"
     );
@@ -473,7 +445,7 @@ async fn raw_http1(
     server: &Server,
     ca: &std::path::Path,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    common::connect(server.addr, ca, &[common::HTTP11]).await
+    testkit::connect(server.addr, ca, &[testkit::HTTP11]).await
 }
 
 /// Everything the server sends until it closes the connection.
@@ -525,10 +497,7 @@ async fn a_second_signal_exits_at_once_with_status_one() {
     let mut server = Server::start(&dir, &["--shutdown-grace", "30s"]);
     server.signal(Signal::SIGTERM);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        server.child.try_wait().unwrap().is_none(),
-        "still in its grace period"
-    );
+    assert!(server.exited().is_none(), "still in its grace period");
     server.signal(Signal::SIGINT);
     let status = server
         .wait_exit(Duration::from_secs(5))
@@ -636,15 +605,7 @@ async fn validation_denials_and_warnings_reach_the_apiserver_as_it_expects() {
 
 /// `serve` on ephemeral ports with default (text) logs and the pair in `dir`.
 fn serve_with_pair_in(dir: &std::path::Path) -> std::process::Command {
-    let mut command = std::process::Command::new(common::bin());
-    command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0"])
-        .arg("--tls-cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("tls.key"));
-    command
+    testkit::server::serve_command(testkit::mesh_admission(), dir)
 }
 
 #[test]
@@ -652,17 +613,18 @@ fn text_logs_to_a_pipe_carry_no_colour_codes() {
     use std::io::BufRead;
     let dir = temp_dir("text-logs");
     generate_certs(&dir);
-    let mut child = serve_with_pair_in(&dir)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let mut child = ChildGuard(
+        serve_with_pair_in(&dir)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
     let line = std::io::BufReader::new(stderr)
         .lines()
         .map_while(Result::ok)
         .find(|line| line.contains("listening"));
-    child.kill().ok();
-    child.wait().ok();
+    drop(child);
     let line = line.expect("the server logs where it listens");
     assert!(line.contains(" INFO "), "{line}");
     assert!(!line.contains('\u{1b}'), "{line:?}");
@@ -675,13 +637,15 @@ fn a_closed_stderr_loses_log_lines_but_not_the_shutdown() {
     use std::io::BufRead;
     let dir = temp_dir("closed-stderr");
     generate_certs(&dir);
-    let mut child = serve_with_pair_in(&dir)
-        .args(["--shutdown-grace", "0s"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let stderr = child.stderr.take().unwrap();
+    let mut child = ChildGuard(
+        serve_with_pair_in(&dir)
+            .args(["--shutdown-grace", "0s"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = nix::unistd::Pid::from_raw(child.pid() as i32);
+    let stderr = child.0.stderr.take().unwrap();
     let listening = std::io::BufReader::new(stderr)
         .lines()
         .map_while(Result::ok)
@@ -689,21 +653,9 @@ fn a_closed_stderr_loses_log_lines_but_not_the_shutdown() {
     // The reader (and with it the pipe's only read end) is gone here.
     assert!(listening, "the server logs where it listens");
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    if status.is_none() {
-        child.kill().ok();
-        child.wait().ok();
-    }
-    let status = status.expect("the server exits within 10 s of SIGTERM");
+    let status = child
+        .wait_exit(Duration::from_secs(10))
+        .expect("the server exits within 10 s of SIGTERM");
     assert_eq!(status.code(), Some(0), "{status}");
 }
 

@@ -5,8 +5,8 @@
 //! SOAK_SECONDS=45 SOAK_ROTATE_SECONDS=15 SOAK_WARMUP_SECONDS=15 hack/soak.sh   # a short run
 //! ```
 //!
-//! 1. Generates certificates in a work directory and starts the release binary (the harness of
-//!    `tests/common`; certificate reload interval 1 s, shutdown grace 2 s).
+//! 1. Generates certificates in a work directory and starts the release binary (the harness's
+//!    `Server`; certificate reload interval 1 s, shutdown grace 2 s).
 //! 2. Sustained good load for SOAK_SECONDS: HTTP/1.1 keep-alive (25 connections, open-loop
 //!    SOAK_H1_RATE req/s) and HTTP/2 (SOAK_H2_CONNECTIONS x 8 streams, SOAK_H2_RATE req/s) in
 //!    parallel, every reply checked as the apiserver would. Pass: zero failed good requests.
@@ -35,24 +35,21 @@
 //! Every loop here is bounded in count and time; the server is killed by its `Drop` (the harness's
 //! `Server`), and so is a `certs` run that does not finish.
 
-mod common;
-#[path = "common/load.rs"]
-mod load;
-
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use common::{Client, Protocol, SERVICE_NAME, Server, bin, client_config, temp_dir};
-use load::{BodyTemplate, Plan, Stats, Target};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
+use testkit::bench::median;
+use testkit::client::tls_connect_to;
+use testkit::load::{BodyTemplate, Plan, Reviews, Stats, Target, tls_connector};
+use testkit::procfs::{open_fds, status_kib, try_cpu_time};
+use testkit::{Client, Protocol, SERVICE_NAME, Server, admin_get, certs, metrics, temp_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -136,11 +133,6 @@ impl Config {
 // ---------------------------------------------------------------------------------------------
 // Guards and small helpers
 
-/// A TLS connector that trusts only `ca` and offers exactly `protocol` by ALPN.
-fn connector(ca: &Path, protocol: Protocol) -> tokio_rustls::TlsConnector {
-    let config = client_config(ca, &[protocol.alpn()], None);
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-}
 /// The work directory: removed when the soak passed (unless SOAK_KEEP), kept otherwise. Declared
 /// before the server, so the server is killed first.
 struct WorkDir {
@@ -159,47 +151,6 @@ impl Drop for WorkDir {
     }
 }
 
-/// A child process killed (by its PID) and reaped when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `mesh-admission certs --out DIR` for at most 30 s; `Err` with its output when it failed.
-fn issue_certs(dir: &Path) -> Result<(), String> {
-    let child = Command::new(bin())
-        .args(["certs", "--out"])
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run certs: {e}"))?;
-    let mut guard = ChildGuard(child);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = guard.0.try_wait().map_err(|e| e.to_string())? {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = guard.0.stderr.take() {
-                let _ = pipe.read_to_string(&mut stderr);
-            }
-            return if status.success() {
-                Ok(())
-            } else {
-                Err(format!("certs exited {status}: {}", stderr.trim()))
-            };
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Err("certs did not finish within 30 s (killed)".into())
-}
-
 /// The first certificate of a PEM file (the leaf of tls.crt), DER-encoded.
 fn leaf_of(path: &Path) -> Option<Vec<u8>> {
     CertificateDer::pem_file_iter(path)
@@ -215,111 +166,25 @@ fn short_id(der: &[u8]) -> String {
     tail.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A plain HTTP/1.1 GET on the admin port: `(status, body)`, `None` when it did not work within
-/// `limit`.
-fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> Option<(u16, String)> {
-    let deadline = std::time::Instant::now() + limit;
-    let mut stream = StdTcpStream::connect_timeout(&addr, limit).ok()?;
-    stream.set_write_timeout(Some(limit)).ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .ok()?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        stream.set_read_timeout(Some(left)).ok()?;
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(_) => return None,
-        }
-    }
-    let text = String::from_utf8_lossy(&got);
-    let status = text.get(9..12)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
 /// The value of a counter on /metrics, 0 when it cannot be read (which fails the checks using it).
 fn metric(admin: SocketAddr, name: &str) -> u64 {
-    let Some((200, body)) = http_get(admin, "/metrics", Duration::from_secs(5)) else {
-        return 0;
-    };
-    body.lines()
-        .filter_map(|line| line.split_once(' '))
-        .find(|(key, _)| *key == name)
-        .and_then(|(_, value)| value.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    admin_get(admin, "/metrics")
+        .ok()
+        .filter(|reply| testkit::http::status(reply) == 200)
+        .map_or(0, |reply| metrics::value(&reply, name) as u64)
 }
 
-fn readyz(admin: SocketAddr, limit: Duration) -> String {
-    http_get(admin, "/readyz", limit)
-        .map_or_else(|| "000".to_string(), |(status, _)| status.to_string())
+/// The status `/readyz` answers, "000" when it does not answer.
+fn readyz(admin: SocketAddr) -> String {
+    admin_get(admin, "/readyz").map_or_else(
+        |_| "000".to_string(),
+        |r| testkit::http::status(&r).to_string(),
+    )
 }
 
 /// Resident set size in KiB and open file descriptors of `pid`.
 fn rss_and_fds(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some((rss, fds))
-}
-
-/// User + system CPU time of `pid` in clock ticks (0 when unreadable).
-fn cpu_ticks(pid: u32) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
-    };
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| {
-        fields
-            .get(n - 3)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(14) + field(15)
-}
-
-fn clock_ticks_per_second() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse().ok())
-        .unwrap_or(100)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    Some((status_kib(pid, "VmRSS")?, open_fds(pid)?))
 }
 
 /// A number as Python's `:g` prints small values: no trailing `.0`.
@@ -390,35 +255,31 @@ struct LoadSpec {
 }
 
 /// Opens the connections (before the clock starts), then sends for `spec.duration`.
-async fn run_load(
-    spec: LoadSpec,
-    addr: SocketAddr,
-    ca: PathBuf,
-    body: Arc<BodyTemplate>,
-) -> LoadReport {
-    let protocol = match spec.protocol {
-        Protocol::Http1 => load::Protocol::H1,
-        Protocol::Http2 => load::Protocol::H2,
-    };
+async fn run_load(spec: LoadSpec, addr: SocketAddr, ca: PathBuf, body: BodyTemplate) -> LoadReport {
     let target = Target {
         addr,
         server_name: SERVICE_NAME.to_string(),
-        protocol,
-        connector: load::tls_connector(&ca, protocol).expect("the soak's own CA"),
+        authority: SERVICE_NAME.to_string(),
+        protocol: spec.protocol,
+        connector: tls_connector(&ca, spec.protocol).expect("the soak's own CA"),
         path: PATH.to_string(),
-        body,
+        headers: Vec::new(),
         connect_timeout: CONNECT_TIMEOUT,
         request_timeout: REQUEST_TIMEOUT,
     };
+    let streams = match spec.protocol {
+        Protocol::Http1 => 1,
+        Protocol::Http2 => H2_STREAMS,
+    };
     let plan = Plan {
         connections: spec.connections,
-        streams: H2_STREAMS,
+        in_flight: spec.connections * streams,
         rate: spec.rate,
         duration: spec.duration,
         max_requests: 0,
-        run_id: spec.id,
     };
-    match load::run(target, plan).await {
+    let reviews = Arc::new(Reviews::new(body, spec.id));
+    match testkit::load::run(target, plan, reviews).await {
         Ok(report) => LoadReport {
             status: match report.lost_lanes {
                 0 => Ok(()),
@@ -517,18 +378,9 @@ struct Response {
 impl BadClient {
     async fn connect(&self, limit: Duration) -> Result<TlsStream<TcpStream>, String> {
         let name = ServerName::try_from(SERVICE_NAME).unwrap();
-        let connect = async {
-            let tcp = TcpStream::connect(self.addr)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        tokio::time::timeout(limit, connect)
+        tls_connect_to(self.addr, name, &self.connector, limit)
             .await
-            .map_err(|_| format!("connect timed out after {limit:?}"))?
+            .map_err(|(_, message)| message)
     }
 
     fn note(&self, kind: &'static str, outcome: &str, expected: bool, detail: &str) {
@@ -921,7 +773,7 @@ impl BadClient {
 async fn bad_mix(addr: SocketAddr, ca: PathBuf, seconds: u64) -> BadResults {
     let client = BadClient {
         addr,
-        connector: connector(&ca, Protocol::Http1),
+        connector: tls_connector(&ca, Protocol::Http1).expect("the soak's own CA"),
         results: Arc::default(),
         deadline: Instant::now() + Duration::from_secs(seconds),
     };
@@ -1104,7 +956,10 @@ fn resource_rows(v: &mut Verdict, cfg: &Config, samples: &[(u64, u64, u64)]) {
             let last = groups.pop().unwrap();
             groups.last_mut().unwrap().extend(last);
         }
-        let medians: Vec<f64> = groups.iter().map(|g| median(g)).collect();
+        let medians: Vec<f64> = groups
+            .iter()
+            .map(|g| median(g).unwrap_or(f64::NAN))
+            .collect();
         let base = medians[0];
         let end = *medians.last().unwrap();
         let rss: Vec<u64> = post.iter().map(|s| s.1).collect();
@@ -1156,7 +1011,10 @@ fn resource_rows(v: &mut Verdict, cfg: &Config, samples: &[(u64, u64, u64)]) {
             .filter(|s| s.0 + 60 > t_end)
             .map(|s| s.2 as f64)
             .collect();
-        let (m1, m2) = (median(&first), median(&last));
+        let (m1, m2) = (
+            median(&first).unwrap_or(f64::NAN),
+            median(&last).unwrap_or(f64::NAN),
+        );
         let tolerance = cfg.fd_tolerance as f64;
         let verdict = v.check(
             (m2 - m1).abs() <= tolerance,
@@ -1236,7 +1094,7 @@ fn bad_rows(v: &mut Verdict, bad: Option<&BTreeMap<&'static str, BadEntry>>) {
 }
 
 /// Levels of the server's log lines and the TLS listener's drain report.
-fn log_rows(v: &mut Verdict, lines: &[String], addr: SocketAddr) {
+fn log_rows(v: &mut Verdict, lines: &[&str], addr: SocketAddr) {
     let mut levels: BTreeMap<String, u64> = BTreeMap::new();
     let mut stopped = "none".to_string();
     for line in lines {
@@ -1313,8 +1171,7 @@ fn soak() {
         passed: false,
     };
     let certs = work.path.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    issue_certs(&certs).expect("initial certificates");
+    certs::issue(&certs, &[]).expect("initial certificates");
     let ca = certs.join("ca.crt");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -1322,12 +1179,10 @@ fn soak() {
         .build()
         .unwrap();
     // 1. The server (killed by its Drop, also when this test panics).
-    let mut server = Server::start(
-        &certs,
-        &["--cert-reload-interval", "1s", "--shutdown-grace", "2s"],
-    );
-    let (addr, admin, pid) = (server.addr, server.admin_addr, server.child.id());
-    let mut logs: Vec<String> = Vec::new();
+    let args = ["--cert-reload-interval", "1s", "--shutdown-grace", "2s"].map(String::from);
+    let mut server = Server::start_with(None, &certs, &args, &work.path.join("server.log"));
+    let (addr, admin) = (server.addr, server.admin_addr);
+    let pid = server.pid().expect("a running server");
     log(
         script_start,
         &format!(
@@ -1335,10 +1190,8 @@ fn soak() {
             work.path.display()
         ),
     );
-    let body = Arc::new(
-        BodyTemplate::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(BODY))
-            .expect("the soak's review body"),
-    );
+    let body = BodyTemplate::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join(BODY))
+        .expect("the soak's review body");
 
     // 2-5. Load, rotations, bad requests and samples for SOAK_SECONDS.
     log(
@@ -1388,15 +1241,14 @@ fn soak() {
     let mut samples: Vec<(u64, u64, u64)> = Vec::new();
     let mut rotations: Vec<Rotation> = Vec::new();
     let reloads_start = metric(admin, "mesh_admission_tls_reloads_total");
-    let cpu_start = cpu_ticks(pid);
+    let cpu_start = try_cpu_time(pid).unwrap_or_default();
     let (mut next_sample, mut next_rotation) = (0, cfg.rotate_seconds);
     loop {
         let elapsed = soak_start.elapsed().as_secs();
         if elapsed >= cfg.soak_seconds {
             break;
         }
-        logs.extend(server.drain_logs());
-        if !matches!(server.child.try_wait(), Ok(None)) {
+        if server.exited().is_some() {
             log(script_start, "the server died during the soak");
             break;
         }
@@ -1410,7 +1262,7 @@ fn soak() {
         // A rotation needs a few seconds to be verified, so none starts in the last 10 s.
         if elapsed >= next_rotation && elapsed + 10 < cfg.soak_seconds {
             let before = metric(admin, "mesh_admission_tls_reloads_total");
-            if let Err(error) = issue_certs(&certs) {
+            if let Err(error) = certs::issue(&certs, &[]) {
                 log(script_start, &format!("certs failed: {error}"));
             }
             let want = leaf_of(&certs.join("tls.crt")).unwrap_or_default();
@@ -1447,9 +1299,9 @@ fn soak() {
         std::thread::sleep(Duration::from_secs(1));
     }
     let reloads_end = metric(admin, "mesh_admission_tls_reloads_total");
-    let cpu_end = cpu_ticks(pid);
+    let cpu_end = try_cpu_time(pid).unwrap_or_default();
     let reload_errors_end = metric(admin, "mesh_admission_tls_reload_errors_total");
-    let server_alive = matches!(server.child.try_wait(), Ok(None));
+    let server_alive = server.exited().is_none();
 
     log(script_start, "soak load finished; waiting for the clients");
     let h1 = join_bounded(&rt, h1, Duration::from_secs(40));
@@ -1470,7 +1322,7 @@ fn soak() {
         script_start,
         &format!("shutdown: load for {SHUTDOWN_LOAD_SECONDS}s, SIGTERM after 5 s"),
     );
-    let ready_before = readyz(admin, Duration::from_secs(5));
+    let ready_before = readyz(admin);
     let term_duration = Duration::from_secs(SHUTDOWN_LOAD_SECONDS);
     let term_h1 = load(
         3,
@@ -1492,7 +1344,7 @@ fn soak() {
         server.signal(nix::sys::signal::Signal::SIGTERM);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let ready_after = readyz(admin, Duration::from_secs(2));
+    let ready_after = readyz(admin);
     let grace_accept = handshake(&rt, addr, &ca).is_some();
     let limit = SHUTDOWN_GRACE + DRAIN_LIMIT + 5;
     let exit = server.wait_exit(Duration::from_secs(limit).saturating_sub(term_at.elapsed()));
@@ -1502,8 +1354,7 @@ fn soak() {
             script_start,
             &format!("the server did not exit within {limit}s of SIGTERM; killing it"),
         );
-        let _ = server.child.kill();
-        let _ = server.child.wait();
+        server.stop();
     }
     let term_h1 = join_bounded(&rt, term_h1, Duration::from_secs(60));
     let term_h2 = join_bounded(&rt, term_h2, Duration::from_secs(60));
@@ -1512,15 +1363,9 @@ fn soak() {
             log(script_start, &report.text(name));
         }
     }
-    // The rest of the server's log: its stderr ends when the process has exited.
-    let logs_until = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < logs_until {
-        match server.logs.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => logs.push(line),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
+    // The whole log: the process has exited (or was killed) by now.
+    let log = server.log();
+    let logs: Vec<&str> = log.lines().collect();
     for line in logs.iter().filter(|l| {
         [
             "\"shutting down",
@@ -1552,7 +1397,7 @@ fn soak() {
         if server_alive { "yes" } else { "no" },
         verdict,
     );
-    let cpu = cpu_end.saturating_sub(cpu_start) as f64 / clock_ticks_per_second() as f64;
+    let cpu = cpu_end.saturating_sub(cpu_start).as_secs_f64();
     v.row(
         "server CPU during soak",
         format!(
@@ -1670,7 +1515,6 @@ fn soak() {
 
     let table = v.table();
     println!("{table}");
-    let _ = std::fs::write(work.path.join("server.log"), logs.join("\n") + "\n");
     let _ = std::fs::write(work.path.join("samples.tsv"), samples_tsv);
     let _ = std::fs::write(work.path.join("rotations.tsv"), rotations_tsv);
     let _ = std::fs::write(work.path.join("summary.txt"), &table);

@@ -4,19 +4,22 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::{ControlPlane, admin_get, assert_starting, mesh_admission};
+use crate::control_plane::ControlPlane;
+use crate::http::{admin_get, status};
+use crate::metrics;
+use crate::process::{ChildGuard, listening, mesh_admission, spawn_logged, wait_started};
 
 /// How long the controller may take to log `listening` and then answer `/readyz`.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Controller {
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     log: PathBuf,
     admin_addr: SocketAddr,
     pub identity: String,
@@ -60,13 +63,12 @@ impl Controller {
         let log = cp
             .logs()
             .join(format!("controller-{n}-{}.log", options.identity));
-        let file =
-            fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let binary = options
             .binary
             .clone()
-            .unwrap_or_else(|| PathBuf::from(mesh_admission()));
-        let child = Command::new(&binary)
+            .unwrap_or_else(|| mesh_admission().to_owned());
+        let mut command = Command::new(&binary);
+        command
             .env("KUBECONFIG", cp.kubeconfig())
             .env("POD_NAME", &options.identity)
             .env_remove("POD_NAMESPACE")
@@ -74,30 +76,20 @@ impl Controller {
             .args(["controller", "--admin-listen", "127.0.0.1:0"])
             .args(["--leader-election-namespace", "default"])
             .args(["--log-format", "json", "--debounce", &options.debounce])
-            .args(&options.args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let mut controller = Controller {
+            .args(&options.args);
+        let mut child = spawn_logged(&mut command, &log);
+        let started = Instant::now();
+        let what = "mesh-admission controller";
+        let admin_addr = wait_started(&mut child, what, &log, START_TIMEOUT, || {
+            let admin = listening(&log, "admin_addr")?;
+            (!options.wait_ready || ready(admin)).then_some(admin)
+        });
+        let controller = Controller {
             child: Some(child),
             log,
-            admin_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            admin_addr,
             identity: options.identity.clone(),
         };
-        let started = Instant::now();
-        controller.admin_addr = loop {
-            if let Some(addr) = controller.listening() {
-                break addr;
-            }
-            controller.assert_running_within(started);
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        while options.wait_ready && !controller.ready() {
-            controller.assert_running_within(started);
-            std::thread::sleep(Duration::from_millis(100));
-        }
         eprintln!(
             "e2e: controller {} (admin {}) started in {:.1?}, log {}",
             controller.identity,
@@ -109,12 +101,12 @@ impl Controller {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.child.as_ref().map_or(0, ChildGuard::pid)
     }
 
     /// `/readyz` answers 200.
     pub fn ready(&self) -> bool {
-        admin_get(self.admin_addr, "/readyz").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
+        ready(self.admin_addr)
     }
 
     /// The admin port's `/metrics`.
@@ -123,17 +115,14 @@ impl Controller {
             .unwrap_or_else(|e| panic!("GET /metrics of controller {}: {e}", self.identity))
     }
 
-    /// The value of the metric line starting with `series` (0 when absent).
+    /// The value of the series `series` (`name` or `name{labels}`), 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0.0)
+        metrics::value(&self.metrics(), series)
     }
 
     /// Whether this replica says it holds the Lease.
     pub fn is_leader(&self) -> bool {
-        self.metric("mesh_admission_controller_leader ") == 1.0
+        self.metric("mesh_admission_controller_leader") == 1.0
     }
 
     pub fn log(&self) -> String {
@@ -146,51 +135,21 @@ impl Controller {
 
     /// SIGKILL: a leader that dies without releasing its Lease.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child = None; // the guard kills it by its PID
     }
 
     /// SIGTERM, then waits up to 10 s for the exit (SIGKILL after that).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.pid()).ok()?);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        None
-    }
-
-    fn listening(&self) -> Option<SocketAddr> {
-        self.log().lines().find_map(|line| {
-            let line: serde_json::Value = serde_json::from_str(line).ok()?;
-            let fields = &line["fields"];
-            if fields["message"] != "listening" {
-                return None;
-            }
-            fields["admin_addr"].as_str()?.parse().ok()
-        })
-    }
-
-    fn assert_running_within(&mut self, started: Instant) {
-        let child = self.child.as_mut().unwrap();
-        let what = "mesh-admission controller";
-        assert_starting(child, what, &self.log, started, START_TIMEOUT);
+        child.wait_exit(Duration::from_secs(10))
     }
 }
 
-impl Drop for Controller {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The admin port at `admin` answers `/readyz` with 200 (every required watch listed).
+fn ready(admin: SocketAddr) -> bool {
+    admin_get(admin, "/readyz").is_ok_and(|reply| status(&reply) == 200)
 }
 
 /// The apiserver's `apiserver_request_total`, summed by `VERB resource` (e.g. `APPLY

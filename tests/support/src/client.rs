@@ -1,30 +1,20 @@
-//! The integration tests' harness: an apiserver-like TLS client, the real `mesh-admission` binary
-//! as a server, and (in [`listener`]) the library's listener in-process.
-//!
-//! The client speaks TLS verified against the generated `ca.crt` for the Service name, over HTTP/1.1
-//! or HTTP/2 chosen by ALPN, the way kube-apiserver's webhook dispatcher does.
-#![allow(dead_code)]
-
-pub mod listener;
-pub mod rules;
+//! An apiserver-like client: TLS verified against a CA file for the name the apiserver verifies,
+//! HTTP/1.1 or HTTP/2 chosen by ALPN, the way kube-apiserver's webhook dispatcher connects; and the
+//! apiserver's checks on a webhook's reply. The load engine ([`crate::load`]) and the API client
+//! ([`crate::api`]) connect through it too.
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::{TrySendError, http1, http2};
 use hyper::{Request, Response, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_admission::certs::GeneratedCerts;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde_json::{Value, json};
@@ -39,169 +29,11 @@ pub const HTTP11: &[u8] = b"http/1.1";
 
 pub type ClientBody = BoxBody<Bytes, Infallible>;
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_mesh-admission")
-}
-
-/// A fresh, empty directory under the target dir, unique to this process and call.
-pub fn temp_dir(name: &str) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Runs `mesh-admission certs --out DIR` (an existing CA there is reused) and checks it succeeded.
-pub fn generate_certs(dir: &Path) -> GeneratedCerts {
-    let out = Command::new(bin())
-        .args(["certs", "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "certs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    GeneratedCerts {
-        ca_cert: dir.join("ca.crt"),
-        ca_key: dir.join("ca.key"),
-        tls_cert: dir.join("tls.crt"),
-        tls_key: dir.join("tls.key"),
-        reused_ca: String::from_utf8_lossy(&out.stdout).contains("CA (reused)"),
-    }
-}
-
-/// Runs `mesh-admission SUBCOMMAND ARGS` feeding `stdin`; returns (exit code, stdout, stderr).
-pub fn run_command(subcommand: &str, args: &[&str], stdin: &str) -> (i32, String, String) {
-    let mut child = Command::new(bin())
-        .arg(subcommand)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-/// A running `mesh-admission serve` process.
-pub struct Server {
-    pub child: Child,
-    pub addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    pub logs: mpsc::Receiver<String>,
-}
-
-impl Server {
-    /// Starts `serve` on ephemeral 127.0.0.1 ports with the pair in `dir`, plus `extra` flags.
-    pub fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(bin())
-            // As the image and the chart run it (src/main.rs says why).
-            .env("MIMALLOC_PURGE_DELAY", "0")
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .arg("--tls-cert")
-            .arg(dir.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("tls.key"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = rx.recv_timeout(remaining).unwrap_or_else(|_| {
-                panic!(
-                    "server did not report its address (exit: {:?})",
-                    child.try_wait()
-                )
-            });
-            let Ok(log) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if log["fields"]["message"] == "listening" {
-                let addr = log["fields"]["addr"].as_str().unwrap().parse().unwrap();
-                let admin_addr = log["fields"]["admin_addr"]
-                    .as_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                return Server {
-                    child,
-                    addr,
-                    admin_addr,
-                    logs: rx,
-                };
-            }
-        }
-    }
-
-    /// Log lines printed so far.
-    pub fn drain_logs(&self) -> Vec<String> {
-        self.logs.try_iter().collect()
-    }
-
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-
-    /// Waits for the process to exit, at most `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        while std::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// HTTP/1.1 keep-alive, one request at a time per connection.
     Http1,
+    /// HTTP/2, several streams per connection.
     Http2,
 }
 
@@ -212,6 +44,26 @@ impl Protocol {
             Protocol::Http2 => H2,
         }
     }
+
+    /// `h1` or `h2`, as the load tools name them.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "h1",
+            Protocol::Http2 => "h2",
+        }
+    }
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "h1" => Ok(Protocol::Http1),
+            "h2" => Ok(Protocol::Http2),
+            _ => Err(format!("unknown protocol {text:?} (h1 or h2)")),
+        }
+    }
 }
 
 /// A client certificate and its key, for mutual TLS.
@@ -220,29 +72,80 @@ pub struct ClientIdentity {
     pub key: PrivateKeyDer<'static>,
 }
 
-/// A client that trusts only `ca` and offers the `alpn` protocols (none: no ALPN at all).
+/// A client that trusts only the certificates in `ca` (PEM) and offers the `alpn` protocols (none:
+/// no ALPN at all).
+pub fn try_client_config(
+    ca: &Path,
+    alpn: &[&[u8]],
+    identity: Option<ClientIdentity>,
+) -> Result<rustls::ClientConfig, String> {
+    let what = |e: &dyn std::fmt::Display| format!("{}: {e}", ca.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| what(&e))? {
+        roots
+            .add(cert.map_err(|e| what(&e))?)
+            .map_err(|e| what(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain, id.key)
+            .map_err(|e| format!("client certificate: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// [`try_client_config`], failing the test when the CA cannot be read.
 pub fn client_config(
     ca: &Path,
     alpn: &[&[u8]],
     identity: Option<ClientIdentity>,
 ) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("read ca") {
-        roots.add(cert.expect("ca pem")).expect("add root");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots);
-    let mut config = match identity {
-        Some(id) => builder
-            .with_client_auth_cert(id.chain, id.key)
-            .expect("client cert"),
-        None => builder.with_no_client_auth(),
+    try_client_config(ca, alpn, identity).unwrap_or_else(|e| panic!("TLS client: {e}"))
+}
+
+/// A TLS connection to `addr` verifying the server for `name`, each step within `limit`; `Err`
+/// holds a short reason (`connect_refused`, `tls_handshake`, ...) and the message.
+pub async fn tls_connect_to(
+    addr: SocketAddr,
+    name: ServerName<'static>,
+    connector: &TlsConnector,
+    limit: Duration,
+) -> Result<TlsStream<TcpStream>, (&'static str, String)> {
+    let tcp = match tokio::time::timeout(limit, TcpStream::connect(addr)).await {
+        Err(_) => {
+            return Err((
+                "connect_timeout",
+                format!("TCP connect to {addr} timed out"),
+            ));
+        }
+        Ok(Err(e)) => return Err((connect_reason(&e), format!("connecting to {addr}: {e}"))),
+        Ok(Ok(tcp)) => tcp,
     };
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
+    let _ = tcp.set_nodelay(true);
+    match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
+        Err(_) => Err((
+            "tls_timeout",
+            format!("TLS handshake with {addr} timed out"),
+        )),
+        Ok(Err(e)) => Err(("tls_handshake", error_chain(&e))),
+        Ok(Ok(tls)) => Ok(tls),
+    }
+}
+
+fn connect_reason(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connect_refused",
+        std::io::ErrorKind::ConnectionReset => "connect_reset",
+        std::io::ErrorKind::TimedOut => "connect_timeout",
+        _ => "connect_error",
+    }
 }
 
 /// A TLS connection to `addr`, verifying the server for [`SERVICE_NAME`].
@@ -283,12 +186,24 @@ pub fn file_leaf(path: &Path) -> CertificateDer<'static> {
         .expect("pem")
 }
 
+/// An error with its sources, one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
 pub enum Sender {
     H1(http1::SendRequest<ClientBody>),
     H2(http2::SendRequest<ClientBody>),
 }
 
-/// One TLS connection to the server, kept open across requests.
+/// One TLS connection to a server, kept open across requests.
 pub struct Client {
     pub sender: Sender,
     pub peer_certificate: Vec<u8>,
@@ -350,19 +265,42 @@ impl Client {
         }
     }
 
+    /// The connection is gone (closed by either side, or failed).
+    pub fn is_closed(&self) -> bool {
+        match &self.sender {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Waits until the connection can take a request (HTTP/1.1: the previous one is answered).
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match &mut self.sender {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
     pub async fn send(
         &mut self,
         request: Request<ClientBody>,
     ) -> hyper::Result<Response<Incoming>> {
+        self.ready().await?;
         match &mut self.sender {
-            Sender::H1(s) => {
-                s.ready().await?;
-                s.send_request(request).await
-            }
-            Sender::H2(s) => {
-                s.ready().await?;
-                s.send_request(request).await
-            }
+            Sender::H1(s) => s.send_request(request).await,
+            Sender::H2(s) => s.send_request(request).await,
+        }
+    }
+
+    /// Sends without waiting for readiness; a request the connection never wrote comes back in the
+    /// error, so that it can be sent on another.
+    pub async fn try_send(
+        &mut self,
+        request: Request<ClientBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ClientBody>>> {
+        match &mut self.sender {
+            Sender::H1(s) => s.try_send_request(request).await,
+            Sender::H2(s) => s.try_send_request(request).await,
         }
     }
 

@@ -1,20 +1,23 @@
 //! Helpers for the pod-creation benchmark (`tests/bench_e2e.rs`, run by `hack/bench-e2e.sh`): the
-//! null webhook as a process, the load client, CPU time from `/proc`, the apiserver's own admission
-//! metrics, and switching the registered webhook configuration with proof that the apiserver follows.
+//! null webhook as a process, the pod-creation load (`examples/pod_load.rs`), the apiserver's own
+//! admission metrics, and switching the registered webhook configuration with proof that the
+//! apiserver follows.
 //!
 //! Everything started here is killed by its PID on drop, also when the benchmark panics.
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{ControlPlane, Webhook, mesh_admission};
+use crate::control_plane::ControlPlane;
+use crate::metrics;
+use crate::process::{ChildGuard, example, mesh_admission, spawn_logged, wait_started};
+use crate::webhook::Webhook;
 
 /// How long a webhook process may take to listen, and the apiserver to follow a registration change
 /// (it reads webhook configurations from a watch, a moment after they are stored).
@@ -23,39 +26,10 @@ const SWITCH_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PROBES: usize = 200;
 const POLL: Duration = Duration::from_millis(100);
 
-/// A release-built example next to the test binary (`target/release/examples/NAME` for
-/// `cargo test --release`), which `hack/bench-e2e.sh` builds first: integration tests get the
-/// paths of the crate's binaries from cargo, not of its examples.
-pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("the test's own path: {e}"));
-    // target/PROFILE/deps/TEST-HASH -> target/PROFILE/examples/NAME
-    let profile = exe
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or_else(|| panic!("{} has no profile folder", exe.display()));
-    let path = profile.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash hack/bench-e2e.sh`, which builds the examples before the benchmark",
-        path.display()
-    );
-    path
-}
-
-/// A child process killed by its PID when this guard drops.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `examples/null_webhook.rs` on a free 127.0.0.1 port, with the serving pair of a [`Webhook`] (so
 /// the same caBundle works), answering every review allowed, with `patch` on `/mutate` if given.
 pub struct NullWebhook {
-    child: Guard,
+    child: ChildGuard,
     url: String,
     log: PathBuf,
 }
@@ -64,60 +38,35 @@ impl NullWebhook {
     pub fn start(cp: &ControlPlane, certs_of: &Webhook, patch: Option<&Path>) -> NullWebhook {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
-        let log = cp.logs.join(format!("null-webhook-{n}.log"));
-        let file =
-            fs::File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
+        let log = cp.logs().join(format!("null-webhook-{n}.log"));
         let binary = example("null_webhook");
         let mut command = Command::new(&binary);
         command
             .args(["--listen", "127.0.0.1:0"])
             .arg("--tls-cert")
-            .arg(certs_of.certs.join("tls.crt"))
+            .arg(certs_of.certs().join("tls.crt"))
             .arg("--tls-key")
-            .arg(certs_of.certs.join("tls.key"));
+            .arg(certs_of.certs().join("tls.key"));
         if let Some(patch) = patch {
             command.arg("--patch").arg(patch);
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let mut webhook = NullWebhook {
-            child: Guard(child),
-            url: String::new(),
-            log,
-        };
-        let started = Instant::now();
-        let addr = loop {
-            let log = fs::read_to_string(&webhook.log).unwrap_or_default();
-            let addr = log.lines().find_map(|line| {
+        let mut child = spawn_logged(&mut command, &log);
+        let what = binary.display().to_string();
+        let addr = wait_started(&mut child, &what, &log, SWITCH_TIMEOUT, || {
+            let text = fs::read_to_string(&log).ok()?;
+            text.lines().find_map(|line| {
                 line.strip_prefix("null webhook listening on ")?
                     .parse::<SocketAddr>()
                     .ok()
-            });
-            if let Some(addr) = addr {
-                break addr;
-            }
-            if let Some(status) = webhook.child.0.try_wait().unwrap() {
-                panic!(
-                    "{} exited with {status} before it listened; its log is {}:\n{log}",
-                    binary.display(),
-                    webhook.log.display()
-                );
-            }
-            assert!(
-                started.elapsed() < SWITCH_TIMEOUT,
-                "{} did not listen within {SWITCH_TIMEOUT:?}; its log is {}",
-                binary.display(),
-                webhook.log.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+            })
+        });
         // It prints the address once bound; a connection proves it accepts too.
         TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-        webhook.url = format!("https://{addr}");
+        let webhook = NullWebhook {
+            child,
+            url: format!("https://{addr}"),
+            log,
+        };
         eprintln!(
             "bench: null webhook{} serving {}, log {}",
             if patch.is_some() { " with patch" } else { "" },
@@ -132,66 +81,8 @@ impl NullWebhook {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.0.id()
+        self.child.pid()
     }
-}
-
-/// The PID of `mesh-admission serve` while it runs.
-pub fn webhook_pid(webhook: &Webhook) -> u32 {
-    webhook
-        .child
-        .as_ref()
-        .map(Child::id)
-        .unwrap_or_else(|| panic!("mesh-admission serve at {} was stopped", webhook.url))
-}
-
-/// The PID of a control-plane process (`etcd` or `kube-apiserver`).
-pub fn control_plane_pid(cp: &ControlPlane, name: &str) -> u32 {
-    cp.processes
-        .iter()
-        .find(|(process, _)| *process == name)
-        .map(|(_, child)| child.id())
-        .unwrap_or_else(|| panic!("no {name} in the control plane"))
-}
-
-/// Clock ticks per second of `/proc/PID/stat`'s times.
-fn clock_ticks() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let output = Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .unwrap_or_else(|e| panic!("running getconf CLK_TCK: {e}"));
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|ticks| *ticks > 0.0)
-            .unwrap_or_else(|| panic!("getconf CLK_TCK printed {text:?}"))
-    })
-}
-
-/// User plus system CPU time of process `pid` and all its threads so far (`utime` + `stime`).
-pub fn cpu_time(pid: u32) -> Duration {
-    let path = format!("/proc/{pid}/stat");
-    let stat = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    // The command name (field 2) is in parentheses and may hold spaces: fields count from after it.
-    let rest = stat
-        .rfind(')')
-        .map(|end| &stat[end + 1..])
-        .unwrap_or_else(|| panic!("{path} has no command name: {stat}"));
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line; `rest` starts at field 3.
-    let ticks: u64 = [11, 12]
-        .iter()
-        .map(|&i| {
-            fields
-                .get(i)
-                .and_then(|field| field.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{path}: field {} is not a number: {stat}", i + 3))
-        })
-        .sum();
-    Duration::from_secs_f64(ticks as f64 / clock_ticks())
 }
 
 /// The apiserver's admission-webhook counters (its `/metrics`), summed over every webhook.
@@ -207,15 +98,15 @@ pub struct WebhookCalls {
 
 impl WebhookCalls {
     pub fn read(cp: &ControlPlane) -> WebhookCalls {
-        let metrics = cp.kubectl_ok(["get", "--raw", "/metrics"]);
+        let text = cp.kubectl_ok(["get", "--raw", "/metrics"]);
         WebhookCalls {
-            calls: metric_sum(&metrics, "apiserver_admission_webhook_request_total"),
-            timed: metric_sum(
-                &metrics,
+            calls: metrics::sum(&text, "apiserver_admission_webhook_request_total"),
+            timed: metrics::sum(
+                &text,
                 "apiserver_admission_webhook_admission_duration_seconds_count",
             ),
-            seconds: metric_sum(
-                &metrics,
+            seconds: metrics::sum(
+                &text,
                 "apiserver_admission_webhook_admission_duration_seconds_sum",
             ),
         }
@@ -231,24 +122,6 @@ impl WebhookCalls {
     }
 }
 
-/// The sum of every series of metric `name` in Prometheus text.
-fn metric_sum(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter_map(|line| {
-            let rest = line.strip_prefix(name)?;
-            let value = if rest.starts_with('{') {
-                &rest[rest.rfind('}')? + 1..]
-            } else if rest.starts_with(' ') {
-                rest
-            } else {
-                return None; // another metric whose name starts with `name`
-            };
-            value.split_whitespace().next()?.parse::<f64>().ok()
-        })
-        .sum()
-}
-
 /// `mesh-admission webhook-config --url URL --ca-bundle CA`: exactly what a user registers.
 pub fn webhook_config(url: &str, ca_bundle: &Path) -> String {
     let output = Command::new(mesh_admission())
@@ -256,7 +129,7 @@ pub fn webhook_config(url: &str, ca_bundle: &Path) -> String {
         .arg("--ca-bundle")
         .arg(ca_bundle)
         .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", mesh_admission()));
+        .unwrap_or_else(|e| panic!("running {}: {e}", mesh_admission().display()));
     assert!(
         output.status.success(),
         "mesh-admission webhook-config failed: {}",
@@ -349,7 +222,7 @@ fn wait_for_calls(
         } else {
             "still called"
         },
-        cp.logs.display()
+        cp.logs().display()
     )
 }
 
@@ -368,7 +241,7 @@ pub fn delete_pods(cp: &ControlPlane, namespace: &str) {
             started.elapsed() < SWITCH_TIMEOUT,
             "{} pods still in {namespace} {SWITCH_TIMEOUT:?} after the delete (logs: {})",
             left.lines().count(),
-            cp.logs.display()
+            cp.logs().display()
         );
         std::thread::sleep(POLL);
     }
@@ -391,11 +264,11 @@ pub struct Load<'a> {
 pub fn pod_load(cp: &ControlPlane, load: &Load) -> serde_json::Value {
     static RUNS: AtomicUsize = AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
-    let token_file = cp.dir.join("bench-token");
+    let token_file = cp.dir().join("bench-token");
     fs::write(&token_file, cp.admin_token())
         .unwrap_or_else(|e| panic!("writing {}: {e}", token_file.display()));
-    let stdout_path = cp.dir.join(format!("pod-load-{n}.json"));
-    let stderr_path = cp.logs.join(format!("pod-load-{n}.log"));
+    let stdout_path = cp.dir().join(format!("pod-load-{n}.json"));
+    let stderr_path = cp.logs().join(format!("pod-load-{n}.log"));
     let create = |path: &Path| {
         fs::File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()))
     };
@@ -420,21 +293,15 @@ pub fn pod_load(cp: &ControlPlane, load: &Load) -> serde_json::Value {
         .stderr(create(&stderr_path))
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-    let mut child = Guard(child);
+    let mut child = ChildGuard(child);
     // The client stops sending at max_duration and every request ends within its timeout.
     let deadline = load.max_duration + request_timeout * 4;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < deadline,
+    let status = child.wait_exit(deadline).unwrap_or_else(|| {
+        panic!(
             "pod_load ran longer than {deadline:?}; killed (log: {})",
             stderr_path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+        )
+    });
     let stdout = fs::read_to_string(&stdout_path).unwrap_or_default();
     let stderr = fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(
@@ -457,25 +324,12 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
-/// The control plane's temporary folder, for the benchmark's own files (removed with it).
-pub fn work_dir(cp: &ControlPlane) -> &Path {
-    &cp.dir
-}
-
-/// The one-minute load average, to tell a quiet machine from a busy one in the results.
-pub fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned())
-}
-
 /// `mesh_admission_request_duration_seconds` of `mesh-admission serve` so far: (count, total
 /// seconds) of the reviews it answered, timed from body received to reply encoded.
 pub fn review_time(webhook: &Webhook) -> (f64, f64) {
-    let metrics = webhook.metrics();
+    let text = webhook.metrics();
     (
-        metric_sum(&metrics, "mesh_admission_request_duration_seconds_count"),
-        metric_sum(&metrics, "mesh_admission_request_duration_seconds_sum"),
+        metrics::sum(&text, "mesh_admission_request_duration_seconds_count"),
+        metrics::sum(&text, "mesh_admission_request_duration_seconds_sum"),
     )
 }
