@@ -20,11 +20,15 @@ ENV CARGO_TERM_COLOR=never \
 # Dependency layer: build every dependency against placeholder sources, so that a change under src/ does not
 # rebuild (or re-download) them. Rebuilt only when Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
+# The test harness is a member of the workspace: cargo reads its manifest for any build, and builds
+# nothing of it for this one.
+COPY tests/support/Cargo.toml ./tests/support/
 # .cargo/config.toml sets mimalloc's compile-time default (no transparent huge pages).
 COPY .cargo ./.cargo
-RUN mkdir -p src \
+# The [[bench]] targets must exist for cargo to read Cargo.toml at all; none is built here.
+RUN mkdir -p src benches tests/support/src \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs benches/admission.rs benches/render.rs tests/support/src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src target/release/mesh-admission* target/release/deps/mesh_admission-* \
        target/release/deps/libmesh_admission-* target/release/.fingerprint/mesh-admission-*

@@ -75,13 +75,7 @@ fn resource_name(object: &Value) -> String {
 }
 
 fn helm() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/helm");
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash hack/install-tools.sh` first",
-        path.display()
-    );
-    path
+    testkit::process::tool(".tools/bin/helm", testkit::process::TOOLS_HINT)
 }
 
 /// `helm template` of the chart into the release namespace with `set` values; `home` keeps helm's

@@ -18,26 +18,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::certs::{ApiserverPki, apiserver_pki};
 use crate::client::client_config;
 use crate::http::{admin_get, https_get, status};
-use crate::process::{ChildGuard, checkout, spawn_logged, temp_dir};
+use crate::process::{ChildGuard, TOOLS_HINT, spawn_logged, temp_dir, tool};
 
 const BUILD_HINT: &str = "bash hack/build-control-plane.sh";
-const TOOLS_HINT: &str = "bash hack/install-tools.sh";
 /// How long etcd and then kube-apiserver may take to answer their health checks.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(20);
 const APISERVER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Room for the controller benchmark's 2,000 Services (a /24 holds 254).
 const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/16";
-
-/// A project tool under `.tools/`; a missing one fails the test with the command that provides it.
-fn tool(relative: &str, hint: &str) -> PathBuf {
-    let path = checkout().join(relative);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `{hint}` first (the end-to-end tests need the real control plane)",
-        path.display()
-    );
-    path
-}
 
 /// A running etcd + kube-apiserver pair with an admin kubeconfig.
 pub struct ControlPlane {
@@ -174,16 +162,7 @@ impl ControlPlane {
     {
         let args: Vec<S> = args.into_iter().collect();
         let output = self.kubectl(&args);
-        assert!(
-            output.status.success(),
-            "kubectl {} failed\n{}",
-            args.iter()
-                .map(|a| a.as_ref().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-            self.report(&output)
-        );
-        String::from_utf8(output.stdout).unwrap()
+        self.succeeded(&args, None, output)
     }
 
     /// Runs `kubectl` with `stdin` as its standard input, fails the test unless it succeeded, and returns
@@ -195,13 +174,23 @@ impl ControlPlane {
     {
         let args: Vec<S> = args.into_iter().collect();
         let output = self.kubectl_stdin(&args, stdin);
+        self.succeeded(&args, Some(stdin), output)
+    }
+
+    /// The standard output of a kubectl run that must have succeeded; the failure message names
+    /// the arguments and the input.
+    fn succeeded<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdin: Option<&str>,
+        output: Output,
+    ) -> String {
+        let args: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
         assert!(
             output.status.success(),
-            "kubectl {} failed on\n{stdin}\n{}",
-            args.iter()
-                .map(|a| a.as_ref().to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
+            "kubectl {} failed{}\n{}",
+            args.join(" "),
+            stdin.map_or(String::new(), |text| format!(" on\n{text}")),
             self.report(&output)
         );
         String::from_utf8(output.stdout).unwrap()

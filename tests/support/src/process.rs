@@ -28,6 +28,21 @@ pub fn shared_crds() -> PathBuf {
     checkout().join("../shared/crds")
 }
 
+/// What provides the programs under `.tools/` that the tests run.
+pub const TOOLS_HINT: &str = "bash hack/install-tools.sh";
+
+/// A program under this checkout's `.tools/` (`relative` to the checkout); a missing one fails the
+/// test with `hint`, the command that provides it.
+pub fn tool(relative: &str, hint: &str) -> PathBuf {
+    let path = checkout().join(relative);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `{hint}` first (the end-to-end tests need it)",
+        path.display()
+    );
+    path
+}
+
 /// The folder of the running test, benchmark or example's build profile (`target/debug`,
 /// `target/release`, or `target/TRIPLE/PROFILE`): cargo puts the package's binaries there and its
 /// tests, benchmarks and examples one level below (`deps/`, `examples/`).
