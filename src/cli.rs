@@ -99,7 +99,8 @@ Exit status:
   2  unreadable input (with line and column), a document that is not a Kubernetes object,
      an AdmissionReview without an object, or no objects at all (unless --allow-empty)")]
 pub struct ReviewArgs {
-    /// YAML or JSON manifests (multi-document, List kinds too); `-` reads standard input.
+    /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
+    /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input.
     #[arg(short = 'f', long = "filename", default_value = "-")]
     pub file: String,
     /// Succeed on input with no objects (by default that is exit 2, like `kubectl apply`).
@@ -142,8 +143,9 @@ Exit status:
      `error: Kind ns/name: ...`); the objects not concerned are still printed
   2  unreadable input or configuration, or no objects at all (unless --allow-empty)")]
 pub struct RenderArgs {
-    /// YAML or JSON manifests (multi-document, List kinds too); `-` reads standard input. Repeat
-    /// for several files; without it, standard input is read.
+    /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
+    /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
+    /// several files; without it, standard input is read.
     #[arg(short = 'f', long = "filename")]
     pub files: Vec<String>,
     /// Configuration file (YAML) whose `mesh` section says what to generate; the embedded default
@@ -194,8 +196,9 @@ pub struct ServeArgs {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `mesh_admission=debug`.
     #[arg(long, env = "MESH_ADMISSION_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-    /// Largest accepted request body; overrides `maxBodyBytes` of the configuration.
-    #[arg(long, env = "MESH_ADMISSION_MAX_BODY_BYTES")]
+    /// Largest accepted request body in bytes; larger bodies get 413. Overrides `maxBodyBytes` of
+    /// the configuration [default: 8388608, the embedded configuration's maxBodyBytes]
+    #[arg(long, env = "MESH_ADMISSION_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
     /// After the first SIGTERM, keep accepting connections this long so endpoints can update.
     #[arg(long, env = "MESH_ADMISSION_SHUTDOWN_GRACE", default_value = "2s", value_parser = humantime::parse_duration)]
@@ -292,6 +295,21 @@ mod tests {
         assert_eq!(args.shutdown_grace, Duration::from_secs(2));
         assert_eq!(args.request_timeout, Duration::from_secs(10));
         assert_eq!(args.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn serve_help_shows_the_body_limit_the_embedded_configuration_sets() {
+        let mut serve = Cli::command();
+        let help = serve
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_help()
+            .to_string();
+        let default = crate::config::Config::default().max_body_bytes;
+        assert!(
+            help.contains(&format!("[default: {default},")),
+            "--max-body-bytes must show its default {default}:\n{help}"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -52,46 +53,53 @@ pub fn review(args: &ReviewArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let input: Box<dyn BufRead> = if args.file == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        match File::open(&args.file) {
-            Ok(file) => Box::new(BufReader::new(file)),
-            Err(error) => {
-                eprintln!("mesh-admission: cannot read {name}: {error}");
-                return ExitCode::from(2);
-            }
+    let files = match input_files(&args.file) {
+        Ok(files) => files,
+        Err(error) => {
+            eprintln!("mesh-admission: cannot read {name}: {error}");
+            return ExitCode::from(2);
         }
     };
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut denied = false;
     let mut objects = 0;
-    for document in Manifests::new(input) {
-        let subject = match document {
-            Ok(document) => Subject::from_document(document).map_err(anyhow::Error::new),
-            Err(error) => Err(anyhow::Error::new(error)),
-        };
-        let subject = match subject {
-            Ok(subject) => subject,
+    for file in &files {
+        let name = display_name(file);
+        let input = match open(file) {
+            Ok(input) => input,
             Err(error) => {
                 let _ = out.flush();
-                eprintln!("mesh-admission: {name}: {error:#}");
+                eprintln!("mesh-admission: cannot read {name}: {error}");
                 return ExitCode::from(2);
             }
         };
-        objects += 1;
-        let uid = format!("review-{objects}");
-        let result = review::review_subject(&subject, &args.namespace, &config, &uid);
-        for warning in &result.warnings {
-            eprintln!("Warning: {}: {warning}", describe(&result));
-        }
-        if let Some(message) = &result.denial {
-            denied = true;
-            eprintln!("denied: {}: {message}", describe(&result));
-        }
-        if let Err(error) = print_result(&mut out, args.output, objects - 1, &result) {
-            eprintln!("mesh-admission: cannot write output: {error}");
-            return ExitCode::from(2);
+        for document in Manifests::new(input) {
+            let subject = match document {
+                Ok(document) => Subject::from_document(document).map_err(anyhow::Error::new),
+                Err(error) => Err(anyhow::Error::new(error)),
+            };
+            let subject = match subject {
+                Ok(subject) => subject,
+                Err(error) => {
+                    let _ = out.flush();
+                    eprintln!("mesh-admission: {name}: {error:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            objects += 1;
+            let uid = format!("review-{objects}");
+            let result = review::review_subject(&subject, &args.namespace, &config, &uid);
+            for warning in &result.warnings {
+                eprintln!("Warning: {}: {warning}", describe(&result));
+            }
+            if let Some(message) = &result.denial {
+                denied = true;
+                eprintln!("denied: {}: {message}", describe(&result));
+            }
+            if let Err(error) = print_result(&mut out, args.output, objects - 1, &result) {
+                eprintln!("mesh-admission: cannot write output: {error}");
+                return ExitCode::from(2);
+            }
         }
     }
     if let Err(error) = out.flush() {
@@ -107,6 +115,37 @@ pub fn review(args: &ReviewArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// The files `-f` names: `-` (standard input), a file, or a directory's `*.yaml`, `*.yml` and
+/// `*.json` files, sorted by name and without descending into subdirectories, as `kubectl apply -f
+/// DIR` reads a directory. Other files in a directory (a README, a kustomization's patches in
+/// another format) are not manifests and are skipped.
+pub fn input_files(arg: &str) -> std::io::Result<Vec<String>> {
+    if arg == "-" || !Path::new(arg).is_dir() {
+        return Ok(vec![arg.to_owned()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(arg)? {
+        let path = entry?.path();
+        let is_manifest = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"));
+        if is_manifest && path.is_file() {
+            files.push(path.to_string_lossy().into_owned());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn open(file: &str) -> std::io::Result<Box<dyn BufRead>> {
+    Ok(if file == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(BufReader::new(File::open(file)?))
+    })
 }
 
 fn display_name(file: &str) -> &str {
@@ -175,28 +214,33 @@ pub fn render(args: &RenderArgs) -> ExitCode {
         args.files.clone()
     };
     let mut inputs = Vec::new();
-    for file in &files {
-        let name = display_name(file);
-        let reader: Box<dyn BufRead> = if file == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            match File::open(file) {
-                Ok(f) => Box::new(BufReader::new(f)),
+    for arg in &files {
+        let expanded = match input_files(arg) {
+            Ok(expanded) => expanded,
+            Err(error) => {
+                eprintln!("mesh-admission: cannot read {}: {error}", display_name(arg));
+                return ExitCode::from(2);
+            }
+        };
+        for file in &expanded {
+            let name = display_name(file);
+            let reader = match open(file) {
+                Ok(reader) => reader,
                 Err(error) => {
                     eprintln!("mesh-admission: cannot read {name}: {error}");
                     return ExitCode::from(2);
                 }
-            }
-        };
-        for document in Manifests::new(reader) {
-            match document {
-                Ok(object) => inputs.push(object),
-                Err(error) => {
-                    eprintln!(
-                        "mesh-admission: {name}: {error:#}",
-                        error = anyhow::Error::new(error)
-                    );
-                    return ExitCode::from(2);
+            };
+            for document in Manifests::new(reader) {
+                match document {
+                    Ok(object) => inputs.push(object),
+                    Err(error) => {
+                        eprintln!(
+                            "mesh-admission: {name}: {error:#}",
+                            error = anyhow::Error::new(error)
+                        );
+                        return ExitCode::from(2);
+                    }
                 }
             }
         }

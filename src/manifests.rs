@@ -92,7 +92,7 @@ impl<R: BufRead> Manifests<R> {
         let mut objects = Vec::new();
         for document in yaml_serde::Deserializer::from_str(text) {
             self.documents += 1;
-            let value = Value::deserialize(document).map_err(|e| syntax(&e, first_line))?;
+            let value = Value::deserialize(document).map_err(|e| syntax(&e, text, first_line))?;
             flatten(value, self.documents, &mut objects)?;
         }
         Ok(objects)
@@ -143,8 +143,10 @@ fn is_blank_comment_or_directive(line: &str) -> bool {
 }
 
 /// yaml_serde's message without the position it appends, which is given separately, relative to
-/// the whole input.
-fn syntax(error: &yaml_serde::Error, first_line: usize) -> InputError {
+/// the whole input. The parser reports input that ends in the middle of a value (a truncated JSON
+/// line) on the line after the last one, where there is nothing to see; such an error is placed
+/// right after the document's last character instead, and says that the input ended there.
+fn syntax(error: &yaml_serde::Error, text: &str, first_line: usize) -> InputError {
     let Some(location) = error.location() else {
         return InputError::Syntax {
             line: first_line,
@@ -153,11 +155,55 @@ fn syntax(error: &yaml_serde::Error, first_line: usize) -> InputError {
         };
     };
     let own = format!(" at line {} column {}", location.line(), location.column());
+    let message = rebase_positions(&error.to_string().replacen(&own, "", 1), first_line);
+    // The last line with content: not blank, not only a comment.
+    let last = text.lines().enumerate().fold(None, |last, (index, l)| {
+        let trimmed = l.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            last
+        } else {
+            Some((index, l))
+        }
+    });
+    let (line, column, message) =
+        if let Some((index, last_line)) = last.filter(|(index, _)| location.line() > index + 1) {
+            let column = last_line.trim_end().chars().count() + 1;
+            let message = format!("unexpected end of input: {message}");
+            (index + 1, column, message)
+        } else {
+            (location.line(), location.column(), message)
+        };
     InputError::Syntax {
-        line: first_line + location.line() - 1,
-        column: location.column(),
-        message: error.to_string().replacen(&own, "", 1),
+        line: first_line + line - 1,
+        column,
+        message,
     }
+}
+
+/// The positions left in a parser message (where the construct it was parsing began) counted from the
+/// start of the whole input, as the error's own position is, written as that one is written.
+fn rebase_positions(message: &str, first_line: usize) -> String {
+    const AT: &str = " at line ";
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find(AT) {
+        let after = &rest[start + AT.len()..];
+        let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let column = after[digits..].strip_prefix(" column ");
+        match (after[..digits].parse::<usize>(), column) {
+            (Ok(line), Some(column)) => {
+                out.push_str(&rest[..start]);
+                out.push_str(&format!(" at line {}, column ", first_line + line - 1));
+                rest = column;
+            }
+            _ => {
+                out.push_str(&rest[..start + AT.len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn flatten(value: Value, document: usize, out: &mut Vec<Value>) -> Result<(), InputError> {
@@ -239,11 +285,18 @@ mod tests {
     #[test]
     fn unreadable_input_names_line_and_column_once() {
         let err = parse_objects("apiVersion: v1\nkind: Pod\nmetadata: {name: [\n").unwrap_err();
-        let InputError::Syntax { line, message, .. } = &err else {
+        let InputError::Syntax {
+            line,
+            column,
+            message,
+        } = &err
+        else {
             panic!("{err}")
         };
-        assert_eq!(*line, 4);
-        assert!(!message.contains("at line 4"), "{message}");
+        // The input ends inside the flow mapping: right after `[`, not on the empty line after it.
+        assert_eq!((*line, *column), (3, 19), "{err}");
+        assert!(message.starts_with("unexpected end of input"), "{message}");
+        assert!(!message.contains(" column 19"), "{message}");
         // Lines count from the start of the input, not of the document.
         let text = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n   bad: 1\n";
         let err = parse_objects(text).unwrap_err();
@@ -256,6 +309,43 @@ mod tests {
             parse_objects("apiVersion: v1\nkind: Namespace\n---\n- x\n"),
             Err(InputError::NotAnObject { document: 2, .. })
         ));
+    }
+
+    #[test]
+    fn input_that_ends_inside_a_value_is_reported_where_it_ends() {
+        let line = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}"#;
+        for text in [
+            format!("{line}\n"),
+            line.to_owned(),
+            format!("{line}  \n\n# a comment\n"),
+        ] {
+            let err = parse_objects(&text).unwrap_err();
+            let InputError::Syntax {
+                line: 1,
+                column,
+                message,
+            } = &err
+            else {
+                panic!("{text:?}: {err}")
+            };
+            assert_eq!(*column, line.len() + 1, "{text:?}: {err}");
+            assert!(message.starts_with("unexpected end of input"), "{err}");
+        }
+        // Where the unfinished construct began is counted from the start of the input too.
+        let err = parse_objects("apiVersion: v1\nkind: Namespace\n---\na: [1, 2\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 4, column 9: unexpected end of input: did not find expected ',' or ']', \
+             while parsing a flow sequence at line 4, column 4"
+        );
+        // In a later document, the line counts from the start of the input.
+        let text =
+            format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: a}}\n---\n{line}\n---\n");
+        let err = parse_objects(&text).unwrap_err();
+        assert!(
+            matches!(err, InputError::Syntax { line: 5, column, .. } if column == line.len() + 1),
+            "{err}"
+        );
     }
 
     #[test]

@@ -255,6 +255,14 @@ pub fn review_subject(
         }
     }
 
+    // A denial by /mutate ends the request: the apiserver never calls /validate for it, and an
+    // object that /mutate cannot decode would only be refused a second time in the same words.
+    if template.is_none() && result.denial.is_some() {
+        result.mutated = object.clone();
+        result.patch.clear();
+        return result;
+    }
+
     // Validation: workloads as submitted, everything else as mutated.
     let validated = if template.is_some() {
         object
@@ -271,6 +279,11 @@ pub fn review_subject(
             Decision::Denied { message, warnings } => {
                 result.warnings.extend(warnings);
                 result.add_denial(message);
+            }
+            // The workload as written cannot be decoded: it is refused before any Pod exists, so
+            // this replaces what the preview of its Pod said about the same template.
+            Decision::BadRequest { message } if template.is_some() => {
+                result.denial = Some(message);
             }
             Decision::BadRequest { message } => result.add_denial(message),
         }
@@ -403,6 +416,35 @@ mod tests {
                 assert!(denial.contains("spec.template"), "{template}: {denial}");
             }
         }
+    }
+
+    #[test]
+    fn an_object_mutate_cannot_decode_is_refused_once() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "labels": "app=web"}});
+        let r = review_object(&pod, "default", &Config::default(), "u");
+        let denial = r.denial.unwrap_or_default();
+        assert!(
+            denial.starts_with("cannot decode Pod: metadata.labels: invalid type: string"),
+            "{denial}"
+        );
+        assert_eq!(denial.matches("cannot decode").count(), 1, "{denial}");
+        assert_eq!(
+            r.validate_reply, None,
+            "the apiserver stops at /mutate's denial"
+        );
+        // A workload is refused by /validate as written; its Pod preview says nothing more.
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {"template": {"metadata": {"labels": "app=web"}}}});
+        let denial = review_object(&deployment, "default", &Config::default(), "u")
+            .denial
+            .unwrap_or_default();
+        assert!(
+            denial.starts_with("cannot decode Deployment: spec.template.metadata.labels:"),
+            "{denial}"
+        );
+        assert_eq!(denial.matches("cannot decode").count(), 1, "{denial}");
     }
 
     #[test]

@@ -281,6 +281,85 @@ fn a_yaml_error_names_its_position_once() {
 }
 
 #[test]
+fn a_truncated_json_line_is_reported_where_it_ends() {
+    let line = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"}"#;
+    let (code, stdout, stderr) = review(&[], &format!("{line}\n"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let expected = format!(
+        "mesh-admission: <stdin>: line 1, column {}: unexpected end of input",
+        line.len() + 1
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+}
+
+#[test]
+fn a_pod_that_cannot_be_decoded_is_denied_once_naming_the_field() {
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop, labels: app=web}\nspec: {containers: [{name: web}]}\n";
+    let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  template:\n    metadata: {labels: app=web}\n    spec: {containers: [{name: web}]}\n";
+    for (input, kind, field) in [
+        (pod, "Pod", "metadata.labels"),
+        (deployment, "Deployment", "spec.template.metadata.labels"),
+    ] {
+        let (code, _, stderr) = review(&[], input);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(stderr.matches("cannot decode").count(), 1, "{stderr}");
+        let expected = format!(
+            "denied: {kind} shop/web: cannot decode {kind}: {field}: invalid type: string \"app=web\""
+        );
+        assert!(stderr.starts_with(&expected), "{stderr}");
+    }
+    // As the apiserver would: /mutate refused it, so /validate is never asked.
+    let (_, stdout, _) = review(&["--output", "review"], pod);
+    let line: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(line["mutate"]["response"]["status"]["code"], 400, "{line}");
+    assert!(line["validate"].is_null(), "{line}");
+}
+
+#[test]
+fn a_directory_is_read_as_its_manifest_files_in_name_order() {
+    let dir = temp_dir("review-directory");
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    let namespace =
+        |name: &str| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n");
+    std::fs::write(dir.join("b.yaml"), namespace("b")).unwrap();
+    std::fs::write(dir.join("a.yml"), namespace("a")).unwrap();
+    std::fs::write(
+        dir.join("c.json"),
+        r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "c"}}"#,
+    )
+    .unwrap();
+    // Not manifests, and not read: another extension, and a subdirectory.
+    std::fs::write(dir.join("README.md"), "# not a manifest: [\n").unwrap();
+    std::fs::write(dir.join("nested/d.yaml"), namespace("d")).unwrap();
+    let path = dir.to_str().unwrap();
+
+    let (code, stdout, stderr) = review(&["-f", path, "--output", "patch"], "");
+    assert_eq!(code, 0, "{stderr}");
+    let names: Vec<String> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["name"].to_string())
+        .collect();
+    assert_eq!(names, [r#""a""#, r#""b""#, r#""c""#]);
+
+    let (code, stdout, stderr) = common::run_command("render", &["-f", path], "");
+    assert_eq!(code, 0, "{stderr}");
+    for name in ["a", "b", "c"] {
+        assert!(
+            stdout.contains(&format!("namespace: {name}\n")),
+            "{name}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("namespace: d\n"), "{stdout}");
+
+    // A directory without manifests has no objects, which is an error unless allowed.
+    let empty = temp_dir("review-directory-empty");
+    let (code, _, stderr) = review(&["-f", empty.to_str().unwrap()], "");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("no objects in"), "{stderr}");
+}
+
+#[test]
 fn webhook_config_is_schema_valid_and_never_sends_its_own_namespace() {
     let dir = temp_dir("webhook-config");
     generate_certs(&dir);

@@ -7,7 +7,7 @@
 //! is saved by vectored writes, since rustls copies the plaintext into a record anyway. Told there
 //! are none, h2 copies payloads up to 1 KiB into its buffer, so answers that are ready together
 //! leave together, and HTTP/1 sends one slice. Every connection of the server, HTTP/1 and HTTP/2,
-//! is written through it. Measured with `hack/bench.sh`: see the Performance section of README.md.
+//! is written through it. Measured with `hack/bench.sh`: see docs/performance.md.
 
 use std::io;
 use std::pin::Pin;
