@@ -1,54 +1,26 @@
-//! Events on the owners (DESIGN.md section 9): Normal `MeshApplied` for what was written, Warning
-//! `MeshConflict` / `MeshInvalid` / `MeshIncomplete` for the problems `render` found. A problem is
-//! reported once while it lasts, so a steady state writes no Events; one that goes away and comes
-//! back is reported again.
+//! Events on the owners (DESIGN.md section 9), through kube-runtime's `Recorder`: Normal
+//! `MeshApplied` for what was written, Warning `MeshConflict` / `MeshInvalid` / `MeshIncomplete`
+//! for the problems `render` found. A problem is reported once while it lasts, so a steady state
+//! writes no Events; one that goes away and comes back is reported again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::PostParams;
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::policy::render::{ObjectRef, Problem};
+use super::apply::{Action, Written};
+use crate::model::ObjectRef;
+use crate::policy::render::{Problem, Reason};
 
 /// What the controller signs its Events with.
 pub const COMPONENT: &str = "mesh-admission-controller";
-
-/// `Normal` or `Warning`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Normal,
-    Warning,
-}
-
-impl Severity {
-    fn as_str(self) -> &'static str {
-        match self {
-            Severity::Normal => "Normal",
-            Severity::Warning => "Warning",
-        }
-    }
-}
 
 /// One Event to publish about `owner`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Note {
     pub owner: ObjectRef,
-    pub severity: Severity,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
-}
-
-impl Note {
-    pub fn of_problem(problem: &Problem) -> Note {
-        Note {
-            owner: problem.subject.clone(),
-            severity: Severity::Warning,
-            reason: problem.issue.event_reason(),
-            message: problem.issue.to_string(),
-        }
-    }
 }
 
 /// The problems already reported, so that each is reported once while it lasts.
@@ -58,90 +30,91 @@ pub struct Reported {
 }
 
 impl Reported {
-    /// The Warning notes among `current` not reported yet; forgets the ones that have gone, so
-    /// that they are reported again if they come back.
-    pub fn new_warnings(&mut self, current: Vec<Note>) -> Vec<Note> {
-        let current: BTreeSet<Note> = current.into_iter().collect();
-        let fresh = current.difference(&self.warnings).cloned().collect();
+    /// The problems not reported yet, one note per owner and reason, and how many of them are
+    /// conflicts; forgets the ones that have gone, so that they are reported again if they come
+    /// back.
+    pub fn new_warnings(&mut self, problems: &[Problem]) -> (Vec<Note>, u64) {
+        let current: BTreeSet<Note> = problems
+            .iter()
+            .map(|p| Note {
+                owner: p.subject.clone(),
+                reason: p.issue.reason(),
+                message: p.issue.to_string(),
+            })
+            .collect();
+        let fresh: Vec<&Note> = current.difference(&self.warnings).collect();
+        let conflicts = fresh
+            .iter()
+            .filter(|n| n.reason == Reason::Conflict)
+            .count();
+        // kube's Recorder counts Events of one reason on one owner as a series of the first one:
+        // what is new for an owner goes out as one Event.
+        let mut grouped: BTreeMap<(&ObjectRef, Reason), Vec<&str>> = BTreeMap::new();
+        for note in fresh {
+            let messages = grouped.entry((&note.owner, note.reason)).or_default();
+            messages.push(&note.message);
+        }
+        let notes = grouped
+            .into_iter()
+            .map(|((owner, reason), messages)| Note {
+                owner: owner.clone(),
+                reason,
+                message: messages.join("; "),
+            })
+            .collect();
         self.warnings = current;
-        fresh
+        (notes, conflicts as u64)
     }
 
-    /// Forgets a note whose Event could not be written, to try again next time.
+    /// Forgets the problems of a note whose Event could not be written, to try again next time.
     pub fn forget(&mut self, note: &Note) {
-        self.warnings.remove(note);
+        self.warnings
+            .retain(|w| !(w.owner == note.owner && w.reason == note.reason));
     }
 }
 
-/// The reference an Event needs: apiVersion, kind, namespace, name and uid of the owner.
-#[derive(Debug, Clone)]
-pub struct Regarding {
-    pub api_version: String,
-    pub uid: Option<String>,
+/// What was written and deleted, one `MeshApplied` note per owner.
+pub fn applied_notes(written: &[Written]) -> Vec<Note> {
+    let mut per_owner: BTreeMap<&ObjectRef, [Vec<String>; 2]> = BTreeMap::new();
+    for write in written {
+        let Some(owner) = &write.owner else { continue };
+        let what = format!("{} {}/{}", write.kind, write.namespace, write.name);
+        per_owner.entry(owner).or_default()[usize::from(write.action == Action::Deleted)]
+            .push(what);
+    }
+    let notes = per_owner.into_iter().map(|(owner, [applied, deleted])| {
+        let parts = [("applied", applied), ("deleted", deleted)]
+            .into_iter()
+            .filter(|(_, objects)| !objects.is_empty())
+            .map(|(verb, objects)| format!("{verb} {}", objects.join(", ")));
+        Note {
+            owner: owner.clone(),
+            reason: Reason::Applied,
+            message: parts.collect::<Vec<_>>().join("; "),
+        }
+    });
+    notes.collect()
 }
 
-/// Writes core/v1 Events (what `kubectl describe` and `kubectl get events` show) as `instance`.
-pub struct Publisher {
-    client: Client,
-    instance: String,
-}
-
-impl Publisher {
-    pub fn new(client: Client, instance: String) -> Self {
-        Publisher { client, instance }
-    }
-
-    pub async fn publish(&self, note: &Note, regarding: &Regarding) -> Result<(), kube::Error> {
-        let owner = &note.owner;
-        // A cluster-scoped owner's Events live in `default`, as client-go puts them.
-        let namespace = if owner.namespace.is_empty() {
-            "default"
-        } else {
-            owner.namespace.as_str()
-        };
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", owner.name)),
-                namespace: Some(namespace.to_owned()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some(regarding.api_version.clone()),
-                kind: Some(owner.kind.clone()),
-                name: Some(owner.name.clone()),
-                namespace: (!owner.namespace.is_empty()).then(|| owner.namespace.clone()),
-                uid: regarding.uid.clone(),
-                ..Default::default()
-            },
-            reason: Some(note.reason.to_owned()),
-            // The API caps a message at 1 KiB; ours are shorter, but a long list of owners is not.
-            message: Some(truncate(&note.message, 1000)),
-            type_: Some(note.severity.as_str().to_owned()),
-            source: Some(EventSource {
-                component: Some(COMPONENT.to_owned()),
-                ..Default::default()
-            }),
-            reporting_component: Some(COMPONENT.to_owned()),
-            reporting_instance: Some(truncate(&self.instance, 128)),
-            action: Some(action(note.severity).to_owned()),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            ..Default::default()
-        };
-        Api::<Event>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &event)
-            .await
-            .map(|_| ())
-    }
-}
-
-fn action(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Normal => "Apply",
-        Severity::Warning => "Render",
-    }
+/// Publishes `note` about the object `regarding` refers to.
+pub async fn publish(
+    recorder: &Recorder,
+    note: &Note,
+    regarding: &ObjectReference,
+) -> Result<(), kube::Error> {
+    let (type_, action) = match note.reason {
+        Reason::Applied => (EventType::Normal, "Apply"),
+        _ => (EventType::Warning, "Render"),
+    };
+    let event = Event {
+        type_,
+        reason: note.reason.as_str().to_owned(),
+        // The API caps a note at 1 KiB; ours are shorter, but a long list of owners is not.
+        note: Some(truncate(&note.message, 1000)),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    recorder.publish(&event, regarding).await
 }
 
 fn truncate(text: &str, max: usize) -> String {
@@ -156,78 +129,69 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Groups the objects written and deleted per owner into one `MeshApplied` note each.
-pub fn applied_notes(
-    written: &[(ObjectRef, String)],
-    deleted: &[(ObjectRef, String)],
-) -> Vec<Note> {
-    let mut per_owner: BTreeMap<&ObjectRef, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
-    for (owner, what) in written {
-        per_owner.entry(owner).or_default().0.push(what);
-    }
-    for (owner, what) in deleted {
-        per_owner.entry(owner).or_default().1.push(what);
-    }
-    per_owner
-        .into_iter()
-        .map(|(owner, (written, deleted))| {
-            let mut parts = Vec::new();
-            if !written.is_empty() {
-                parts.push(format!("applied {}", written.join(", ")));
-            }
-            if !deleted.is_empty() {
-                parts.push(format!("deleted {}", deleted.join(", ")));
-            }
-            Note {
-                owner: owner.clone(),
-                severity: Severity::Normal,
-                reason: "MeshApplied",
-                message: parts.join("; "),
-            }
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::kinds;
+    use crate::policy::render::Issue;
 
-    fn note(name: &str, message: &str) -> Note {
-        Note {
-            owner: ObjectRef::new("helm.toolkit.fluxcd.io", "HelmRelease", "apps", name),
-            severity: Severity::Warning,
-            reason: "MeshConflict",
-            message: message.into(),
+    fn owner(name: &str) -> ObjectRef {
+        ObjectRef::new("helm.toolkit.fluxcd.io", "HelmRelease", "apps", name)
+    }
+
+    fn problem(name: &str, object: &str) -> Problem {
+        Problem {
+            subject: owner(name),
+            issue: Issue::Unmanaged {
+                object: object.into(),
+            },
         }
     }
 
     #[test]
     fn a_lasting_problem_is_reported_once_and_again_after_it_went() {
         let mut reported = Reported::default();
-        assert_eq!(reported.new_warnings(vec![note("a", "x")]).len(), 1);
-        assert!(reported.new_warnings(vec![note("a", "x")]).is_empty());
+        assert_eq!(reported.new_warnings(&[problem("a", "x")]).0.len(), 1);
+        assert!(reported.new_warnings(&[problem("a", "x")]).0.is_empty());
         // A changed message is a new problem.
-        assert_eq!(reported.new_warnings(vec![note("a", "y")]).len(), 1);
-        assert!(reported.new_warnings(vec![]).is_empty());
-        assert_eq!(reported.new_warnings(vec![note("a", "y")]).len(), 1);
+        let (fresh, conflicts) = reported.new_warnings(&[problem("a", "y")]);
+        assert_eq!(conflicts, 1);
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(fresh[0].reason, Reason::Conflict);
+        assert!(reported.new_warnings(&[]).0.is_empty());
+        assert_eq!(reported.new_warnings(&[problem("a", "y")]).0.len(), 1);
+        // Two new problems of one reason on one owner: one note naming both.
+        let (both, conflicts) = reported.new_warnings(&[problem("b", "x"), problem("b", "y")]);
+        assert_eq!(conflicts, 2);
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(both[0].message.contains("x exists") && both[0].message.contains("y exists"));
+        reported.forget(&both[0]);
+        assert_eq!(reported.new_warnings(&[problem("b", "x")]).0.len(), 1);
     }
 
     #[test]
     fn applied_notes_group_by_owner() {
-        let owner = ObjectRef::new("helm.toolkit.fluxcd.io", "HelmRelease", "apps", "web");
-        let notes = applied_notes(
-            &[
-                (owner.clone(), "VirtualService apps/web-ingress".into()),
-                (
-                    owner.clone(),
-                    "NetworkPolicy apps/web-ingress-public".into(),
-                ),
-            ],
-            &[(
-                owner.clone(),
-                "AuthorizationPolicy apps/web-ingress-public".into(),
-            )],
-        );
+        let write = |kind, name: &str, action| Written {
+            action,
+            kind,
+            namespace: "apps".into(),
+            name: name.into(),
+            owner: Some(owner("web")),
+            resource_version: None,
+        };
+        let notes = applied_notes(&[
+            write(&kinds::VIRTUAL_SERVICE, "web-ingress", Action::Applied),
+            write(
+                &kinds::NETWORK_POLICY,
+                "web-ingress-public",
+                Action::Applied,
+            ),
+            write(
+                &kinds::AUTHORIZATION_POLICY,
+                "web-ingress-public",
+                Action::Deleted,
+            ),
+        ]);
         assert_eq!(notes.len(), 1);
         assert_eq!(
             notes[0].message,

@@ -7,7 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::policy::render::MeshKind;
+use crate::policy::kinds::Kind;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -111,15 +111,15 @@ impl ControllerMetrics {
             .inc();
     }
 
-    pub fn applied(&self, kind: MeshKind) {
+    pub fn applied(&self, kind: &'static Kind) {
         self.applied
-            .get_or_create(&KindLabels { kind: kind.kind() })
+            .get_or_create(&KindLabels { kind: kind.kind })
             .inc();
     }
 
-    pub fn deleted(&self, kind: MeshKind) {
+    pub fn deleted(&self, kind: &'static Kind) {
         self.deleted
-            .get_or_create(&KindLabels { kind: kind.kind() })
+            .get_or_create(&KindLabels { kind: kind.kind })
             .inc();
     }
 
@@ -137,8 +137,8 @@ mod tests {
     fn exposes_the_contract_names() {
         let m = ControllerMetrics::new();
         m.reconciled(Outcome::Ok);
-        m.applied(MeshKind::VirtualService);
-        m.deleted(MeshKind::NetworkPolicy);
+        m.applied(&crate::policy::kinds::VIRTUAL_SERVICE);
+        m.deleted(&crate::policy::kinds::NETWORK_POLICY);
         m.conflicts.inc();
         m.leader.set(1);
         let text = m.encode();

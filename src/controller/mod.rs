@@ -1,31 +1,31 @@
 //! `mesh-admission controller` (DESIGN.md section 9): keeps exactly what `render` prints for the
-//! cluster's objects applied, and prunes the rest. The shell around the pure `policy::render`:
-//! watches into stores (`stores`, `kinds`), a debounced loop that renders everything and plans the
-//! difference (`reconcile`), the writes (`apply`), Events (`events`), leader election (`leader`)
-//! and the admin port (`admin`, `metrics`). Nothing about Istio lives here.
+//! cluster's objects applied, and prunes the rest. Wiring around the pure `policy::render`:
+//! kube-runtime reflectors keep the model of the mesh (`watch`), a debounced loop renders it and
+//! plans the difference (`plan`), then writes (`apply`), tells the owners (`events`), and leader
+//! election (`leader`) and the admin port (`admin`, `metrics`) surround it. Nothing about Istio
+//! lives here.
 //!
 //! `render` is global (conflicts across HelmReleases, one PeerAuthentication per namespace), so
-//! every reconcile renders the whole cluster from the stores; a plan writes only what differs, so a
-//! steady state writes nothing.
+//! every reconcile renders the whole model; a plan writes only what differs, so a steady state
+//! writes nothing.
 
 pub mod admin;
 pub mod apply;
 pub mod events;
-pub mod kinds;
 pub mod leader;
 pub mod metrics;
-pub mod reconcile;
-pub mod stores;
+pub mod plan;
+pub mod watch;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use serde_json::Value;
+use kube::runtime::events::{Recorder, Reporter};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,13 +33,13 @@ use tracing::Instrument;
 
 use crate::cli::ControllerArgs;
 use crate::config::Config;
-use crate::policy::render::{self, MeshKind, ObjectRef, Rendered};
-use apply::{WriteError, Written};
-use events::{Note, Publisher, Regarding, Reported};
-use kinds::Watched;
+use crate::model::{Model, ObjectRef};
+use crate::policy::kinds;
+use crate::policy::render::{self, Rendered};
+use apply::{Awaited, WriteError, Written};
+use events::{Note, Reported};
 use metrics::{ControllerMetrics, Outcome};
-use reconcile::Live;
-use stores::Stores;
+use watch::Reflectors;
 
 /// Backoff of a reconcile whose writes failed.
 const RETRY_MIN: Duration = Duration::from_secs(1);
@@ -62,27 +62,20 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
     let admin_addr = admin_listener.local_addr()?;
-    let admin = tokio::spawn({
-        let router = admin::router(admin::AdminState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-        });
-        let stop = stop.clone();
-        async move {
-            axum::serve(admin_listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        }
+    let router = admin::router(admin::AdminState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
     });
+    let admin = tokio::spawn(
+        axum::serve(admin_listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future(),
+    );
 
-    let stores = Stores::new();
-    for kind in Watched::all() {
-        tokio::spawn(stores::watch(
-            client.clone(),
-            kind,
-            stores.clone(),
-            stop.clone(),
-        ));
+    let (reflectors, watches) = Reflectors::start(&client, args.helm_release_version.as_deref());
+    for watch in watches {
+        let stop = stop.clone();
+        tokio::spawn(async move { stop.run_until_cancelled(watch).await });
     }
 
     let identity = leader::identity();
@@ -92,23 +85,27 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         .await
         .context("cannot start leader election")?;
 
+    let reporter = Reporter {
+        controller: events::COMPONENT.to_owned(),
+        instance: Some(identity),
+    };
     let mut controller = Controller {
-        publisher: Publisher::new(client.clone(), identity),
+        recorder: Recorder::new(client.clone(), reporter),
         client,
         config,
-        stores,
+        reflectors,
         metrics: metrics.clone(),
         reported: Reported::default(),
+        awaited: Awaited::default(),
         parallel: usize::from(args.parallel),
     };
+    let timing = Timing {
+        debounce: args.debounce,
+        resync: args.resync,
+    };
+    let leading = election.leading.clone();
     controller
-        .run(
-            election.leading.clone(),
-            &ready,
-            args.debounce,
-            args.resync,
-            signals.shutdown.cancelled(),
-        )
+        .run(leading, &ready, timing, signals.shutdown.cancelled())
         .await;
 
     ready.store(false, Ordering::Release);
@@ -137,13 +134,22 @@ pub enum ReconcileError {
     },
 }
 
+/// When the loop reconciles besides on changes.
+struct Timing {
+    /// Changes come in bursts (a Helm upgrade, a relist): one reconcile for the burst.
+    debounce: Duration,
+    resync: Duration,
+}
+
 struct Controller {
     client: Client,
     config: Config,
-    stores: Arc<Stores>,
+    reflectors: Reflectors,
     metrics: Arc<ControllerMetrics>,
+    recorder: Recorder,
     reported: Reported,
-    publisher: Publisher,
+    /// The last reconcile's writes, until the reflectors show them.
+    awaited: Awaited,
     parallel: usize,
 }
 
@@ -154,19 +160,20 @@ impl Controller {
         &mut self,
         mut leading: tokio::sync::watch::Receiver<bool>,
         ready: &AtomicBool,
-        debounce: Duration,
-        resync: Duration,
+        timing: Timing,
         signalled: impl Future<Output = ()>,
     ) {
         let mut signalled = std::pin::pin!(signalled);
-        let mut resync = tokio::time::interval_at(Instant::now() + resync, resync);
+        let resync_every = timing.resync;
+        let mut resync = tokio::time::interval_at(Instant::now() + resync_every, resync_every);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let changed = self.reflectors.changed.clone();
         let mut retry: Option<(Instant, Duration)> = None;
         loop {
-            let retry_at = retry.map(|(at, _)| at);
+            let wake_at = retry.map(|(at, _)| at).or(self.awaited.until());
             tokio::select! {
                 () = &mut signalled => return,
-                () = self.stores.changed.notified() => {}
+                () = changed.notified() => {}
                 changed = leading.changed() => {
                     if changed.is_err() {
                         tracing::warn!("leader election ended; no longer writing");
@@ -176,14 +183,13 @@ impl Controller {
                     tracing::info!(leader = is_leader, "leadership changed");
                 }
                 _ = resync.tick() => {}
-                () = sleep_until(retry_at), if retry_at.is_some() => {}
+                () = sleep_until(wake_at), if wake_at.is_some() => {}
             }
-            // Changes come in bursts (a Helm upgrade, a relist): one reconcile for the burst.
             tokio::select! {
                 () = &mut signalled => return,
-                () = tokio::time::sleep(debounce) => {}
+                () = tokio::time::sleep(timing.debounce) => {}
             }
-            let settled = self.stores.settled();
+            let settled = self.reflectors.settled();
             ready.store(settled, Ordering::Release);
             if !settled || !*leading.borrow() {
                 continue;
@@ -210,97 +216,24 @@ impl Controller {
         }
     }
 
-    /// Renders the cluster, writes the difference, reports the problems.
+    /// Renders the model, writes the difference, tells the owners.
     async fn reconcile(&mut self) -> Result<(), ReconcileError> {
-        let snapshot = self.stores.snapshot();
-        let listed: Vec<MeshKind> = MeshKind::ALL
-            .into_iter()
-            .filter(|k| snapshot.listed(Watched::Mesh(*k)))
-            .collect();
-        let inputs: Vec<Arc<Value>> = snapshot.objects.into_values().flatten().collect();
-        // Our own generated objects change nothing `render` gives (it reads existing objects only
-        // to leave others' alone), so their compact form is not expanded for it.
-        let rendered = render::render(
-            inputs
-                .iter()
-                .map(|o| &**o)
-                .filter(|o| !kinds::is_compact(o)),
-            &self.config,
-        );
-        let live: Vec<Live<'_>> = inputs
-            .iter()
-            .map(|o| &**o)
-            .filter_map(|object| {
-                let api_version = object["apiVersion"].as_str()?;
-                let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-                let kind = MeshKind::of(group, object["kind"].as_str()?)?;
-                Some(Live { kind, object })
-            })
-            .collect();
-        let plan = reconcile::plan(&rendered, &live, |kind| listed.contains(&kind));
-        let span = tracing::Span::current();
-        span.record("objects", rendered.objects.len());
-        span.record("problems", rendered.problems.len());
-
-        let results = apply::execute(
-            &self.client,
-            &self.stores,
-            &plan.apply,
-            &plan.delete,
-            self.parallel,
-        )
-        .await;
-        let total = results.len();
-        let owners: BTreeMap<(MeshKind, &str, &str), &ObjectRef> = rendered
-            .objects
-            .iter()
-            .map(|o| (o.key(), &o.owner))
-            .collect();
-        let deleted_owners: BTreeMap<(MeshKind, &str, &str), Option<&str>> = plan
-            .delete
-            .iter()
-            .map(|d| {
-                (
-                    (d.kind, d.namespace.as_str(), d.name.as_str()),
-                    d.owner.as_deref(),
-                )
-            })
-            .collect();
-        let mut written = Vec::new();
-        let mut deleted = Vec::new();
-        let mut failures = Vec::new();
-        for result in results {
-            match result {
-                Ok(Written::Applied(kind, namespace, name)) => {
-                    self.metrics.applied(kind);
-                    tracing::info!(%kind, %namespace, %name, "applied");
-                    if let Some(owner) = owners.get(&(kind, namespace.as_str(), name.as_str())) {
-                        written.push(((*owner).clone(), format!("{kind} {namespace}/{name}")));
-                    }
-                }
-                Ok(Written::Deleted(kind, namespace, name)) => {
-                    self.metrics.deleted(kind);
-                    tracing::info!(%kind, %namespace, %name, "deleted");
-                    let owner = deleted_owners
-                        .get(&(kind, namespace.as_str(), name.as_str()))
-                        .copied()
-                        .flatten()
-                        .and_then(parse_owner_ref);
-                    if let Some(owner) = owner {
-                        deleted.push((owner, format!("{kind} {namespace}/{name}")));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "write failed");
-                    failures.push(error);
-                }
-            }
+        let model = self.reflectors.model();
+        // Rendering before the reflectors show the last writes would write them again.
+        if self.awaited.pending(&model) {
+            return Ok(());
         }
-        span.record("applied", written.len());
-        span.record("deleted", deleted.len());
-        self.report(&rendered, &written, &deleted).await;
+        let rendered = render::render(&model, &self.config);
+        let plan = plan::plan(&rendered, &model, |kind| self.reflectors.listed(kind));
+        let results = apply::execute(&self.client, &plan, self.parallel).await;
+        let total = results.len();
+        let (written, failures): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        let written: Vec<Written> = written.into_iter().filter_map(Result::ok).collect();
+        self.count(&rendered, &written);
+        self.awaited = Awaited::of(&written);
+        self.report(&rendered, &written, &model).await;
         let failed = failures.len();
-        match failures.into_iter().next() {
+        match failures.into_iter().find_map(Result::err) {
             None => Ok(()),
             Some(first) => Err(ReconcileError::Writes {
                 failed,
@@ -310,42 +243,57 @@ impl Controller {
         }
     }
 
-    /// Publishes the Events: each new problem once, and what was written per owner.
-    async fn report(
-        &mut self,
-        rendered: &Rendered,
-        written: &[(ObjectRef, String)],
-        deleted: &[(ObjectRef, String)],
-    ) {
-        let problems = rendered.problems.iter().map(Note::of_problem).collect();
-        let fresh = self.reported.new_warnings(problems);
-        for note in &fresh {
-            tracing::warn!(owner = %note.owner, reason = note.reason, message = %note.message, "problem");
-            if note.reason == "MeshConflict" {
-                self.metrics.conflicts.inc();
+    /// Logs and counts what a reconcile found and wrote.
+    fn count(&self, rendered: &Rendered, written: &[Written]) {
+        let span = tracing::Span::current();
+        span.record("objects", rendered.objects.len());
+        span.record("problems", rendered.problems.len());
+        let mut counts = [0; 2];
+        for write in written {
+            let (kind, namespace, name) = (write.kind, &write.namespace, &write.name);
+            match write.action {
+                apply::Action::Applied => self.metrics.applied(kind),
+                apply::Action::Deleted => self.metrics.deleted(kind),
             }
+            let action = match write.action {
+                apply::Action::Applied => "applied",
+                apply::Action::Deleted => "deleted",
+            };
+            counts[usize::from(write.action == apply::Action::Deleted)] += 1;
+            tracing::info!(%kind, %namespace, %name, "{action}");
+        }
+        span.record("applied", counts[0]);
+        span.record("deleted", counts[1]);
+    }
+
+    /// Publishes the Events: each new problem once, and what was written per owner.
+    async fn report(&mut self, rendered: &Rendered, written: &[Written], model: &Model) {
+        let (fresh, conflicts) = self.reported.new_warnings(&rendered.problems);
+        self.metrics.conflicts.inc_by(conflicts);
+        for note in &fresh {
+            tracing::warn!(owner = %note.owner, reason = %note.reason, message = %note.message, "problem");
         }
         // The owner may be gone (a deleted HelmRelease): nobody to tell.
-        let addressed: Vec<(Note, Regarding)> = fresh
+        let addressed: Vec<(Note, ObjectReference)> = fresh
             .into_iter()
-            .chain(events::applied_notes(written, deleted))
+            .chain(events::applied_notes(written))
             .filter_map(|note| {
-                let regarding = self.regarding(&note.owner)?;
+                let regarding = self.regarding(&note.owner, model)?;
                 Some((note, regarding))
             })
             .collect();
         // The first reconcile of a large cluster has an Event per owner: several go at once, as
         // the writes do.
-        let publisher = &self.publisher;
+        let recorder = &self.recorder;
         let failed: Vec<Note> = futures_util::stream::iter(addressed)
             .map(|(note, regarding)| async move {
-                let result = publisher.publish(&note, &regarding).await;
+                let result = events::publish(recorder, &note, &regarding).await;
                 result.err().map(|error| (note, error))
             })
             .buffer_unordered(self.parallel.max(1))
             .filter_map(|failure| async move {
                 let (note, error) = failure?;
-                tracing::warn!(owner = %note.owner, reason = note.reason, %error, "cannot write Event");
+                tracing::warn!(owner = %note.owner, reason = %note.reason, %error, "cannot write Event");
                 Some(note)
             })
             .collect()
@@ -355,49 +303,23 @@ impl Controller {
         }
     }
 
-    /// The owner's apiVersion and uid, from the stores; `None` when it is not (or no longer) there.
-    fn regarding(&self, owner: &ObjectRef) -> Option<Regarding> {
-        let kind = Watched::of_owner(&owner.group, &owner.kind)?;
-        let object = self
-            .stores
-            .get(kind, &(owner.namespace.clone(), owner.name.clone()))?;
-        Some(Regarding {
-            api_version: object["apiVersion"].as_str()?.to_owned(),
-            uid: object["metadata"]["uid"].as_str().map(str::to_owned),
+    /// The reference an Event on `owner` needs, when the model holds it.
+    fn regarding(&self, owner: &ObjectRef, model: &Model) -> Option<ObjectReference> {
+        let kind = kinds::find(&owner.group, &owner.kind)?;
+        Some(ObjectReference {
+            api_version: Some(self.reflectors.served(kind)?.api_version()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: Some(owner.namespace.clone()).filter(|n| !n.is_empty()),
+            uid: Some(model.uid(owner)?.to_owned()),
+            ..ObjectReference::default()
         })
     }
-}
-
-/// The owner annotation's `GROUP/KIND/NAMESPACE/NAME` (`core` for the core group) as a reference.
-fn parse_owner_ref(text: &str) -> Option<ObjectRef> {
-    let mut parts = text.splitn(4, '/');
-    let (group, kind, namespace, name) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let group = if group == "core" { "" } else { group };
-    Some(ObjectRef::new(group, kind, namespace, name))
 }
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn owner_refs_read_back() {
-        for owner in [
-            ObjectRef::new("helm.toolkit.fluxcd.io", "HelmRelease", "apps", "web"),
-            ObjectRef::namespace("apps"),
-            ObjectRef::new("apps", "Deployment", "apps", "web"),
-            ObjectRef::new("", "Pod", "apps", "web-0"),
-        ] {
-            assert_eq!(parse_owner_ref(&owner.owner_ref()), Some(owner));
-        }
-        assert_eq!(parse_owner_ref("nonsense"), None);
     }
 }
