@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use super::apply::{Action, Written};
-use crate::model::ObjectRef;
-use crate::policy::render::{Problem, Reason};
+use super::apply::Written;
+use crate::model::{Key, ObjectRef};
+use crate::policy::render::{Problem, Reason, Rendered};
 
 /// What the controller signs its Events with.
 pub const COMPONENT: &str = "mesh-admission-controller";
@@ -30,38 +32,27 @@ pub struct Reported {
 }
 
 impl Reported {
-    /// The problems not reported yet, one note per owner and reason, and how many of them are
-    /// conflicts; forgets the ones that have gone, so that they are reported again if they come
-    /// back.
+    /// The problems not reported yet, one note per owner and reason (kube's `Recorder` counts a
+    /// second Event of one reason on one owner as a repeat of the first), and how many of them
+    /// are conflicts. Forgets the ones that have gone, so that they are reported again if they
+    /// come back.
     pub fn new_warnings(&mut self, problems: &[Problem]) -> (Vec<Note>, u64) {
-        let current: BTreeSet<Note> = problems
-            .iter()
-            .map(|p| Note {
-                owner: p.subject.clone(),
-                reason: p.issue.reason(),
-                message: p.issue.to_string(),
-            })
-            .collect();
+        let note = |p: &Problem| Note {
+            owner: p.subject.clone(),
+            reason: p.issue.reason(),
+            message: p.issue.to_string(),
+        };
+        let current: BTreeSet<Note> = problems.iter().map(note).collect();
         let fresh: Vec<&Note> = current.difference(&self.warnings).collect();
         let conflicts = fresh
             .iter()
             .filter(|n| n.reason == Reason::Conflict)
             .count();
-        // kube's Recorder counts Events of one reason on one owner as a series of the first one:
-        // what is new for an owner goes out as one Event.
-        let mut grouped: BTreeMap<(&ObjectRef, Reason), Vec<&str>> = BTreeMap::new();
-        for note in fresh {
-            let messages = grouped.entry((&note.owner, note.reason)).or_default();
-            messages.push(&note.message);
-        }
-        let notes = grouped
-            .into_iter()
-            .map(|((owner, reason), messages)| Note {
-                owner: owner.clone(),
-                reason,
-                message: messages.join("; "),
-            })
-            .collect();
+        let notes = grouped(
+            fresh
+                .into_iter()
+                .map(|n| (&n.owner, n.reason, n.message.clone())),
+        );
         self.warnings = current;
         (notes, conflicts as u64)
     }
@@ -69,69 +60,118 @@ impl Reported {
     /// Forgets the problems of a note whose Event could not be written, to try again next time.
     pub fn forget(&mut self, note: &Note) {
         self.warnings
-            .retain(|w| !(w.owner == note.owner && w.reason == note.reason));
+            .retain(|w| (&w.owner, w.reason) != (&note.owner, note.reason));
     }
 }
 
 /// What was written and deleted, one `MeshApplied` note per owner.
 pub fn applied_notes(written: &[Written]) -> Vec<Note> {
-    let mut per_owner: BTreeMap<&ObjectRef, [Vec<String>; 2]> = BTreeMap::new();
-    for write in written {
-        let Some(owner) = &write.owner else { continue };
-        let what = format!("{} {}/{}", write.kind, write.namespace, write.name);
-        per_owner.entry(owner).or_default()[usize::from(write.action == Action::Deleted)]
-            .push(what);
-    }
-    let notes = per_owner.into_iter().map(|(owner, [applied, deleted])| {
-        let parts = [("applied", applied), ("deleted", deleted)]
-            .into_iter()
-            .filter(|(_, objects)| !objects.is_empty())
-            .map(|(verb, objects)| format!("{verb} {}", objects.join(", ")));
-        Note {
-            owner: owner.clone(),
-            reason: Reason::Applied,
-            message: parts.collect::<Vec<_>>().join("; "),
-        }
-    });
-    notes.collect()
+    grouped(written.iter().filter_map(|w| {
+        let Key {
+            kind,
+            namespace,
+            name,
+        } = &w.key;
+        let what = format!("{} {kind} {namespace}/{name}", w.action.as_str());
+        Some((w.owner.as_ref()?, Reason::Applied, what))
+    }))
 }
 
-/// Publishes `note` about the object `regarding` refers to.
-pub async fn publish(
-    recorder: &Recorder,
-    note: &Note,
-    regarding: &ObjectReference,
-) -> Result<(), kube::Error> {
+/// One note per owner and reason, with the messages joined.
+fn grouped<'a>(messages: impl Iterator<Item = (&'a ObjectRef, Reason, String)>) -> Vec<Note> {
+    let mut grouped: BTreeMap<(&ObjectRef, Reason), Vec<String>> = BTreeMap::new();
+    for (owner, reason, message) in messages {
+        grouped.entry((owner, reason)).or_default().push(message);
+    }
+    let note = |((owner, reason), messages): ((&ObjectRef, Reason), Vec<String>)| Note {
+        owner: owner.clone(),
+        reason,
+        message: messages.join("; "),
+    };
+    grouped.into_iter().map(note).collect()
+}
+
+/// Events through one `Recorder`, and the problems reported so far.
+pub struct Events {
+    recorder: Recorder,
+    reported: Reported,
+    parallel: usize,
+}
+
+impl Events {
+    /// Events signed by this replica, `parallel` published at once.
+    pub fn new(client: Client, identity: String, parallel: u16) -> Self {
+        let mut reporter = Reporter::from(COMPONENT.to_owned());
+        reporter.instance = Some(identity);
+        Events {
+            recorder: Recorder::new(client, reporter),
+            reported: Reported::default(),
+            parallel: usize::from(parallel),
+        }
+    }
+
+    /// Publishes each new problem once, and what was written per owner, about the objects
+    /// `regarding` finds; returns how many new conflicts there were.
+    pub async fn report(
+        &mut self,
+        rendered: &Rendered,
+        written: &[Written],
+        regarding: impl Fn(&ObjectRef) -> Option<ObjectReference>,
+    ) -> u64 {
+        let (fresh, conflicts) = self.reported.new_warnings(&rendered.problems);
+        for n in &fresh {
+            tracing::warn!(owner = %n.owner, reason = %n.reason, message = %n.message, "problem");
+        }
+        let notes = fresh.into_iter().chain(applied_notes(written));
+        let addressed: Vec<_> = notes
+            .filter_map(|n| Some((regarding(&n.owner)?, n)))
+            .collect();
+        // The first reconcile of a large cluster has an Event per owner: several go at once.
+        let recorder = &self.recorder;
+        let failed: Vec<Note> = futures_util::stream::iter(addressed)
+            .map(|(regarding, note)| async move {
+                let error = recorder.publish(&event(&note), &regarding).await.err()?;
+                tracing::warn!(owner = %note.owner, reason = %note.reason, %error, "cannot write Event");
+                Some(note)
+            })
+            .buffer_unordered(self.parallel.max(1))
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        failed.iter().for_each(|note| self.reported.forget(note));
+        conflicts
+    }
+}
+
+/// The Event of a note: Normal for what was written, Warning for a problem.
+fn event(note: &Note) -> Event {
     let (type_, action) = match note.reason {
         Reason::Applied => (EventType::Normal, "Apply"),
         _ => (EventType::Warning, "Render"),
     };
-    let event = Event {
+    Event {
         type_,
         reason: note.reason.as_str().to_owned(),
         // The API caps a note at 1 KiB; ours are shorter, but a long list of owners is not.
         note: Some(truncate(&note.message, 1000)),
         action: action.to_owned(),
         secondary: None,
-    };
-    recorder.publish(&event, regarding).await
+    }
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, with an ellipsis when cut.
 fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    // Room for the ellipsis (3 bytes in UTF-8), cut on a character boundary.
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
+    let end = (0..max - 3).rev().find(|end| text.is_char_boundary(*end));
+    format!("{}…", &text[..end.unwrap_or(0)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::apply::Action;
     use crate::policy::kinds;
     use crate::policy::render::Issue;
 
@@ -173,9 +213,11 @@ mod tests {
     fn applied_notes_group_by_owner() {
         let write = |kind, name: &str, action| Written {
             action,
-            kind,
-            namespace: "apps".into(),
-            name: name.into(),
+            key: Key {
+                namespace: "apps".into(),
+                name: name.into(),
+                kind,
+            },
             owner: Some(owner("web")),
             resource_version: None,
         };
@@ -195,7 +237,7 @@ mod tests {
         assert_eq!(notes.len(), 1);
         assert_eq!(
             notes[0].message,
-            "applied VirtualService apps/web-ingress, NetworkPolicy apps/web-ingress-public; \
+            "applied VirtualService apps/web-ingress; applied NetworkPolicy apps/web-ingress-public; \
              deleted AuthorizationPolicy apps/web-ingress-public"
         );
     }

@@ -1,9 +1,9 @@
 //! `mesh-admission controller` (DESIGN.md section 9): keeps exactly what `render` prints for the
 //! cluster's objects applied, and prunes the rest. Wiring around the pure `policy::render`:
 //! kube-runtime reflectors keep the model of the mesh (`watch`), a debounced loop renders it and
-//! plans the difference (`plan`), then writes (`apply`), tells the owners (`events`), and leader
-//! election (`leader`) and the admin port (`admin`, `metrics`) surround it. Nothing about Istio
-//! lives here.
+//! plans the difference (`policy::plan`, pure), then writes (`apply`) and tells the owners
+//! (`events`); leader election (`leader`) and the admin port (`admin`) surround it. Nothing about
+//! Istio lives here.
 //!
 //! `render` is global (conflicts across HelmReleases, one PeerAuthentication per namespace), so
 //! every reconcile renders the whole model; a plan writes only what differs, so a steady state
@@ -13,8 +13,6 @@ pub mod admin;
 pub mod apply;
 pub mod events;
 pub mod leader;
-pub mod metrics;
-pub mod plan;
 pub mod watch;
 
 use std::sync::Arc;
@@ -22,25 +20,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::cli::ControllerArgs;
 use crate::config::Config;
-use crate::model::{Model, ObjectRef};
-use crate::policy::kinds;
+use crate::model::{Key, ObjectRef};
+use crate::policy::plan;
 use crate::policy::render::{self, Rendered};
-use apply::{Awaited, WriteError, Written};
-use events::{Note, Reported};
-use metrics::{ControllerMetrics, Outcome};
+use admin::ControllerMetrics;
+use apply::{WriteError, Written};
+use events::Events;
 use watch::Reflectors;
 
+/// How long a reconcile waits for the reflectors to show the last one's writes.
+const AWAIT: Duration = Duration::from_secs(2);
 /// Backoff of a reconcile whose writes failed.
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -57,56 +55,37 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(ControllerMetrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let stop = CancellationToken::new();
-
-    let admin_listener = TcpListener::bind(args.admin_listen)
+    let listener = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
-    let admin_addr = admin_listener.local_addr()?;
-    let router = admin::router(admin::AdminState {
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    });
+    let admin_addr = listener.local_addr()?;
+    let router = admin::router(metrics.clone(), ready.clone());
+    let shutdown = stop.clone().cancelled_owned();
     let admin = tokio::spawn(
-        axum::serve(admin_listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
             .into_future(),
     );
 
-    let (reflectors, watches) = Reflectors::start(&client, args.helm_release_version.as_deref());
-    for watch in watches {
-        let stop = stop.clone();
-        tokio::spawn(async move { stop.run_until_cancelled(watch).await });
-    }
-
+    let reflectors = Reflectors::start(&client, args.helm_release_version.as_deref(), &stop);
     let identity = leader::identity();
-    let namespace = leader::namespace(args.leader_election_namespace.as_deref());
+    let namespace = leader::namespace(args.leader_election_namespace.as_deref(), &client);
     tracing::info!(%admin_addr, %identity, lease_namespace = %namespace, "listening");
     let election = leader::Election::start(client.clone(), &namespace, &identity)
         .await
         .context("cannot start leader election")?;
-
-    let reporter = Reporter {
-        controller: events::COMPONENT.to_owned(),
-        instance: Some(identity),
-    };
     let mut controller = Controller {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: Events::new(client.clone(), identity, args.parallel),
         client,
         config,
         reflectors,
         metrics: metrics.clone(),
-        reported: Reported::default(),
-        awaited: Awaited::default(),
+        awaited: plan::Unseen::default(),
         parallel: usize::from(args.parallel),
     };
-    let timing = Timing {
-        debounce: args.debounce,
-        resync: args.resync,
-    };
     let leading = election.leading.clone();
-    controller
-        .run(leading, &ready, timing, signals.shutdown.cancelled())
-        .await;
+    let signalled = signals.shutdown.cancelled();
+    controller.run(leading, &ready, &args, signalled).await;
 
     ready.store(false, Ordering::Release);
     // Releasing the Lease lets the other replica take over at once rather than after the lease
@@ -121,24 +100,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Why a reconcile did not finish its work; it is retried with backoff.
+/// A reconcile some of whose writes failed (the first one named; the others were done). It is
+/// retried with backoff.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ReconcileError {
-    /// Some writes failed (the first one named); the others were done.
-    #[error("{failed} of {total} writes failed, first: {first}")]
-    Writes {
-        failed: usize,
-        total: usize,
-        first: WriteError,
-    },
-}
-
-/// When the loop reconciles besides on changes.
-struct Timing {
-    /// Changes come in bursts (a Helm upgrade, a relist): one reconcile for the burst.
-    debounce: Duration,
-    resync: Duration,
+#[error("{failed} of {total} writes failed, first: {first}")]
+pub struct ReconcileError {
+    failed: usize,
+    total: usize,
+    first: Box<WriteError>,
 }
 
 struct Controller {
@@ -146,31 +115,31 @@ struct Controller {
     config: Config,
     reflectors: Reflectors,
     metrics: Arc<ControllerMetrics>,
-    recorder: Recorder,
-    reported: Reported,
+    events: Events,
     /// The last reconcile's writes, until the reflectors show them.
-    awaited: Awaited,
+    awaited: plan::Unseen,
     parallel: usize,
 }
 
 impl Controller {
-    /// Reconciles after every change (gathered for `debounce`), every `resync`, and on becoming
-    /// the leader, until `signalled`.
+    /// Reconciles after every change (gathered for `--debounce`: changes come in bursts, a Helm
+    /// upgrade, a relist), every `--resync`, and on becoming the leader, until `signalled`.
     async fn run(
         &mut self,
         mut leading: tokio::sync::watch::Receiver<bool>,
         ready: &AtomicBool,
-        timing: Timing,
+        args: &ControllerArgs,
         signalled: impl Future<Output = ()>,
     ) {
         let mut signalled = std::pin::pin!(signalled);
-        let resync_every = timing.resync;
-        let mut resync = tokio::time::interval_at(Instant::now() + resync_every, resync_every);
+        let mut resync = tokio::time::interval_at(Instant::now() + args.resync, args.resync);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let changed = self.reflectors.changed.clone();
         let mut retry: Option<(Instant, Duration)> = None;
         loop {
-            let wake_at = retry.map(|(at, _)| at).or(self.awaited.until());
+            let wake_at = retry
+                .map(|(at, _)| at)
+                .or(self.awaited.until.map(Instant::from_std));
             tokio::select! {
                 () = &mut signalled => return,
                 () = changed.notified() => {}
@@ -183,11 +152,11 @@ impl Controller {
                     tracing::info!(leader = is_leader, "leadership changed");
                 }
                 _ = resync.tick() => {}
-                () = sleep_until(wake_at), if wake_at.is_some() => {}
+                () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {}
             }
             tokio::select! {
                 () = &mut signalled => return,
-                () = tokio::time::sleep(timing.debounce) => {}
+                () = tokio::time::sleep(args.debounce) => {}
             }
             let settled = self.reflectors.settled();
             ready.store(settled, Ordering::Release);
@@ -196,130 +165,70 @@ impl Controller {
             }
             let span = tracing::info_span!(
                 "reconcile",
-                objects = tracing::field::Empty,
-                applied = tracing::field::Empty,
-                deleted = tracing::field::Empty,
-                problems = tracing::field::Empty,
+                objects = Empty,
+                problems = Empty,
+                writes = Empty
             );
-            match self.reconcile().instrument(span).await {
-                Ok(()) => {
-                    self.metrics.reconciled(Outcome::Ok);
-                    retry = None;
-                }
+            let result = self.reconcile().instrument(span).await;
+            self.metrics.reconciled(result.is_ok());
+            retry = match result {
+                Ok(()) => None,
                 Err(error) => {
-                    self.metrics.reconciled(Outcome::Error);
                     let delay = retry.map_or(RETRY_MIN, |(_, d)| (d * 2).min(RETRY_MAX));
                     tracing::warn!(%error, retry_in = ?delay, "reconcile failed");
-                    retry = Some((Instant::now() + delay, delay));
+                    Some((Instant::now() + delay, delay))
                 }
-            }
+            };
         }
     }
 
     /// Renders the model, writes the difference, tells the owners.
     async fn reconcile(&mut self) -> Result<(), ReconcileError> {
         let model = self.reflectors.model();
-        // Rendering before the reflectors show the last writes would write them again.
-        if self.awaited.pending(&model) {
+        // Planning before the reflectors show the last writes would write them again.
+        if self.awaited.pending(&model, std::time::Instant::now()) {
             return Ok(());
         }
         let rendered = render::render(&model, &self.config);
         let plan = plan::plan(&rendered, &model, |kind| self.reflectors.listed(kind));
         let results = apply::execute(&self.client, &plan, self.parallel).await;
         let total = results.len();
-        let (written, failures): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
+        let (written, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
         let written: Vec<Written> = written.into_iter().filter_map(Result::ok).collect();
-        self.count(&rendered, &written);
-        self.awaited = Awaited::of(&written);
-        self.report(&rendered, &written, &model).await;
-        let failed = failures.len();
-        match failures.into_iter().find_map(Result::err) {
-            None => Ok(()),
-            Some(first) => Err(ReconcileError::Writes {
-                failed,
+        self.record(&rendered, &written);
+        let awaited = written.iter().filter_map(Written::awaited).collect();
+        self.awaited = plan::Unseen::new(awaited, std::time::Instant::now() + AWAIT);
+        // A deleted HelmRelease has nobody to tell.
+        let reflectors = &self.reflectors;
+        let version = |kind| Some(reflectors.served(kind)?.api_version());
+        let regarding = |owner: &ObjectRef| model.reference(owner, version);
+        let conflicts = self.events.report(&rendered, &written, regarding).await;
+        self.metrics.conflicts.inc_by(conflicts);
+        let count = failed.len();
+        match failed.into_iter().find_map(Result::err).map(Box::new) {
+            Some(first) => Err(ReconcileError {
+                failed: count,
                 total,
                 first,
             }),
+            None => Ok(()),
         }
     }
 
     /// Logs and counts what a reconcile found and wrote.
-    fn count(&self, rendered: &Rendered, written: &[Written]) {
+    fn record(&self, rendered: &Rendered, written: &[Written]) {
         let span = tracing::Span::current();
         span.record("objects", rendered.objects.len());
         span.record("problems", rendered.problems.len());
-        let mut counts = [0; 2];
+        span.record("writes", written.len());
         for write in written {
-            let (kind, namespace, name) = (write.kind, &write.namespace, &write.name);
-            match write.action {
-                apply::Action::Applied => self.metrics.applied(kind),
-                apply::Action::Deleted => self.metrics.deleted(kind),
-            }
-            let action = match write.action {
-                apply::Action::Applied => "applied",
-                apply::Action::Deleted => "deleted",
-            };
-            counts[usize::from(write.action == apply::Action::Deleted)] += 1;
-            tracing::info!(%kind, %namespace, %name, "{action}");
+            let Key {
+                kind,
+                namespace,
+                name,
+            } = &write.key;
+            self.metrics.written(write.action, kind);
+            tracing::info!(%kind, %namespace, %name, "{}", write.action.as_str());
         }
-        span.record("applied", counts[0]);
-        span.record("deleted", counts[1]);
-    }
-
-    /// Publishes the Events: each new problem once, and what was written per owner.
-    async fn report(&mut self, rendered: &Rendered, written: &[Written], model: &Model) {
-        let (fresh, conflicts) = self.reported.new_warnings(&rendered.problems);
-        self.metrics.conflicts.inc_by(conflicts);
-        for note in &fresh {
-            tracing::warn!(owner = %note.owner, reason = %note.reason, message = %note.message, "problem");
-        }
-        // The owner may be gone (a deleted HelmRelease): nobody to tell.
-        let addressed: Vec<(Note, ObjectReference)> = fresh
-            .into_iter()
-            .chain(events::applied_notes(written))
-            .filter_map(|note| {
-                let regarding = self.regarding(&note.owner, model)?;
-                Some((note, regarding))
-            })
-            .collect();
-        // The first reconcile of a large cluster has an Event per owner: several go at once, as
-        // the writes do.
-        let recorder = &self.recorder;
-        let failed: Vec<Note> = futures_util::stream::iter(addressed)
-            .map(|(note, regarding)| async move {
-                let result = events::publish(recorder, &note, &regarding).await;
-                result.err().map(|error| (note, error))
-            })
-            .buffer_unordered(self.parallel.max(1))
-            .filter_map(|failure| async move {
-                let (note, error) = failure?;
-                tracing::warn!(owner = %note.owner, reason = %note.reason, %error, "cannot write Event");
-                Some(note)
-            })
-            .collect()
-            .await;
-        for note in &failed {
-            self.reported.forget(note);
-        }
-    }
-
-    /// The reference an Event on `owner` needs, when the model holds it.
-    fn regarding(&self, owner: &ObjectRef, model: &Model) -> Option<ObjectReference> {
-        let kind = kinds::find(&owner.group, &owner.kind)?;
-        Some(ObjectReference {
-            api_version: Some(self.reflectors.served(kind)?.api_version()),
-            kind: Some(owner.kind.clone()),
-            name: Some(owner.name.clone()),
-            namespace: Some(owner.namespace.clone()).filter(|n| !n.is_empty()),
-            uid: Some(model.uid(owner)?.to_owned()),
-            ..ObjectReference::default()
-        })
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -6,9 +6,6 @@
 //! carry none, a Pod or ReplicaSet another object owns) is not kept, and an update that leaves what
 //! the model holds of an object unchanged (a Deployment's status) wakes nobody.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
@@ -16,130 +13,93 @@ use kube::runtime::reflector::{self, Lookup, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{KindVisitor, Model, Served, Stored, with_type};
-use crate::policy::kinds::{self, HELM_RELEASE, Kind};
+use crate::policy::kinds::{self, Kind};
 
 /// Every watched kind's store, and the signal that one of them changed.
 pub struct Reflectors {
-    kinds: Vec<Box<dyn Reflected>>,
+    kinds: Vec<Reflected>,
     pub changed: Arc<Notify>,
 }
 
-/// One kind's store, whatever its type.
-trait Reflected: Send + Sync {
-    fn kind(&self) -> &'static Kind;
-    fn state(&self) -> &WatchState;
-    fn add_to(&self, model: &mut Model);
-    fn served(&self) -> Option<Served>;
-}
-
-/// How one kind's watch is doing.
-#[derive(Default)]
-pub struct WatchState {
-    /// A complete list has been seen: the store may be trusted.
-    listed: AtomicBool,
-    /// Listing failed before it ever succeeded (no CRD, no permission).
-    failing: AtomicBool,
-    /// The version served, once known (discovered for a HelmRelease).
-    served: Mutex<Option<Served>>,
-}
-
-struct Reflection<T: Stored> {
+/// One kind's store, whatever its type, and how its watch is doing.
+struct Reflected {
     kind: &'static Kind,
-    store: Store<T>,
-    state: Arc<WatchState>,
+    state: Arc<Mutex<WatchState>>,
+    add_to: Box<dyn Fn(&mut Model) + Send + Sync>,
 }
 
-impl<T: Stored> Reflected for Reflection<T> {
-    fn kind(&self) -> &'static Kind {
-        self.kind
-    }
-
-    fn state(&self) -> &WatchState {
-        &self.state
-    }
-
-    fn add_to(&self, model: &mut Model) {
-        for object in self.store.state() {
-            model.add(self.kind, object);
-        }
-    }
-
-    fn served(&self) -> Option<Served> {
-        lock(&self.state.served).clone()
-    }
+#[derive(Default)]
+struct WatchState {
+    /// The version served, once known (asked of the API for a HelmRelease).
+    version: Option<Arc<str>>,
+    /// A complete list has been seen: the store may be trusted.
+    listed: bool,
+    /// Listing failed before it ever succeeded (no CRD, no permission).
+    failing: bool,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding the lock leaves a value that is still whole.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+fn lock(state: &Mutex<WatchState>) -> std::sync::MutexGuard<'_, WatchState> {
+    // A panic while holding the lock leaves a state that is still whole.
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Where a kind's watch task comes from: started by [`Reflectors::start`].
-type WatchTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Starts a typed reflector for a kind.
-struct Start<'a> {
-    client: &'a Client,
-    helm_release_version: Option<&'a str>,
-    changed: &'a Arc<Notify>,
-}
+struct Start<'a>(
+    &'a Client,
+    Option<&'a str>,
+    &'a Arc<Notify>,
+    &'a CancellationToken,
+);
 
 impl KindVisitor for Start<'_> {
-    type Output = (Box<dyn Reflected>, WatchTask);
+    type Output = Reflected;
 
-    fn visit<T: Stored>(self, kind: &'static Kind) -> Self::Output {
+    fn visit<T: Stored>(self, kind: &'static Kind) -> Reflected {
+        let Start(client, helm_release_version, changed, stop) = self;
         let writer = reflector::store::Writer::<T>::new(store_key(kind));
         let store = writer.as_reader();
-        let state = Arc::new(WatchState::default());
-        let task = watch::<T>(
-            self.client.clone(),
+        let state = Arc::new(Mutex::new(WatchState::default()));
+        let version = helm_release_version.map(str::to_owned);
+        let task = watch(
+            client.clone(),
             kind,
-            self.helm_release_version.map(str::to_owned),
+            version,
             writer,
             state.clone(),
-            self.changed.clone(),
+            changed.clone(),
         );
-        let reflected = Reflection { kind, store, state };
-        (Box::new(reflected), Box::pin(task))
+        let add_to = Box::new(move |model: &mut Model| {
+            for object in store.state() {
+                model.add(kind, object);
+            }
+        });
+        tokio::spawn(stop.clone().run_until_cancelled_owned(task));
+        Reflected {
+            kind,
+            state,
+            add_to,
+        }
     }
 }
 
 impl Reflectors {
-    /// Watches every kind `render` reads or generates, until the returned tasks are dropped.
-    pub fn start(
-        client: &Client,
-        helm_release_version: Option<&str>,
-    ) -> (Reflectors, Vec<WatchTask>) {
+    /// Watches every kind `render` reads or generates, until `stop`.
+    pub fn start(client: &Client, version: Option<&str>, stop: &CancellationToken) -> Self {
         let changed = Arc::new(Notify::new());
-        let mut reflected = Vec::new();
-        let mut tasks = Vec::new();
-        for kind in kinds::rendered() {
-            let start = Start {
-                client,
-                helm_release_version,
-                changed: &changed,
-            };
-            if let Some((store, task)) = with_type(kind, start) {
-                reflected.push(store);
-                tasks.push(task);
-            }
-        }
-        let reflectors = Reflectors {
-            kinds: reflected,
-            changed,
-        };
-        (reflectors, tasks)
+        let start = |kind| with_type(kind, Start(client, version, &changed, stop));
+        let kinds = kinds::rendered().filter_map(start).collect();
+        Reflectors { kinds, changed }
     }
 
     /// Whether every kind needed to render has been listed, and every optional kind has either
     /// been listed or failed to list: only then does a reconcile see the whole cluster.
     pub fn settled(&self) -> bool {
         self.kinds.iter().all(|r| {
-            let state = r.state();
-            state.listed.load(Ordering::Acquire)
-                || (r.kind().optional && state.failing.load(Ordering::Acquire))
+            let state = lock(&r.state);
+            state.listed || (r.kind.optional && state.failing)
         })
     }
 
@@ -147,21 +107,26 @@ impl Reflectors {
     pub fn listed(&self, kind: &Kind) -> bool {
         self.kinds
             .iter()
-            .any(|r| r.kind() == kind && r.state().listed.load(Ordering::Acquire))
+            .any(|r| r.kind == kind && lock(&r.state).listed)
     }
 
     /// The model of what the stores hold now.
     pub fn model(&self) -> Model {
         let mut model = Model::default();
         for reflected in &self.kinds {
-            reflected.add_to(&mut model);
+            (reflected.add_to)(&mut model);
         }
         model
     }
 
     /// The kind and version a watched kind is served as, once known.
     pub fn served(&self, kind: &Kind) -> Option<Served> {
-        self.kinds.iter().find(|r| r.kind() == kind)?.served()
+        let reflected = self.kinds.iter().find(|r| r.kind == kind)?;
+        let version = lock(&reflected.state).version.clone()?;
+        Some(Served {
+            kind: reflected.kind,
+            version,
+        })
     }
 }
 
@@ -176,53 +141,55 @@ fn store_key(kind: &'static Kind) -> Served {
 async fn watch<T: Stored>(
     client: Client,
     kind: &'static Kind,
-    helm_release_version: Option<String>,
+    configured: Option<String>,
     writer: reflector::store::Writer<T>,
-    state: Arc<WatchState>,
+    state: Arc<Mutex<WatchState>>,
     changed: Arc<Notify>,
 ) {
-    let version = served_version(&client, kind, helm_release_version, &state).await;
+    let version = match kind.watched_version() {
+        Some(version) => version.to_owned(),
+        None => helm_release_version(&client, kind, configured).await,
+    };
     let served = Served::new(kind, &version);
-    *lock(&state.served) = Some(served.clone());
+    lock(&state).version = Some(served.version.clone());
     tracing::info!(kind = kind.kind, version = %served.api_version(), "watching");
     let reader = writer.as_reader();
-    let api: Api<T> = Api::all_with(client, &served);
-    let events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(T::trim);
-    let events = only_changes(events, reader, store_key(kind));
-    let mut events = std::pin::pin!(events.reflect(writer));
+    let events = watcher(
+        Api::<T>::all_with(client, &served),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(T::trim);
+    let mut events = std::pin::pin!(only_changes(events, reader, kind).reflect(writer));
     let mut last_error: Option<String> = None;
     while let Some(event) = events.next().await {
         match event {
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
             Ok(watcher::Event::InitDone) => {
                 if last_error.take().is_some() {
                     tracing::info!(kind = kind.kind, "watch recovered");
                 }
-                state.listed.store(true, Ordering::Release);
-                state.failing.store(false, Ordering::Release);
-                changed.notify_one();
+                let mut state = lock(&state);
+                (state.listed, state.failing) = (true, false);
             }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => changed.notify_one(),
+            Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {}
             Err(error) => {
-                if !state.listed.load(Ordering::Acquire) {
-                    state.failing.store(true, Ordering::Release);
-                }
+                let mut state = lock(&state);
+                state.failing |= !state.listed;
                 // Without the CRD every retry fails alike: said once, and again when it changes.
-                let text = error.to_string();
-                if last_error.as_deref() != Some(text.as_str()) {
-                    if kind.optional {
-                        tracing::info!(kind = kind.kind, error = %text, "watch failed; retrying with backoff");
-                    } else {
-                        tracing::warn!(kind = kind.kind, error = %text, "watch failed; retrying with backoff");
+                let error = error.to_string();
+                if last_error.as_ref() != Some(&error) {
+                    let message = "watch failed; retrying with backoff";
+                    match kind.optional {
+                        true => tracing::info!(kind = kind.kind, %error, "{message}"),
+                        false => tracing::warn!(kind = kind.kind, %error, "{message}"),
                     }
-                    last_error = Some(text);
+                    last_error = Some(error);
                 }
-                // A failed optional kind may settle the stores.
-                changed.notify_one();
             }
         }
+        // A failed optional kind may settle the stores too.
+        changed.notify_one();
     }
 }
 
@@ -232,17 +199,17 @@ async fn watch<T: Stored>(
 fn only_changes<T: Stored>(
     events: impl Stream<Item = Result<watcher::Event<T>, watcher::Error>>,
     store: Store<T>,
-    key: Served,
+    kind: &'static Kind,
 ) -> impl Stream<Item = Result<watcher::Event<T>, watcher::Error>> {
     events.filter_map(move |event| {
-        let kept = |object: &T| store.get(&object.to_object_ref(key.clone()));
+        let kept = |object: &T| store.get(&object.to_object_ref(store_key(kind)));
         let event = match event {
             Ok(watcher::Event::InitApply(object)) if !object.rendered() => None,
             Ok(watcher::Event::Apply(object)) if !object.rendered() => kept(&object)
                 .is_some()
                 .then_some(Ok(watcher::Event::Delete(object))),
             Ok(watcher::Event::Apply(object))
-                if kept(&object).is_some_and(|k| same(k.as_ref(), &object)) =>
+                if kept(&object).is_some_and(|k| k.same_as(&object, kind)) =>
             {
                 None
             }
@@ -252,48 +219,25 @@ fn only_changes<T: Stored>(
     })
 }
 
-/// Whether two versions of an object hold the same for the model. The resourceVersion changes on
-/// every write; the generated kinds' plan reads it, the others never do.
-fn same<T: Stored>(kept: &T, incoming: &T) -> bool {
-    let mut incoming = incoming.clone();
-    incoming.meta_mut().resource_version = kept.meta().resource_version.clone();
-    *kept == incoming
-}
-
-/// The version to watch `kind` in: the configured or served one for a HelmRelease (asked until
-/// the API answers), the one `render` writes for a generated kind, else the table's.
-async fn served_version(
-    client: &Client,
-    kind: &'static Kind,
-    configured: Option<String>,
-    state: &WatchState,
-) -> String {
-    if *kind != HELM_RELEASE {
-        let version = kind.generated_version().or(kind.versions.first().copied());
-        return version.unwrap_or("v1").to_owned();
-    }
+/// The configured HelmRelease version, or the one the API prefers (asked until it answers).
+async fn helm_release_version(client: &Client, kind: &Kind, configured: Option<String>) -> String {
     if let Some(version) = configured {
         return version;
     }
     let mut delay = std::time::Duration::from_millis(500);
     let mut last_error = None;
     loop {
-        match kube::discovery::group(client, kind.group).await {
-            Ok(group) => {
-                if let Some((resource, _)) = group.recommended_kind(kind.kind) {
-                    return resource.version;
-                }
-                last_error = Some(format!("{} is not served by {}", kind.kind, kind.group));
-            }
-            Err(error) => {
-                let text = error.to_string();
-                if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::warn!(kind = kind.kind, error = %text, "cannot find the served version; retrying");
-                    last_error = Some(text);
-                }
-            }
+        let error = match kube::discovery::group(client, kind.group).await {
+            Ok(group) => match group.recommended_kind(kind.kind) {
+                Some((resource, _)) => return resource.version,
+                None => format!("{} is not served by {}", kind.kind, kind.group),
+            },
+            Err(error) => error.to_string(),
+        };
+        if last_error.as_ref() != Some(&error) {
+            tracing::warn!(kind = kind.kind, %error, "cannot find the served version; retrying");
+            last_error = Some(error);
         }
-        state.failing.store(true, Ordering::Release);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(std::time::Duration::from_secs(30));
     }

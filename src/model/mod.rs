@@ -10,7 +10,7 @@ pub mod core;
 pub mod istio;
 pub mod object;
 pub mod ownership;
-mod read;
+pub mod read;
 pub mod reference;
 pub mod selector;
 pub mod spire;
@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,7 +30,6 @@ pub use self::istio::{
     AuthorizationPolicy, DestinationRule, NetworkPolicy, PeerAuthentication, VirtualService,
 };
 pub use self::object::{Object, Served, StringMap};
-pub use self::read::DEFAULT_NAMESPACE;
 pub use self::reference::ObjectRef;
 pub use self::spire::ClusterSpiffeId;
 use crate::policy::kinds::{self, Kind, Modeled};
@@ -211,6 +211,24 @@ impl Model {
         })
     }
 
+    /// The reference an Event on `subject` needs, when the model holds it; `api_version` gives the
+    /// version its kind is served in.
+    pub fn reference(
+        &self,
+        subject: &ObjectRef,
+        api_version: impl Fn(&'static Kind) -> Option<String>,
+    ) -> Option<ObjectReference> {
+        let kind = kinds::find(&subject.group, &subject.kind)?;
+        Some(ObjectReference {
+            api_version: Some(api_version(kind)?),
+            kind: Some(subject.kind.clone()),
+            name: Some(subject.name.clone()),
+            namespace: Some(subject.namespace.clone()).filter(|n| !n.is_empty()),
+            uid: Some(self.uid(subject)?.to_owned()),
+            ..ObjectReference::default()
+        })
+    }
+
     /// The uid of the object `subject` names, when the model holds it.
     pub fn uid(&self, subject: &ObjectRef) -> Option<&str> {
         let kind = kinds::find(&subject.group, &subject.kind)?;
@@ -277,6 +295,17 @@ pub trait Stored:
     /// Whether `render` reads anything of it: the controller keeps only those.
     fn rendered(&self) -> bool {
         true
+    }
+
+    /// Whether `other`, another version of the same object of `kind`, holds the same for the
+    /// model. Only the generated kinds' resourceVersion is read (by the controller's plan); the
+    /// others' changes on every write, their status's too.
+    fn same_as(&self, other: &Self, kind: &Kind) -> bool {
+        let mut other = other.clone();
+        if kind.generated_version().is_none() {
+            other.meta_mut().resource_version = self.meta().resource_version.clone();
+        }
+        *self == other
     }
 
     /// Puts it into the model as an object of `kind`.

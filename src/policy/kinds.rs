@@ -291,6 +291,14 @@ impl Kind {
         }
     }
 
+    /// The version the controller watches it in, unless the API must be asked (a HelmRelease's,
+    /// whichever the cluster serves): the one `render` writes for a generated kind, else the
+    /// table's.
+    pub fn watched_version(&self) -> Option<&'static str> {
+        let version = self.generated_version().or(self.versions.first().copied());
+        version.filter(|v| *v != "*")
+    }
+
     /// The `apiVersion` of `version` of this kind: `v1` for the core group, `GROUP/VERSION` else.
     pub fn api_version(&self, version: &str) -> String {
         if self.group.is_empty() {

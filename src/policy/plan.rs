@@ -1,13 +1,15 @@
-//! What one reconcile decides, without I/O: from the objects `render` wants and the generated-kind
-//! objects of the model, which to apply and which to delete. Steady state is an empty plan.
+//! What the controller's reconcile writes, decided without I/O: from the objects `render` wants and
+//! the generated-kind objects of the model, which to apply and which to delete (DESIGN.md section
+//! 9, "Controller behaviour"). Steady state is an empty plan.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use crate::model::ownership::{self, is_ours};
-use crate::model::{Model, ObjectRef};
+use crate::model::{Key, Model, ObjectRef};
 use crate::policy::finding::Severity;
 use crate::policy::kinds::{self, Kind};
 use crate::policy::render::{Issue, MeshObject, Rendered};
@@ -35,6 +37,73 @@ pub struct Apply<'a> {
 pub struct Plan<'a> {
     pub apply: Vec<Apply<'a>>,
     pub delete: Vec<Deletion>,
+}
+
+/// One write of a plan.
+#[derive(Debug, Clone, Copy)]
+pub enum Write<'a> {
+    Apply { object: &'a MeshObject, force: bool },
+    Delete(&'a Deletion),
+}
+
+impl<'a> Write<'a> {
+    /// Kind, namespace and name of the object written.
+    pub fn key(&self) -> (&'static Kind, &'a str, &'a str) {
+        match self {
+            Write::Apply { object, .. } => object.key(),
+            Write::Delete(d) => (d.kind, &d.namespace, &d.name),
+        }
+    }
+}
+
+impl<'a> Plan<'a> {
+    pub fn applies(&self) -> Vec<Write<'a>> {
+        let write = |a: &Apply<'a>| Write::Apply {
+            object: a.object,
+            force: a.force,
+        };
+        self.apply.iter().map(write).collect()
+    }
+
+    pub fn deletions(&self) -> Vec<Write<'_>> {
+        self.delete.iter().map(Write::Delete).collect()
+    }
+}
+
+/// The writes of the last reconcile that the model does not show yet. The controller waits for
+/// them (until a deadline) before it plans again: planning against a store a watch event behind
+/// would write the same objects again.
+#[derive(Debug, Default)]
+pub struct Unseen {
+    /// The objects, and the resourceVersion applied (`None`: deleted).
+    writes: Vec<(Key, Option<u64>)>,
+    pub until: Option<Instant>,
+}
+
+impl Unseen {
+    pub fn new(writes: Vec<(Key, Option<u64>)>, until: Instant) -> Self {
+        let until = (!writes.is_empty()).then_some(until);
+        Unseen { writes, until }
+    }
+
+    /// Whether `model` does not show every write yet and the wait is not over at `now`. An
+    /// etcd-backed apiserver's resourceVersions only grow.
+    pub fn pending(&mut self, model: &Model, now: Instant) -> bool {
+        self.writes.retain(|(key, version)| {
+            let live = model.collection(key.kind);
+            let live = live.and_then(|c| c.metadata(key.kind, &key.namespace, &key.name));
+            let live_version = live.and_then(|m| m.resource_version.as_deref()?.parse().ok());
+            match version {
+                Some(version) => live_version.is_none_or(|v: u64| v < *version),
+                None => live.is_some(),
+            }
+        });
+        let waiting = !self.writes.is_empty() && self.until.is_some_and(|t| now < t);
+        if !waiting {
+            *self = Unseen::default();
+        }
+        waiting
+    }
 }
 
 /// The plan for `rendered` against the model's objects of the generated kinds, touching only the
@@ -265,6 +334,35 @@ mod tests {
             plan(&wanted, &Model::from_manifests(&cluster), |_| true),
             Plan::default()
         );
+    }
+
+    #[test]
+    fn writes_are_awaited_until_the_model_shows_them_or_time_is_up() {
+        let inputs = [release(
+            "web",
+            json!({"servicemesh.bigbang.dev/mtlsMode": "STRICT"}),
+        )];
+        let wanted = rendered(&inputs);
+        let cluster = Model::from_manifests(&applied(&inputs, &wanted));
+        let now = Instant::now();
+        let later = now + std::time::Duration::from_secs(2);
+        let key = |version| {
+            let (namespace, name) = ("apps".to_owned(), "default".to_owned());
+            let kind = &kinds::PEER_AUTHENTICATION;
+            (
+                Key {
+                    namespace,
+                    name,
+                    kind,
+                },
+                version,
+            )
+        };
+        assert!(Unseen::new(vec![key(Some(6))], later).pending(&cluster, now));
+        assert!(!Unseen::new(vec![key(Some(6))], later).pending(&cluster, later));
+        assert!(!Unseen::new(vec![key(Some(5))], later).pending(&cluster, now));
+        assert!(Unseen::new(vec![key(None)], later).pending(&cluster, now));
+        assert!(!Unseen::new(vec![key(None)], later).pending(&Model::default(), now));
     }
 
     #[test]
