@@ -52,11 +52,10 @@ fn paths(code: &str) -> Vec<String> {
         .collect::<Vec<_>>()
         .join("\n");
     let uses = Regex::new(r"(?m)^\s*(?:pub(?:\([a-z]+\))?\s+)?use\s+([^;]+);").unwrap();
+    let renamed = Regex::new(r"\s+as\s+[A-Za-z_0-9]+").unwrap();
     let mut found = Vec::new();
     for capture in uses.captures_iter(&code) {
-        let tree = Regex::new(r"\s+as\s+[A-Za-z_0-9]+")
-            .unwrap()
-            .replace_all(&capture[1], "");
+        let tree = renamed.replace_all(&capture[1], "");
         expand("", &tree.split_whitespace().collect::<String>(), &mut found);
     }
     let rest = uses.replace_all(&code, "");

@@ -77,8 +77,8 @@ impl Election {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_flag_wins_over_the_environment() {
+    #[tokio::test]
+    async fn the_flag_wins_over_the_environment() {
         let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
         let client = Client::try_from(config).unwrap();
         assert_eq!(namespace(Some("mesh-system"), &client), "mesh-system");
