@@ -551,6 +551,63 @@ mod tests {
     }
 
     #[test]
+    fn render_reads_and_generates_what_section_9_says_and_the_controller_watches_just_that() {
+        let names = |kinds: Vec<&Kind>| kinds.iter().map(|k| k.kind).collect::<Vec<_>>();
+        assert_eq!(
+            names(generated().collect()),
+            [
+                "AuthorizationPolicy",
+                "NetworkPolicy",
+                "PeerAuthentication",
+                "VirtualService"
+            ]
+        );
+        let read: Vec<&Kind> = rendered()
+            .filter(|k| k.render == Some(Render::Reads))
+            .collect();
+        assert_eq!(
+            names(read),
+            [
+                "Namespace",
+                "HelmRelease",
+                "Pod",
+                "Deployment",
+                "StatefulSet",
+                "DaemonSet",
+                "ReplicaSet",
+                "Service"
+            ]
+        );
+        // Versions watched: the one written for a generated kind, the served one for a
+        // HelmRelease (asked of the API), the table's else.
+        assert_eq!(VIRTUAL_SERVICE.watched_version(), Some("v1"));
+        assert_eq!(NETWORK_POLICY.api_version("v1"), "networking.k8s.io/v1");
+        assert_eq!(HELM_RELEASE.watched_version(), None);
+        assert_eq!(DEPLOYMENT.watched_version(), Some("v1"));
+        // Only Istio's and SPIRE's kinds may be missing while the controller runs.
+        let optional: Vec<&str> = KINDS
+            .iter()
+            .filter(|k| k.optional)
+            .map(|k| k.group)
+            .collect();
+        assert!(
+            optional
+                .iter()
+                .all(|g| g.ends_with("istio.io") || *g == "spire.spiffe.io")
+        );
+        assert!(CLUSTER_SPIFFE_ID.is_cluster_scoped() && NAMESPACE.is_cluster_scoped());
+        assert!(!SERVICE.is_cluster_scoped());
+    }
+
+    #[test]
+    fn kinds_sort_by_name_and_are_told_apart_by_group_and_kind() {
+        assert!(AUTHORIZATION_POLICY < NETWORK_POLICY && PEER_AUTHENTICATION < VIRTUAL_SERVICE);
+        assert_eq!(*find("networking.istio.io", "Gateway").unwrap(), GATEWAY);
+        assert_ne!(GATEWAY, VIRTUAL_SERVICE);
+        assert_eq!(VIRTUAL_SERVICE.to_string(), "VirtualService");
+    }
+
+    #[test]
     fn each_kind_is_listed_once_and_template_paths_are_distinct() {
         for (i, a) in KINDS.iter().enumerate() {
             assert!(
