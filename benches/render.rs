@@ -1,8 +1,10 @@
 //! Criterion benchmarks of `render` (DESIGN.md section 9): the pure generator over 1 and 1,000
 //! HelmReleases, each with its Service (and so a VirtualService, a NetworkPolicy and the namespace's
-//! PeerAuthentication), inputs already parsed as `render` receives them. The per-element throughput
-//! shows whether the cost per HelmRelease stays flat (linear) as the input grows. `yaml_1000` adds
-//! printing the result as the command does.
+//! PeerAuthentication), from manifests already parsed as JSON: the model is built from them and
+//! rendered, as the command does. The per-element throughput shows whether the cost per
+//! HelmRelease stays flat (linear) as the input grows. `yaml_1000` adds printing the result as the
+//! command does; `model_1000` renders a model built beforehand, as the controller does from its
+//! reflectors.
 
 use std::hint::black_box;
 
@@ -10,7 +12,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mesh_admission::cli::RenderOutput;
 use mesh_admission::commands::render_text;
 use mesh_admission::config::Config;
-use mesh_admission::policy::render::render;
+use mesh_admission::model::Model;
+use mesh_admission::policy::render::{Rendered, render};
 use serde_json::{Value, json};
 
 /// The allocator of the `mesh-admission` binary, so the figures are the command's.
@@ -46,26 +49,35 @@ fn inputs(count: usize) -> Vec<Value> {
     objects
 }
 
+/// What `mesh-admission render` does with parsed manifests.
+fn render_manifests(objects: &[Value], cfg: &Config) -> Rendered {
+    render(&Model::from_manifests(objects), cfg)
+}
+
 fn render_bench(c: &mut Criterion) {
     let cfg = Config::default();
     let mut group = c.benchmark_group("render");
     for count in [1usize, 1000] {
         let objects = inputs(count);
-        let rendered = render(&objects, &cfg);
+        let rendered = render_manifests(&objects, &cfg);
         assert!(!rendered.has_errors(), "{:?}", rendered.problems);
         assert_eq!(rendered.objects.len(), count * 2 + count.div_ceil(10));
         group.throughput(Throughput::Elements(count as u64));
         group.bench_function(format!("helmreleases_{count}"), |b| {
-            b.iter(|| black_box(render(black_box(&objects), &cfg)))
+            b.iter(|| black_box(render_manifests(black_box(&objects), &cfg)))
         });
     }
     let objects = inputs(1000);
     group.throughput(Throughput::Elements(1000));
     group.bench_function("yaml_1000", |b| {
         b.iter(|| {
-            let rendered = render(black_box(&objects), &cfg);
+            let rendered = render_manifests(black_box(&objects), &cfg);
             black_box(render_text(&rendered.objects, RenderOutput::Yaml).expect("prints"))
         })
+    });
+    let model = Model::from_manifests(&objects);
+    group.bench_function("model_1000", |b| {
+        b.iter(|| black_box(render(black_box(&model), &cfg)))
     });
     group.finish();
 }

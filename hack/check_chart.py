@@ -527,7 +527,7 @@ def controller_invariants(dep, objs, by_kind, ns, webhook_pod_labels, webhook_po
         ("networking.istio.io", "virtualservices"): {"get", "list", "watch", "create", "patch", "delete"},
         ("security.istio.io", "peerauthentications"): {"get", "list", "watch", "create", "patch", "delete"},
         ("security.istio.io", "authorizationpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
-        ("", "events"): {"create"},
+        ("events.k8s.io", "events"): {"create", "patch"},
     }
     granted = {}
     for b in by_kind.get("ClusterRoleBinding", []):

@@ -245,6 +245,10 @@ pub struct ControllerArgs {
     /// Reconcile this often even when nothing changed (it writes only what differs).
     #[arg(long, env = "MESH_ADMISSION_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+    /// The version of Flux's HelmRelease to watch (e.g. `v2`); default: the one the apiserver
+    /// prefers, asked at start-up.
+    #[arg(long, env = "MESH_ADMISSION_HELM_RELEASE_VERSION")]
+    pub helm_release_version: Option<String>,
     /// Writes sent to the apiserver at once.
     #[arg(long, env = "MESH_ADMISSION_PARALLEL", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallel: u16,

@@ -11,6 +11,7 @@ use anyhow::Context;
 use crate::cli::{RenderArgs, RenderOutput, ReviewArgs, ReviewOutput, WebhookConfigArgs};
 use crate::config::Config;
 use crate::manifests::Manifests;
+use crate::model::Model;
 use crate::policy::finding::Severity;
 use crate::policy::render::{self, MeshObject};
 use crate::review::{self, ObjectReview, Subject};
@@ -256,7 +257,7 @@ pub fn render(args: &RenderArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let rendered = render::render(&inputs, &config);
+    let rendered = render::render(&Model::from_manifests(&inputs), &config);
     for problem in &rendered.problems {
         match problem.issue.severity() {
             Severity::Error => eprintln!("error: {problem}"),
@@ -293,7 +294,7 @@ pub fn render_text(objects: &[MeshObject], output: RenderOutput) -> anyhow::Resu
                 if i > 0 {
                     text.push_str("---\n");
                 }
-                text.push_str(&yaml_serde::to_string(&object.manifest)?);
+                text.push_str(&yaml_serde::to_string(object)?);
             }
             text
         }
@@ -301,7 +302,7 @@ pub fn render_text(objects: &[MeshObject], output: RenderOutput) -> anyhow::Resu
             let list = serde_json::json!({
                 "apiVersion": "v1",
                 "kind": "List",
-                "items": objects.iter().map(|o| &o.manifest).collect::<Vec<_>>(),
+                "items": objects,
             });
             let mut text = serde_json::to_string_pretty(&list)?;
             text.push('\n');

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod manifests;
 pub mod match_conditions;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod review;
 pub mod server;

@@ -17,11 +17,18 @@ use mesh_admission::cli::RenderOutput;
 use mesh_admission::commands::render_text;
 use mesh_admission::config::Config;
 use mesh_admission::manifests::parse_objects;
+use mesh_admission::model::Model;
 use mesh_admission::policy::finding::Severity;
-use mesh_admission::policy::render::{MeshKind, MeshObject, Rendered, render};
+use mesh_admission::policy::kinds::{self, Kind};
+use mesh_admission::policy::render::{MeshObject, Rendered};
 use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// `render` over manifests, as the command reads them.
+fn render(inputs: &[Value], cfg: &Config) -> Rendered {
+    mesh_admission::policy::render::render(&Model::from_manifests(inputs), cfg)
+}
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -136,7 +143,7 @@ fn decode_strict<T: serde::de::DeserializeOwned>(value: &Value, what: &str) -> T
 /// OpenAPI), the Istio kinds against their CRD's structural schema and CEL rules; metadata as
 /// Kubernetes' ObjectMeta everywhere.
 fn check_schema(object: &MeshObject) {
-    let manifest = &object.manifest.value();
+    let manifest = &object.manifest();
     let what = format!("{} {}/{}", object.kind, object.namespace, object.name);
     let keys: Vec<&String> = manifest.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["apiVersion", "kind", "metadata", "spec"], "{what}");
@@ -146,7 +153,7 @@ fn check_schema(object: &MeshObject) {
     for (key, value) in meta.labels.iter().flatten() {
         assert!(value.len() <= 63, "{what}: label {key}={value}");
     }
-    if object.kind == MeshKind::NetworkPolicy {
+    if object.kind == &kinds::NETWORK_POLICY {
         let _: NetworkPolicy = decode_strict(manifest, &what);
         return;
     }
@@ -409,7 +416,7 @@ spec: {containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 909
     ))
     .unwrap();
     let rendered = render(&inputs, &cfg);
-    let kinds: std::collections::BTreeSet<MeshKind> =
+    let kinds: std::collections::BTreeSet<&Kind> =
         rendered.objects.iter().map(|o| o.kind).collect();
     assert_eq!(kinds.len(), 4, "every kind: {kinds:?}");
     assert!(rendered.objects.len() >= 12, "{}", rendered.objects.len());
@@ -426,7 +433,7 @@ spec: {containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 909
     let vs = rendered
         .objects
         .iter()
-        .find(|o| o.kind == MeshKind::VirtualService)
+        .find(|o| o.kind == &kinds::VIRTUAL_SERVICE)
         .unwrap();
     let schema = |kind: &str| {
         istio_schemas()[&(
@@ -463,7 +470,7 @@ spec: {containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 909
         validate(&schema, &spec, "spec", &mut errors);
         assert!(!errors.is_empty(), "{spec} passed");
     }
-    let mut broken = vs.manifest.value();
+    let mut broken = vs.manifest();
     broken["spec"]["http"][0]["route"][0]["destination"]["port"] = json!({"number": "80"});
     let mut errors = Vec::new();
     validate(
@@ -477,18 +484,13 @@ spec: {containers: [{name: c, ports: [{containerPort: 8080}, {containerPort: 909
         &mut errors,
     );
     assert!(!errors.is_empty());
-    assert!(
-        pa.manifest.value()["spec"]["portLevelMtls"]
-            .get("8080")
-            .is_some()
-    );
+    assert!(pa.manifest()["spec"]["portLevelMtls"].get("8080").is_some());
     let mut np = rendered
         .objects
         .iter()
-        .find(|o| o.kind == MeshKind::NetworkPolicy)
+        .find(|o| o.kind == &kinds::NETWORK_POLICY)
         .unwrap()
-        .manifest
-        .value();
+        .manifest();
     np["spec"]["podSelectr"] = json!({});
     let unknown = std::panic::catch_unwind(|| decode_strict::<NetworkPolicy>(&np, "broken"));
     assert!(unknown.is_err(), "an unknown NetworkPolicy field is caught");
@@ -579,16 +581,16 @@ fn the_corpus_renders_without_panicking_and_its_mesh_helm_releases_as_section_9_
         let target = release["spec"]["targetNamespace"]
             .as_str()
             .unwrap_or(release["metadata"]["namespace"].as_str().unwrap());
-        let find = |kind: MeshKind, object: &str| {
+        let find = |kind: &Kind, object: &str| {
             rendered
                 .objects
                 .iter()
                 .find(|o| o.kind == kind && o.namespace == target && o.name == object)
                 .unwrap_or_else(|| panic!("no {kind} {target}/{object}"))
         };
-        let vs = find(MeshKind::VirtualService, &format!("{name}-ingress"));
+        let vs = find(&kinds::VIRTUAL_SERVICE, &format!("{name}-ingress"));
         assert_eq!(
-            vs.manifest.value()["spec"],
+            vs.manifest()["spec"],
             json!({
                 "hosts": [format!("{}.bigbang.dev", annotation("host"))],
                 "gateways": ["istio-system/public"],
@@ -603,14 +605,11 @@ fn the_corpus_renders_without_panicking_and_its_mesh_helm_releases_as_section_9_
             release["metadata"]["namespace"].as_str().unwrap()
         );
         assert_eq!(
-            vs.manifest.value()["metadata"]["annotations"]["mesh-admission/owner-ref"],
+            vs.manifest()["metadata"]["annotations"]["mesh-admission/owner-ref"],
             json!(owner)
         );
-        let pa = find(MeshKind::PeerAuthentication, "default");
-        assert_eq!(
-            pa.manifest.value()["spec"],
-            json!({"mtls": {"mode": "STRICT"}})
-        );
+        let pa = find(&kinds::PEER_AUTHENTICATION, "default");
+        assert_eq!(pa.manifest()["spec"], json!({"mtls": {"mode": "STRICT"}}));
         // The chart's Service is not in the corpus (Helm renders it in the cluster): the
         // NetworkPolicy waits for it, and the warning says so.
         let warning = format!(
@@ -623,14 +622,14 @@ fn the_corpus_renders_without_panicking_and_its_mesh_helm_releases_as_section_9_
             rendered.problems
         );
         // Its Namespace is labelled: sidecars there may reach istiod.
-        find(MeshKind::NetworkPolicy, "allow-egress-istiod");
+        find(&kinds::NETWORK_POLICY, "allow-egress-istiod");
     }
     // The corpus holds no other mesh annotations, so nothing else but istiod egress is generated.
     assert!(
         together
             .objects
             .iter()
-            .all(|o| o.kind == MeshKind::NetworkPolicy && o.name == "allow-egress-istiod"),
+            .all(|o| o.kind == &kinds::NETWORK_POLICY && o.name == "allow-egress-istiod"),
         "{:?}",
         together
             .objects
@@ -745,7 +744,7 @@ proptest! {
         prop_assert_eq!(&render(&shuffled, cfg), &first);
         // Idempotent over its own output: inputs + outputs give the same outputs and problems.
         let mut with_output = shuffled;
-        with_output.extend(first.objects.iter().map(|o| o.manifest.value()));
+        with_output.extend(first.objects.iter().map(|o| o.manifest()));
         prop_assert_eq!(&render(&with_output, cfg), &first);
         // Sorted by kind, namespace and name, and each key once.
         let keys: Vec<_> = first.objects.iter().map(|o| (o.kind, o.namespace.clone(), o.name.clone())).collect();

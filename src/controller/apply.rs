@@ -4,132 +4,129 @@
 //! reconcile of a large cluster writes thousands of objects.
 
 use futures_util::StreamExt;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client};
 
-use super::kinds::Watched;
-use super::reconcile::{Apply, Deletion};
-use super::stores::{Key, Stores};
-use crate::policy::render::MeshKind;
+use crate::model::object::Unread;
+use crate::model::{Key, Object, ObjectRef, Served};
+use crate::policy::plan::{Plan, Write};
 
 /// The field manager of every write (DESIGN.md section 9).
 pub const FIELD_MANAGER: &str = "mesh-admission";
 
+/// What happened to one object, and who owns it.
+#[derive(Debug)]
+pub struct Written {
+    pub action: Action,
+    pub key: Key,
+    pub owner: Option<ObjectRef>,
+    /// The resourceVersion the apiserver gave an applied object, which the watch will bring.
+    pub resource_version: Option<u64>,
+}
+
+impl Written {
+    /// What the reflectors must show before the next plan: the version applied, or the absence.
+    pub fn awaited(&self) -> Option<(Key, Option<u64>)> {
+        let version = self.resource_version;
+        let awaited = version.is_some() || self.action == Action::Deleted;
+        awaited.then(|| (self.key.clone(), version))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Applied,
+    Deleted,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Applied => "applied",
+            Action::Deleted => "deleted",
+        }
+    }
+}
+
 /// A write that failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {kind} {namespace}/{name}: {source}")]
+#[error("{} {}/{} not {}: {source}", .write.key.kind, .write.key.namespace, .write.key.name, .write.action.as_str())]
 pub struct WriteError {
-    pub action: &'static str,
-    pub kind: MeshKind,
-    pub namespace: String,
-    pub name: String,
+    pub write: Written,
     #[source]
     pub source: kube::Error,
 }
 
-/// What happened to one object.
-pub enum Written {
-    Applied(MeshKind, String, String),
-    Deleted(MeshKind, String, String),
-}
-
-fn api(client: &Client, kind: MeshKind, namespace: &str) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        namespace,
-        &Watched::Mesh(kind).api_resource(),
-    )
-}
-
-/// Applies one object and records the apiserver's reply in the stores.
-async fn apply_one(
-    client: &Client,
-    stores: &Stores,
-    apply: &Apply<'_>,
-) -> Result<Written, WriteError> {
-    let object = apply.object;
-    let mut params = PatchParams::apply(FIELD_MANAGER);
-    params.force = apply.force;
-    let result = api(client, object.kind, &object.namespace)
-        .patch(&object.name, &params, &Patch::Apply(&object.manifest))
-        .await;
-    let error = |source| WriteError {
-        action: "apply",
-        kind: object.kind,
-        namespace: object.namespace.clone(),
-        name: object.name.clone(),
-        source,
+/// Applies or deletes one object.
+async fn write(client: &Client, write: Write<'_>) -> Result<Written, WriteError> {
+    let (kind, namespace, name) = write.key();
+    let version = kind.generated_version().unwrap_or("v1");
+    let served = Served::new(kind, version);
+    let api: Api<Object<Unread>> = Api::namespaced_with(client.clone(), namespace, &served);
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
+    let mut written = Written {
+        action: Action::Applied,
+        key: Key {
+            namespace,
+            name,
+            kind,
+        },
+        owner: None,
+        resource_version: None,
     };
-    let reply = result.map_err(error)?;
-    let kind = Watched::Mesh(object.kind);
-    if let Some(projected) = serde_json::to_value(&reply)
-        .ok()
-        .and_then(|value| kind.project(&value))
-    {
-        stores.written(kind, projected);
-    }
-    Ok(Written::Applied(
-        object.kind,
-        object.namespace.clone(),
-        object.name.clone(),
-    ))
-}
-
-async fn delete_one(
-    client: &Client,
-    stores: &Stores,
-    deletion: &Deletion,
-) -> Result<Written, WriteError> {
-    let params = DeleteParams {
-        preconditions: deletion.uid.as_ref().map(|uid| Preconditions {
-            uid: Some(uid.clone()),
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
-    };
-    let result = api(client, deletion.kind, &deletion.namespace)
-        .delete(&deletion.name, &params)
-        .await;
-    match result {
-        // Already gone is what was wanted.
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {}
-        Err(source) => {
-            return Err(WriteError {
-                action: "delete",
-                kind: deletion.kind,
-                namespace: deletion.namespace.clone(),
-                name: deletion.name.clone(),
-                source,
-            });
+    let result = match write {
+        Write::Apply { object, force } => {
+            let params = PatchParams {
+                force,
+                ..PatchParams::apply(FIELD_MANAGER)
+            };
+            written.owner = Some(object.owner.clone());
+            api.patch(&object.name, &params, &Patch::Apply(object))
+                .await
+                .map(|reply| {
+                    let version = reply.metadata.resource_version;
+                    written.resource_version = version.and_then(|v| v.parse().ok());
+                })
         }
+        Write::Delete(deletion) => {
+            let uid = deletion.uid.clone();
+            let preconditions = Preconditions {
+                uid,
+                resource_version: None,
+            };
+            let params = DeleteParams {
+                preconditions: Some(preconditions),
+                ..Default::default()
+            };
+            (written.action, written.owner) = (Action::Deleted, deletion.owner.clone());
+            match api.delete(&deletion.name, &params).await {
+                // Already gone is what was wanted.
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                result => result.map(drop),
+            }
+        }
+    };
+    match result {
+        Ok(()) => Ok(written),
+        Err(source) => Err(WriteError {
+            write: written,
+            source,
+        }),
     }
-    let key: Key = (deletion.namespace.clone(), deletion.name.clone());
-    stores.deleted(Watched::Mesh(deletion.kind), &key);
-    Ok(Written::Deleted(
-        deletion.kind,
-        deletion.namespace.clone(),
-        deletion.name.clone(),
-    ))
 }
 
-/// Applies and deletes, `parallel` requests at a time; returns every outcome.
+/// Applies, then deletes, `parallel` requests at a time; returns every outcome.
 pub async fn execute(
     client: &Client,
-    stores: &Stores,
-    applies: &[Apply<'_>],
-    deletions: &[Deletion],
+    plan: &Plan<'_>,
     parallel: usize,
 ) -> Vec<Result<Written, WriteError>> {
-    let applied = futures_util::stream::iter(applies)
-        .map(|apply| apply_one(client, stores, apply))
-        .buffer_unordered(parallel.max(1))
-        .collect::<Vec<_>>();
-    let mut results = applied.await;
-    let deleted = futures_util::stream::iter(deletions)
-        .map(|deletion| delete_one(client, stores, deletion))
-        .buffer_unordered(parallel.max(1))
-        .collect::<Vec<_>>();
-    results.extend(deleted.await);
+    let mut results = Vec::new();
+    for writes in [plan.applies(), plan.deletions()] {
+        let done = futures_util::stream::iter(writes)
+            .map(|w| write(client, w))
+            .buffer_unordered(parallel.max(1));
+        results.extend(done.collect::<Vec<_>>().await);
+    }
     results
 }

@@ -1,54 +1,28 @@
-//! Events on the owners (DESIGN.md section 9): Normal `MeshApplied` for what was written, Warning
-//! `MeshConflict` / `MeshInvalid` / `MeshIncomplete` for the problems `render` found. A problem is
-//! reported once while it lasts, so a steady state writes no Events; one that goes away and comes
-//! back is reported again.
+//! Events on the owners (DESIGN.md section 9), through kube-runtime's `Recorder`: Normal
+//! `MeshApplied` for what was written, Warning `MeshConflict` / `MeshInvalid` / `MeshIncomplete`
+//! for the problems `render` found. A problem is reported once while it lasts, so a steady state
+//! writes no Events; one that goes away and comes back is reported again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::PostParams;
-use kube::{Api, Client};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Client;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
-use crate::policy::render::{ObjectRef, Problem};
+use super::apply::Written;
+use crate::model::{Key, ObjectRef};
+use crate::policy::render::{Problem, Reason, Rendered};
 
 /// What the controller signs its Events with.
 pub const COMPONENT: &str = "mesh-admission-controller";
-
-/// `Normal` or `Warning`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Normal,
-    Warning,
-}
-
-impl Severity {
-    fn as_str(self) -> &'static str {
-        match self {
-            Severity::Normal => "Normal",
-            Severity::Warning => "Warning",
-        }
-    }
-}
 
 /// One Event to publish about `owner`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Note {
     pub owner: ObjectRef,
-    pub severity: Severity,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
-}
-
-impl Note {
-    pub fn of_problem(problem: &Problem) -> Note {
-        Note {
-            owner: problem.subject.clone(),
-            severity: Severity::Warning,
-            reason: problem.issue.event_reason(),
-            message: problem.issue.to_string(),
-        }
-    }
 }
 
 /// The problems already reported, so that each is reported once while it lasts.
@@ -58,180 +32,212 @@ pub struct Reported {
 }
 
 impl Reported {
-    /// The Warning notes among `current` not reported yet; forgets the ones that have gone, so
-    /// that they are reported again if they come back.
-    pub fn new_warnings(&mut self, current: Vec<Note>) -> Vec<Note> {
-        let current: BTreeSet<Note> = current.into_iter().collect();
-        let fresh = current.difference(&self.warnings).cloned().collect();
+    /// The problems not reported yet, one note per owner and reason (kube's `Recorder` counts a
+    /// second Event of one reason on one owner as a repeat of the first), and how many of them
+    /// are conflicts. Forgets the ones that have gone, so that they are reported again if they
+    /// come back.
+    pub fn new_warnings(&mut self, problems: &[Problem]) -> (Vec<Note>, u64) {
+        let note = |p: &Problem| Note {
+            owner: p.subject.clone(),
+            reason: p.issue.reason(),
+            message: p.issue.to_string(),
+        };
+        let current: BTreeSet<Note> = problems.iter().map(note).collect();
+        let fresh: Vec<&Note> = current.difference(&self.warnings).collect();
+        let conflicts = fresh
+            .iter()
+            .filter(|n| n.reason == Reason::Conflict)
+            .count();
+        let notes = grouped(
+            fresh
+                .into_iter()
+                .map(|n| (&n.owner, n.reason, n.message.clone())),
+        );
         self.warnings = current;
-        fresh
+        (notes, conflicts as u64)
     }
 
-    /// Forgets a note whose Event could not be written, to try again next time.
+    /// Forgets the problems of a note whose Event could not be written, to try again next time.
     pub fn forget(&mut self, note: &Note) {
-        self.warnings.remove(note);
+        self.warnings
+            .retain(|w| (&w.owner, w.reason) != (&note.owner, note.reason));
     }
 }
 
-/// The reference an Event needs: apiVersion, kind, namespace, name and uid of the owner.
-#[derive(Debug, Clone)]
-pub struct Regarding {
-    pub api_version: String,
-    pub uid: Option<String>,
+/// What was written and deleted, one `MeshApplied` note per owner.
+pub fn applied_notes(written: &[Written]) -> Vec<Note> {
+    grouped(written.iter().filter_map(|w| {
+        let Key {
+            kind,
+            namespace,
+            name,
+        } = &w.key;
+        let what = format!("{} {kind} {namespace}/{name}", w.action.as_str());
+        Some((w.owner.as_ref()?, Reason::Applied, what))
+    }))
 }
 
-/// Writes core/v1 Events (what `kubectl describe` and `kubectl get events` show) as `instance`.
-pub struct Publisher {
-    client: Client,
-    instance: String,
+/// One note per owner and reason, with the messages joined.
+fn grouped<'a>(messages: impl Iterator<Item = (&'a ObjectRef, Reason, String)>) -> Vec<Note> {
+    let mut grouped: BTreeMap<(&ObjectRef, Reason), Vec<String>> = BTreeMap::new();
+    for (owner, reason, message) in messages {
+        grouped.entry((owner, reason)).or_default().push(message);
+    }
+    let note = |((owner, reason), messages): ((&ObjectRef, Reason), Vec<String>)| Note {
+        owner: owner.clone(),
+        reason,
+        message: messages.join("; "),
+    };
+    grouped.into_iter().map(note).collect()
 }
 
-impl Publisher {
-    pub fn new(client: Client, instance: String) -> Self {
-        Publisher { client, instance }
+/// Events through one `Recorder`, and the problems reported so far.
+pub struct Events {
+    recorder: Recorder,
+    reported: Reported,
+    parallel: usize,
+}
+
+impl Events {
+    /// Events signed by this replica, `parallel` published at once.
+    pub fn new(client: Client, identity: String, parallel: u16) -> Self {
+        let mut reporter = Reporter::from(COMPONENT.to_owned());
+        reporter.instance = Some(identity);
+        Events {
+            recorder: Recorder::new(client, reporter),
+            reported: Reported::default(),
+            parallel: usize::from(parallel),
+        }
     }
 
-    pub async fn publish(&self, note: &Note, regarding: &Regarding) -> Result<(), kube::Error> {
-        let owner = &note.owner;
-        // A cluster-scoped owner's Events live in `default`, as client-go puts them.
-        let namespace = if owner.namespace.is_empty() {
-            "default"
-        } else {
-            owner.namespace.as_str()
-        };
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let event = Event {
-            metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", owner.name)),
-                namespace: Some(namespace.to_owned()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some(regarding.api_version.clone()),
-                kind: Some(owner.kind.clone()),
-                name: Some(owner.name.clone()),
-                namespace: (!owner.namespace.is_empty()).then(|| owner.namespace.clone()),
-                uid: regarding.uid.clone(),
-                ..Default::default()
-            },
-            reason: Some(note.reason.to_owned()),
-            // The API caps a message at 1 KiB; ours are shorter, but a long list of owners is not.
-            message: Some(truncate(&note.message, 1000)),
-            type_: Some(note.severity.as_str().to_owned()),
-            source: Some(EventSource {
-                component: Some(COMPONENT.to_owned()),
-                ..Default::default()
-            }),
-            reporting_component: Some(COMPONENT.to_owned()),
-            reporting_instance: Some(truncate(&self.instance, 128)),
-            action: Some(action(note.severity).to_owned()),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            ..Default::default()
-        };
-        Api::<Event>::namespaced(self.client.clone(), namespace)
-            .create(&PostParams::default(), &event)
-            .await
-            .map(|_| ())
+    /// Publishes each new problem once, and what was written per owner, about the objects
+    /// `regarding` finds; returns how many new conflicts there were.
+    pub async fn report(
+        &mut self,
+        rendered: &Rendered,
+        written: &[Written],
+        regarding: impl Fn(&ObjectRef) -> Option<ObjectReference>,
+    ) -> u64 {
+        let (fresh, conflicts) = self.reported.new_warnings(&rendered.problems);
+        for n in &fresh {
+            tracing::warn!(owner = %n.owner, reason = %n.reason, message = %n.message, "problem");
+        }
+        let notes = fresh.into_iter().chain(applied_notes(written));
+        let addressed: Vec<_> = notes
+            .filter_map(|n| Some((regarding(&n.owner)?, n)))
+            .collect();
+        // The first reconcile of a large cluster has an Event per owner: several go at once.
+        let recorder = &self.recorder;
+        let failed: Vec<Note> = futures_util::stream::iter(addressed)
+            .map(|(regarding, note)| async move {
+                let error = recorder.publish(&event(&note), &regarding).await.err()?;
+                tracing::warn!(owner = %note.owner, reason = %note.reason, %error, "cannot write Event");
+                Some(note)
+            })
+            .buffer_unordered(self.parallel.max(1))
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
+        failed.iter().for_each(|note| self.reported.forget(note));
+        conflicts
     }
 }
 
-fn action(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Normal => "Apply",
-        Severity::Warning => "Render",
+/// The Event of a note: Normal for what was written, Warning for a problem.
+fn event(note: &Note) -> Event {
+    let (type_, action) = match note.reason {
+        Reason::Applied => (EventType::Normal, "Apply"),
+        _ => (EventType::Warning, "Render"),
+    };
+    Event {
+        type_,
+        reason: note.reason.as_str().to_owned(),
+        // The API caps a note at 1 KiB; ours are shorter, but a long list of owners is not.
+        note: Some(truncate(&note.message, 1000)),
+        action: action.to_owned(),
+        secondary: None,
     }
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, with an ellipsis when cut.
 fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_owned();
     }
-    // Room for the ellipsis (3 bytes in UTF-8), cut on a character boundary.
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
-}
-
-/// Groups the objects written and deleted per owner into one `MeshApplied` note each.
-pub fn applied_notes(
-    written: &[(ObjectRef, String)],
-    deleted: &[(ObjectRef, String)],
-) -> Vec<Note> {
-    let mut per_owner: BTreeMap<&ObjectRef, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
-    for (owner, what) in written {
-        per_owner.entry(owner).or_default().0.push(what);
-    }
-    for (owner, what) in deleted {
-        per_owner.entry(owner).or_default().1.push(what);
-    }
-    per_owner
-        .into_iter()
-        .map(|(owner, (written, deleted))| {
-            let mut parts = Vec::new();
-            if !written.is_empty() {
-                parts.push(format!("applied {}", written.join(", ")));
-            }
-            if !deleted.is_empty() {
-                parts.push(format!("deleted {}", deleted.join(", ")));
-            }
-            Note {
-                owner: owner.clone(),
-                severity: Severity::Normal,
-                reason: "MeshApplied",
-                message: parts.join("; "),
-            }
-        })
-        .collect()
+    let end = (0..max - 3).rev().find(|end| text.is_char_boundary(*end));
+    format!("{}…", &text[..end.unwrap_or(0)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::apply::Action;
+    use crate::policy::kinds;
+    use crate::policy::render::Issue;
 
-    fn note(name: &str, message: &str) -> Note {
-        Note {
-            owner: ObjectRef::new("helm.toolkit.fluxcd.io", "HelmRelease", "apps", name),
-            severity: Severity::Warning,
-            reason: "MeshConflict",
-            message: message.into(),
+    fn owner(name: &str) -> ObjectRef {
+        ObjectRef::new("helm.toolkit.fluxcd.io", "HelmRelease", "apps", name)
+    }
+
+    fn problem(name: &str, object: &str) -> Problem {
+        Problem {
+            subject: owner(name),
+            issue: Issue::Unmanaged {
+                object: object.into(),
+            },
         }
     }
 
     #[test]
     fn a_lasting_problem_is_reported_once_and_again_after_it_went() {
         let mut reported = Reported::default();
-        assert_eq!(reported.new_warnings(vec![note("a", "x")]).len(), 1);
-        assert!(reported.new_warnings(vec![note("a", "x")]).is_empty());
+        assert_eq!(reported.new_warnings(&[problem("a", "x")]).0.len(), 1);
+        assert!(reported.new_warnings(&[problem("a", "x")]).0.is_empty());
         // A changed message is a new problem.
-        assert_eq!(reported.new_warnings(vec![note("a", "y")]).len(), 1);
-        assert!(reported.new_warnings(vec![]).is_empty());
-        assert_eq!(reported.new_warnings(vec![note("a", "y")]).len(), 1);
+        let (fresh, conflicts) = reported.new_warnings(&[problem("a", "y")]);
+        assert_eq!(conflicts, 1);
+        assert_eq!(fresh.len(), 1);
+        assert_eq!(fresh[0].reason, Reason::Conflict);
+        assert!(reported.new_warnings(&[]).0.is_empty());
+        assert_eq!(reported.new_warnings(&[problem("a", "y")]).0.len(), 1);
+        // Two new problems of one reason on one owner: one note naming both.
+        let (both, conflicts) = reported.new_warnings(&[problem("b", "x"), problem("b", "y")]);
+        assert_eq!(conflicts, 2);
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(both[0].message.contains("x exists") && both[0].message.contains("y exists"));
+        reported.forget(&both[0]);
+        assert_eq!(reported.new_warnings(&[problem("b", "x")]).0.len(), 1);
     }
 
     #[test]
     fn applied_notes_group_by_owner() {
-        let owner = ObjectRef::new("helm.toolkit.fluxcd.io", "HelmRelease", "apps", "web");
-        let notes = applied_notes(
-            &[
-                (owner.clone(), "VirtualService apps/web-ingress".into()),
-                (
-                    owner.clone(),
-                    "NetworkPolicy apps/web-ingress-public".into(),
-                ),
-            ],
-            &[(
-                owner.clone(),
-                "AuthorizationPolicy apps/web-ingress-public".into(),
-            )],
-        );
+        let write = |kind, name: &str, action| Written {
+            action,
+            key: Key {
+                namespace: "apps".into(),
+                name: name.into(),
+                kind,
+            },
+            owner: Some(owner("web")),
+            resource_version: None,
+        };
+        let notes = applied_notes(&[
+            write(&kinds::VIRTUAL_SERVICE, "web-ingress", Action::Applied),
+            write(
+                &kinds::NETWORK_POLICY,
+                "web-ingress-public",
+                Action::Applied,
+            ),
+            write(
+                &kinds::AUTHORIZATION_POLICY,
+                "web-ingress-public",
+                Action::Deleted,
+            ),
+        ]);
         assert_eq!(notes.len(), 1);
         assert_eq!(
             notes[0].message,
-            "applied VirtualService apps/web-ingress, NetworkPolicy apps/web-ingress-public; \
+            "applied VirtualService apps/web-ingress; applied NetworkPolicy apps/web-ingress-public; \
              deleted AuthorizationPolicy apps/web-ingress-public"
         );
     }

@@ -2,8 +2,6 @@
 //! built on kube 5, server-side apply on coordination.k8s.io/v1 Lease). Only the leader writes;
 //! the others keep their stores warm to take over at once.
 
-use std::path::Path;
-
 use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
@@ -17,24 +15,13 @@ const LEASE_SECONDS: u64 = 15;
 /// The leader renews this long before expiry.
 const RENEW_BEFORE_SECONDS: u64 = 5;
 
-const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-
 /// The Lease's namespace: the flag, else the pod's namespace (`POD_NAMESPACE` from the downward
-/// API, or the service account's namespace file), else `default`.
-pub fn namespace(flag: Option<&str>) -> String {
-    if let Some(namespace) = flag.filter(|n| !n.is_empty()) {
-        return namespace.to_owned();
-    }
-    if let Ok(namespace) = std::env::var("POD_NAMESPACE")
-        && !namespace.is_empty()
-    {
-        return namespace;
-    }
-    std::fs::read_to_string(Path::new(SERVICE_ACCOUNT_NAMESPACE))
-        .ok()
-        .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".to_owned())
+/// API), else the client's (the service account's in a cluster, the kubeconfig context's outside).
+pub fn namespace(flag: Option<&str>, client: &Client) -> String {
+    let pod = std::env::var("POD_NAMESPACE").ok();
+    let named = flag.map(str::to_owned).into_iter().chain(pod);
+    let namespace = named.into_iter().find(|n| !n.is_empty());
+    namespace.unwrap_or_else(|| client.default_namespace().to_owned())
 }
 
 /// This replica's identity: `POD_NAME`, else `<hostname>-<pid>`.
@@ -90,9 +77,11 @@ impl Election {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_flag_wins_over_the_environment() {
-        assert_eq!(namespace(Some("mesh-system")), "mesh-system");
+    #[tokio::test]
+    async fn the_flag_wins_over_the_environment() {
+        let config = kube::Config::new("https://127.0.0.1:1".parse().unwrap());
+        let client = Client::try_from(config).unwrap();
+        assert_eq!(namespace(Some("mesh-system"), &client), "mesh-system");
     }
 
     #[test]

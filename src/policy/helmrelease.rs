@@ -6,7 +6,7 @@
 //! `mesh.gateways`, so the rules take the mesh configuration.
 
 use super::finding::{Finding, annotation_path};
-use super::object::HelmRelease;
+use super::object::{HelmRelease, StringMap};
 use super::syntax::{LabelError, LabelKind, MAX_NAME_CHARS, check_label, closest, parse_port};
 use crate::config::MeshConfig;
 
@@ -40,9 +40,14 @@ pub const MTLS_MODES: [&str; 3] = ["STRICT", "PERMISSIVE", "DISABLE"];
 
 /// Applies the HelmRelease table; `mesh` names the gateways `servicemesh.bigbang.dev/gateways` may list.
 pub fn validate(hr: &HelmRelease<'_>, mesh: &MeshConfig) -> Vec<Finding> {
-    let Some(annotations) = hr.metadata.as_ref().and_then(|m| m.annotations.as_ref()) else {
-        return Vec::new();
-    };
+    match hr.metadata.as_ref().and_then(|m| m.annotations.as_ref()) {
+        Some(annotations) => validate_annotations(annotations, mesh),
+        None => Vec::new(),
+    }
+}
+
+/// The HelmRelease table applied to a HelmRelease's annotations.
+pub fn validate_annotations(annotations: &StringMap, mesh: &MeshConfig) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (key, value) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {

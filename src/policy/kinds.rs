@@ -9,7 +9,8 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Namespace, Pod, ReplicationController, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use kube::core::admission::Operation;
 
@@ -64,8 +65,34 @@ impl Validator {
 /// The operations `/validate` is registered for.
 pub const VALIDATED_OPERATIONS: &[Operation] = &[Operation::Create, Operation::Update];
 
-/// One kind: how the apiserver names it and what mesh-admission does with it.
+/// What the one model of the mesh (`crate::model`, DESIGN.md section 1) holds a kind's objects as.
+/// Workloads are held as their pod template; where that sits is [`Kind::template`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modeled {
+    Namespace,
+    HelmRelease,
+    Service,
+    Workload,
+    NetworkPolicy,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    DestinationRule,
+    VirtualService,
+    ClusterSpiffeId,
+}
+
+/// What `render` (DESIGN.md section 9) does with a kind, and so what the controller watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    /// An input of the rules.
+    Reads,
+    /// Generated, in this version of its group (existing objects of the kind are read too: someone
+    /// else's object of the same name is never overwritten).
+    Generates(&'static str),
+}
+
+/// One kind: how the apiserver names it and what mesh-admission does with it.
+#[derive(Debug, Clone, Copy)]
 pub struct Kind {
     /// `""` for the core group.
     pub group: &'static str,
@@ -82,6 +109,47 @@ pub struct Kind {
     /// Where the pod spec sits: `Some([])` for a Pod itself, the path of a workload's template, `None`
     /// for kinds without one. `review` mutates a workload's template as the Pod it makes.
     pub template: Option<&'static [&'static str]>,
+    /// What the model of the mesh holds it as; `None`: not part of the model.
+    pub model: Option<Modeled>,
+    /// What `render` does with it; the controller watches exactly these kinds.
+    pub render: Option<Render>,
+    /// A custom resource whose CRD may be installed after the controller starts (Istio's, SPIRE's):
+    /// the controller works without it meanwhile. A built-in kind is always served.
+    pub optional: bool,
+}
+
+/// Kinds are told apart by group and kind: the table lists each once.
+impl PartialEq for Kind {
+    fn eq(&self, other: &Self) -> bool {
+        (self.group, self.kind) == (other.group, other.kind)
+    }
+}
+
+impl Eq for Kind {}
+
+impl std::hash::Hash for Kind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.group, self.kind).hash(state);
+    }
+}
+
+/// By kind name first: `render` prints its objects sorted by kind.
+impl Ord for Kind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.kind, self.group).cmp(&(other.kind, other.group))
+    }
+}
+
+impl PartialOrd for Kind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind)
+    }
 }
 
 /// What a k8s-openapi type says about its scope, as a webhook rule writes it.
@@ -121,6 +189,9 @@ impl Kind {
             mutate: None,
             validate: None,
             template: None,
+            model: None,
+            render: None,
+            optional: false,
         }
     }
 
@@ -145,13 +216,26 @@ impl Kind {
         }
     }
 
-    /// A namespaced custom resource k8s-openapi does not know, validated on CREATE and UPDATE.
+    const fn modeled(self, model: Modeled) -> Kind {
+        Kind {
+            model: Some(model),
+            ..self
+        }
+    }
+
+    const fn rendered(self, render: Render) -> Kind {
+        Kind {
+            render: Some(render),
+            ..self
+        }
+    }
+
+    /// A namespaced custom resource k8s-openapi does not know, served once its CRD is installed.
     const fn custom(
         group: &'static str,
         versions: &'static [&'static str],
         kind: &'static str,
         resource: &'static str,
-        validator: Validator,
     ) -> Kind {
         Kind {
             group,
@@ -160,12 +244,19 @@ impl Kind {
             resource,
             scope: "Namespaced",
             mutate: None,
-            validate: Some(validator),
+            validate: None,
             template: None,
+            model: None,
+            render: None,
+            optional: true,
         }
     }
 
-    /// A workload whose pod template the pod rules validate.
+    const fn cluster_scoped(self) -> Kind {
+        Kind { scope: "*", ..self }
+    }
+
+    /// A workload whose pod template the pod rules validate and the model holds.
     const fn workload<K>(path: &'static [&'static str]) -> Kind
     where
         K: Resource,
@@ -174,6 +265,7 @@ impl Kind {
         Kind::of::<K>()
             .validated(Validator::PodTemplate)
             .template_at(path)
+            .modeled(Modeled::Workload)
     }
 
     /// The mutation rules for this kind and operation, if any.
@@ -185,6 +277,36 @@ impl Kind {
     pub fn is_workload(&self) -> bool {
         self.template.is_some_and(|path| !path.is_empty())
     }
+
+    /// Whether its objects are cluster-scoped (no namespace).
+    pub fn is_cluster_scoped(&self) -> bool {
+        self.scope == "*"
+    }
+
+    /// The version `render` writes, for a generated kind.
+    pub fn generated_version(&self) -> Option<&'static str> {
+        match self.render {
+            Some(Render::Generates(version)) => Some(version),
+            _ => None,
+        }
+    }
+
+    /// The version the controller watches it in, unless the API must be asked (a HelmRelease's,
+    /// whichever the cluster serves): the one `render` writes for a generated kind, else the
+    /// table's.
+    pub fn watched_version(&self) -> Option<&'static str> {
+        let version = self.generated_version().or(self.versions.first().copied());
+        version.filter(|v| *v != "*")
+    }
+
+    /// The `apiVersion` of `version` of this kind: `v1` for the core group, `GROUP/VERSION` else.
+    pub fn api_version(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{}/{version}", self.group)
+        }
+    }
 }
 
 const TEMPLATE: &[&str] = &["spec", "template"];
@@ -194,64 +316,118 @@ const ISTIO_SECURITY: &str = "security.istio.io";
 const ISTIO_SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 const ISTIO_NETWORKING: &str = "networking.istio.io";
 const ISTIO_NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+/// The Istio kinds `render` generates, in their GA version (Istio 1.22 and later).
+const ISTIO_GENERATED: Render = Render::Generates("v1");
 
-/// Every kind mesh-admission reads.
-pub static KINDS: &[Kind] = &[
-    Kind::of::<Namespace>().mutated(Mutator::Namespace),
-    Kind::custom(
+pub static NAMESPACE: Kind = Kind::of::<Namespace>()
+    .mutated(Mutator::Namespace)
+    .modeled(Modeled::Namespace)
+    .rendered(Render::Reads);
+/// Flux's HelmRelease, in whichever version the cluster serves (the controller asks it).
+pub static HELM_RELEASE: Kind = Kind {
+    optional: false,
+    ..Kind::custom(
         "helm.toolkit.fluxcd.io",
         &["*"],
         "HelmRelease",
         "helmreleases",
-        Validator::HelmRelease,
-    ),
-    Kind::of::<Pod>()
-        .mutated(Mutator::Pod)
-        .validated(Validator::PodTemplate)
-        .template_at(&[]),
-    Kind::workload::<Deployment>(TEMPLATE),
-    Kind::workload::<StatefulSet>(TEMPLATE),
-    Kind::workload::<DaemonSet>(TEMPLATE),
-    Kind::workload::<ReplicaSet>(TEMPLATE),
-    Kind::workload::<Job>(TEMPLATE),
-    Kind::workload::<CronJob>(&["spec", "jobTemplate", "spec", "template"]),
-    // Not validated (DESIGN.md section 5 leaves it out), but `review` shows the Pods it makes.
-    Kind::of::<ReplicationController>().template_at(TEMPLATE),
-    Kind::custom(
-        ISTIO_SECURITY,
-        ISTIO_SECURITY_VERSIONS,
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        Validator::AuthorizationPolicy,
-    ),
-    Kind::custom(
-        ISTIO_SECURITY,
-        ISTIO_SECURITY_VERSIONS,
-        "PeerAuthentication",
-        "peerauthentications",
-        Validator::PeerAuthentication,
-    ),
-    Kind::custom(
-        ISTIO_NETWORKING,
-        ISTIO_NETWORKING_VERSIONS,
-        "DestinationRule",
-        "destinationrules",
-        Validator::DestinationRule,
-    ),
-    Kind::custom(
-        ISTIO_NETWORKING,
-        ISTIO_NETWORKING_VERSIONS,
-        "VirtualService",
-        "virtualservices",
-        Validator::VirtualService,
-    ),
-    Kind::custom(
-        ISTIO_NETWORKING,
-        ISTIO_NETWORKING_VERSIONS,
-        "Gateway",
-        "gateways",
-        Validator::Gateway,
-    ),
+    )
+    .validated(Validator::HelmRelease)
+    .modeled(Modeled::HelmRelease)
+    .rendered(Render::Reads)
+};
+pub static POD: Kind = Kind::of::<Pod>()
+    .mutated(Mutator::Pod)
+    .validated(Validator::PodTemplate)
+    .template_at(&[])
+    .modeled(Modeled::Workload)
+    .rendered(Render::Reads);
+pub static DEPLOYMENT: Kind = Kind::workload::<Deployment>(TEMPLATE).rendered(Render::Reads);
+pub static STATEFUL_SET: Kind = Kind::workload::<StatefulSet>(TEMPLATE).rendered(Render::Reads);
+pub static DAEMON_SET: Kind = Kind::workload::<DaemonSet>(TEMPLATE).rendered(Render::Reads);
+pub static REPLICA_SET: Kind = Kind::workload::<ReplicaSet>(TEMPLATE).rendered(Render::Reads);
+pub static JOB: Kind = Kind::workload::<Job>(TEMPLATE);
+pub static CRON_JOB: Kind = Kind::workload::<CronJob>(&["spec", "jobTemplate", "spec", "template"]);
+/// Not validated (DESIGN.md section 5 leaves it out), but `review` shows the Pods it makes.
+pub static REPLICATION_CONTROLLER: Kind = Kind::of::<ReplicationController>().template_at(TEMPLATE);
+pub static SERVICE: Kind = Kind::of::<Service>()
+    .modeled(Modeled::Service)
+    .rendered(Render::Reads);
+pub static NETWORK_POLICY: Kind = Kind::of::<NetworkPolicy>()
+    .modeled(Modeled::NetworkPolicy)
+    .rendered(Render::Generates(NetworkPolicy::VERSION));
+pub static AUTHORIZATION_POLICY: Kind = Kind::custom(
+    ISTIO_SECURITY,
+    ISTIO_SECURITY_VERSIONS,
+    "AuthorizationPolicy",
+    "authorizationpolicies",
+)
+.validated(Validator::AuthorizationPolicy)
+.modeled(Modeled::AuthorizationPolicy)
+.rendered(ISTIO_GENERATED);
+pub static PEER_AUTHENTICATION: Kind = Kind::custom(
+    ISTIO_SECURITY,
+    ISTIO_SECURITY_VERSIONS,
+    "PeerAuthentication",
+    "peerauthentications",
+)
+.validated(Validator::PeerAuthentication)
+.modeled(Modeled::PeerAuthentication)
+.rendered(ISTIO_GENERATED);
+pub static DESTINATION_RULE: Kind = Kind::custom(
+    ISTIO_NETWORKING,
+    ISTIO_NETWORKING_VERSIONS,
+    "DestinationRule",
+    "destinationrules",
+)
+.validated(Validator::DestinationRule)
+.modeled(Modeled::DestinationRule);
+pub static VIRTUAL_SERVICE: Kind = Kind::custom(
+    ISTIO_NETWORKING,
+    ISTIO_NETWORKING_VERSIONS,
+    "VirtualService",
+    "virtualservices",
+)
+.validated(Validator::VirtualService)
+.modeled(Modeled::VirtualService)
+.rendered(ISTIO_GENERATED);
+pub static GATEWAY: Kind = Kind::custom(
+    ISTIO_NETWORKING,
+    ISTIO_NETWORKING_VERSIONS,
+    "Gateway",
+    "gateways",
+)
+.validated(Validator::Gateway);
+/// SPIRE's registration of workloads (DESIGN.md section 13).
+pub static CLUSTER_SPIFFE_ID: Kind = Kind::custom(
+    "spire.spiffe.io",
+    &["v1alpha1"],
+    "ClusterSPIFFEID",
+    "clusterspiffeids",
+)
+.cluster_scoped()
+.modeled(Modeled::ClusterSpiffeId);
+
+/// Every kind mesh-admission reads.
+pub static KINDS: &[&Kind] = &[
+    &NAMESPACE,
+    &HELM_RELEASE,
+    &POD,
+    &DEPLOYMENT,
+    &STATEFUL_SET,
+    &DAEMON_SET,
+    &REPLICA_SET,
+    &JOB,
+    &CRON_JOB,
+    &REPLICATION_CONTROLLER,
+    &SERVICE,
+    &NETWORK_POLICY,
+    &AUTHORIZATION_POLICY,
+    &PEER_AUTHENTICATION,
+    &DESTINATION_RULE,
+    &VIRTUAL_SERVICE,
+    &GATEWAY,
+    &CLUSTER_SPIFFE_ID,
 ];
 
 /// An operation as the apiserver spells it.
@@ -267,17 +443,39 @@ pub fn operation_name(operation: &Operation) -> &'static str {
 /// The kind with this group and name (`core` is accepted for the core group, as some clients write it).
 pub fn find(group: &str, kind: &str) -> Option<&'static Kind> {
     let group = if group == "core" { "" } else { group };
-    KINDS.iter().find(|k| k.group == group && k.kind == kind)
+    KINDS
+        .iter()
+        .copied()
+        .find(|k| k.group == group && k.kind == kind)
 }
 
 /// The kinds `/validate` reads.
 pub fn validated() -> impl Iterator<Item = &'static Kind> {
-    KINDS.iter().filter(|k| k.validate.is_some())
+    KINDS.iter().copied().filter(|k| k.validate.is_some())
 }
 
 /// The kinds with this mutator.
 pub fn mutated_by(mutator: Mutator) -> impl Iterator<Item = &'static Kind> {
-    KINDS.iter().filter(move |k| k.mutate == Some(mutator))
+    KINDS
+        .iter()
+        .copied()
+        .filter(move |k| k.mutate == Some(mutator))
+}
+
+/// The kinds `render` reads or generates: what the controller watches.
+pub fn rendered() -> impl Iterator<Item = &'static Kind> {
+    KINDS.iter().copied().filter(|k| k.render.is_some())
+}
+
+/// The kinds `render` generates, in output order.
+pub fn generated() -> impl Iterator<Item = &'static Kind> {
+    let mut kinds: Vec<&'static Kind> = KINDS
+        .iter()
+        .copied()
+        .filter(|k| k.generated_version().is_some())
+        .collect();
+    kinds.sort();
+    kinds.into_iter()
 }
 
 /// The API groups of the kinds whose every object `/validate` must see ([`Validator::reads_spec`]), in
@@ -350,6 +548,63 @@ mod tests {
             Some(Mutator::Namespace)
         );
         assert_eq!(namespace.mutator(&Operation::Delete), None);
+    }
+
+    #[test]
+    fn render_reads_and_generates_what_section_9_says_and_the_controller_watches_just_that() {
+        let names = |kinds: Vec<&Kind>| kinds.iter().map(|k| k.kind).collect::<Vec<_>>();
+        assert_eq!(
+            names(generated().collect()),
+            [
+                "AuthorizationPolicy",
+                "NetworkPolicy",
+                "PeerAuthentication",
+                "VirtualService"
+            ]
+        );
+        let read: Vec<&Kind> = rendered()
+            .filter(|k| k.render == Some(Render::Reads))
+            .collect();
+        assert_eq!(
+            names(read),
+            [
+                "Namespace",
+                "HelmRelease",
+                "Pod",
+                "Deployment",
+                "StatefulSet",
+                "DaemonSet",
+                "ReplicaSet",
+                "Service"
+            ]
+        );
+        // Versions watched: the one written for a generated kind, the served one for a
+        // HelmRelease (asked of the API), the table's else.
+        assert_eq!(VIRTUAL_SERVICE.watched_version(), Some("v1"));
+        assert_eq!(NETWORK_POLICY.api_version("v1"), "networking.k8s.io/v1");
+        assert_eq!(HELM_RELEASE.watched_version(), None);
+        assert_eq!(DEPLOYMENT.watched_version(), Some("v1"));
+        // Only Istio's and SPIRE's kinds may be missing while the controller runs.
+        let optional: Vec<&str> = KINDS
+            .iter()
+            .filter(|k| k.optional)
+            .map(|k| k.group)
+            .collect();
+        assert!(
+            optional
+                .iter()
+                .all(|g| g.ends_with("istio.io") || *g == "spire.spiffe.io")
+        );
+        assert!(CLUSTER_SPIFFE_ID.is_cluster_scoped() && NAMESPACE.is_cluster_scoped());
+        assert!(!SERVICE.is_cluster_scoped());
+    }
+
+    #[test]
+    fn kinds_sort_by_name_and_are_told_apart_by_group_and_kind() {
+        assert!(AUTHORIZATION_POLICY < NETWORK_POLICY && PEER_AUTHENTICATION < VIRTUAL_SERVICE);
+        assert_eq!(*find("networking.istio.io", "Gateway").unwrap(), GATEWAY);
+        assert_ne!(GATEWAY, VIRTUAL_SERVICE);
+        assert_eq!(VIRTUAL_SERVICE.to_string(), "VirtualService");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod namespace;
 pub mod object;
 pub mod patch;
+pub mod plan;
 pub mod pod;
 pub mod podtemplate;
 pub mod render;

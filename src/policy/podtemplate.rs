@@ -66,6 +66,7 @@ fn annotation_rules(
     at: &str,
     out: &mut Vec<Finding>,
 ) {
+    let declared = declared_ports(containers);
     for (key, value) in annotations {
         let field = annotation_path(at, key);
         if let Some(direction) = Direction::of_annotation(key) {
@@ -73,7 +74,7 @@ fn annotation_rules(
             continue;
         }
         if let Some(name) = key.strip_prefix(PREFIX) {
-            mesh_annotation(field, name, value, containers, out);
+            mesh_annotation(field, name, value, &declared, out);
         }
     }
 }
@@ -82,11 +83,11 @@ fn mesh_annotation(
     field: String,
     name: &str,
     value: &str,
-    containers: &Containers<'_>,
+    declared: &BTreeSet<u16>,
     out: &mut Vec<Finding>,
 ) {
     if name == "permissivePorts" {
-        permissive_ports(&field, value, &declared_ports(containers), out);
+        permissive_ports(&field, value, declared, out);
     } else if HELM_RELEASE_ONLY.contains(&name) {
         out.push(Finding::warning(
             field,
@@ -97,31 +98,28 @@ fn mesh_annotation(
     }
 }
 
-/// Only the `servicemesh.bigbang.dev/` rules for the template at `at`: the mesh annotations whose
-/// refusal stops `render` from generating a workload's PeerAuthentication (DESIGN.md section 9).
-/// Contrast's settings are another matter and stay with `/validate`.
-pub fn mesh_annotation_findings(template: &Pod<'_>, at: &str) -> Result<Vec<Finding>, DecodeError> {
+/// Only the `servicemesh.bigbang.dev/` rules, for a template at `at` whose pods serve `declared`
+/// ports: the mesh annotations whose refusal stops `render` from generating a workload's
+/// PeerAuthentication (DESIGN.md section 9). Contrast's settings are another matter and stay with
+/// `/validate`.
+pub fn mesh_annotation_findings(
+    annotations: &StringMap,
+    declared: &BTreeSet<u16>,
+    at: &str,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let Some(annotations) = template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.annotations.as_ref())
-    else {
-        return Ok(findings);
-    };
-    let containers = Containers::of(template).map_err(|e| e.under(at))?;
     for (key, value) in annotations {
         if let Some(name) = key.strip_prefix(PREFIX) {
             mesh_annotation(
                 annotation_path(at, key),
                 name,
                 value,
-                &containers,
+                declared,
                 &mut findings,
             );
         }
     }
-    Ok(findings)
+    findings
 }
 
 /// The ports of a `permissivePorts` value that passed the rules, in the order written.

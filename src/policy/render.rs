@@ -1,44 +1,36 @@
 //! Mesh resources from HelmRelease annotations (DESIGN.md section 9): one pure function from the
-//! objects in (HelmReleases of any `helm.toolkit.fluxcd.io` version, Services, Namespaces,
-//! Deployments, StatefulSets, DaemonSets, ReplicaSets, Pods, and the generated kinds already there)
-//! and the `mesh` configuration to the objects wanted and the problems found. `render` prints it;
-//! the controller applies it. No I/O here.
+//! model of the mesh (HelmReleases of any `helm.toolkit.fluxcd.io` version, Services, Namespaces,
+//! workloads, and the generated kinds already there) and the `mesh` configuration to the objects
+//! wanted and the problems found. `render` prints it; the controller applies it. No I/O here.
 //!
-//! The result depends on the set of inputs only, never on their order: inputs are indexed by
-//! kind, namespace and name first, and outputs and problems come out sorted. Objects carrying
-//! `app.kubernetes.io/managed-by: mesh-admission` are our own output and are not read, so rendering
-//! the inputs together with `render`'s output gives the same output.
+//! The result depends on the model only, never on the order its objects came in: outputs and
+//! problems come out sorted. Objects carrying `app.kubernetes.io/managed-by: mesh-admission` are
+//! our own output and are only looked at as such, so rendering the inputs together with `render`'s
+//! output gives the same output.
 
 mod objects;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::Resource;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
-use serde_json::Value;
 
 use objects::{Backend, Route};
-pub use objects::{
-    MANAGED_BY, MANAGED_BY_VALUE, MAX_NAME_CHARS, Manifest, MeshKind, MeshObject, OWNER_ANNOTATION,
-    OWNER_LABEL, ObjectRef, object_name,
-};
+pub use objects::{MAX_NAME_CHARS, MeshObject, Spec, object_name};
 
 use super::finding::{Finding, Severity};
-use super::helmrelease::{self, EXPOSE, GATEWAYS, HOST, MTLS_MODE, PORT, PREFIX};
-use super::kinds::{self, Validator};
+use super::helmrelease::{self, EXPOSE, GATEWAYS, HOST, MTLS_MODE, PORT};
+use super::kinds::{self, Kind};
 use super::namespace::ISTIO_REVISION_LABEL;
-use super::object::{self, DecodeError, StringMap};
 use super::pod::INJECT_KEY;
 use super::podtemplate;
 use super::syntax::{LabelKind, check_label, parse_port};
 use crate::config::{Config, Gateway, MeshConfig};
+use crate::model::core::PortRef;
+use crate::model::ownership::{self, MANAGED_BY, MANAGED_BY_VALUE};
+use crate::model::{
+    HelmRelease, Model, Namespace, ObjectRef, ReadIssue, Service, StringMap, Workload,
+};
 
-/// The namespace of a namespaced object that names none, as kubectl assumes without a context.
-pub const DEFAULT_NAMESPACE: &str = "default";
 /// The namespace-wide mode when no HelmRelease of the namespace sets one.
 pub const DEFAULT_MTLS_MODE: &str = "STRICT";
 
@@ -147,36 +139,67 @@ impl Issue {
     }
 
     /// The reason of the controller's Warning Event.
-    pub fn event_reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
             Issue::Invalid(_)
             | Issue::Unreadable(_)
             | Issue::DuplicateInput
             | Issue::NoGateway
-            | Issue::NoPodSelector(_) => "MeshInvalid",
+            | Issue::NoPodSelector(_) => Reason::Invalid,
             Issue::SameObject { .. }
             | Issue::SharedHost { .. }
             | Issue::MtlsModeConflict { .. }
             | Issue::Unmanaged { .. }
-            | Issue::ForeignPeerAuthentication { .. } => "MeshConflict",
-            Issue::ServiceIncomplete { .. } => "MeshIncomplete",
+            | Issue::ForeignPeerAuthentication { .. } => Reason::Conflict,
+            Issue::ServiceIncomplete { .. } => Reason::Incomplete,
         }
     }
 }
 
-/// Turns the inputs into the desired mesh objects and the problems found (DESIGN.md section 9).
-pub fn render<'v>(inputs: impl IntoIterator<Item = &'v Value>, cfg: &Config) -> Rendered {
+/// The reasons of the controller's Events on an owner (DESIGN.md section 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// Normal: what was written for the owner.
+    Applied,
+    /// Warning: an error of another owner's making, or someone else's object in the way.
+    Conflict,
+    /// Warning: the owner's mesh annotations cannot be used.
+    Invalid,
+    /// Warning: the route's Service is not (yet) usable.
+    Incomplete,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Applied => "MeshApplied",
+            Reason::Conflict => "MeshConflict",
+            Reason::Invalid => "MeshInvalid",
+            Reason::Incomplete => "MeshIncomplete",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Turns the model into the desired mesh objects and the problems found (DESIGN.md section 9).
+pub fn render(model: &Model, cfg: &Config) -> Rendered {
     let mut out = Out::default();
-    let index = Index::of(inputs, &mut out);
+    read_problems(model, &mut out);
     let mesh = &cfg.mesh;
 
-    for (subject, value) in &index.namespaces {
-        namespace_rules(subject, value, cfg, &mut out);
+    for (_, namespace) in model.namespaces.iter() {
+        namespace_rules(namespace, cfg, &mut out);
     }
     let mut routes = Vec::new();
     let mut peer_modes: BTreeMap<String, Vec<(ObjectRef, Option<String>)>> = BTreeMap::new();
-    for (subject, value) in &index.helm_releases {
-        let Some(release) = helm_release(subject, value, mesh, &mut out) else {
+    for (key, release) in model.helm_releases.iter() {
+        let subject = ObjectRef::of(key.kind, &key.namespace, &key.name);
+        let Some(release) = helm_release(&subject, release, mesh, &mut out) else {
             continue;
         };
         peer_modes
@@ -185,29 +208,29 @@ pub fn render<'v>(inputs: impl IntoIterator<Item = &'v Value>, cfg: &Config) -> 
             .push((subject.clone(), release.mtls_mode.clone()));
         if let Some(route) = release.route {
             route_rules(
-                subject,
+                &subject,
                 &release.target,
                 &route,
                 &release.gateways,
-                &index,
+                model,
                 mesh,
                 &mut out,
             );
-            routes.push((subject.clone(), release.target, route, release.gateways));
+            routes.push((subject, release.target, route, release.gateways));
         }
     }
     for (target, modes) in &peer_modes {
-        namespace_peer_authentication(target, modes, &index, &mut out);
+        namespace_peer_authentication(target, modes, model, &mut out);
     }
-    for (subject, value) in &index.workloads {
-        workload_rules(subject, value, cfg, &mut out);
+    for (_, workload) in model.workloads.iter() {
+        workload_rules(workload, cfg, &mut out);
     }
 
     let mut objects = out.objects;
     shared_hosts(&mut objects, &routes, mesh, &mut out.problems);
     same_objects(&mut objects, &mut out.problems);
-    unmanaged(&mut objects, &index, &mut out.problems);
-    objects.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+    unmanaged(&mut objects, model, &mut out.problems);
+    objects.sort_by(|a, b| a.key().cmp(&b.key()));
     let mut problems = out.problems;
     // Per object, errors before warnings.
     problems.sort_by_cached_key(|p| (p.subject.clone(), p.issue.severity(), p.issue.to_string()));
@@ -231,270 +254,54 @@ impl Out {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Inputs
-
-/// What a generated kind's existing object says about itself.
-struct Existing {
-    managed: bool,
-    /// A PeerAuthentication without a selector: Istio's namespace-wide one.
-    namespace_wide: bool,
-    created: Option<String>,
-}
-
-/// The inputs `render` reads, by kind, each keyed (and so ordered) by its reference. Everything
-/// else in the input is ignored.
-#[derive(Default)]
-struct Index<'v> {
-    helm_releases: BTreeMap<ObjectRef, &'v Value>,
-    services: BTreeMap<(String, String), &'v Value>,
-    namespaces: BTreeMap<ObjectRef, &'v Value>,
-    workloads: BTreeMap<ObjectRef, &'v Value>,
-    existing: BTreeMap<(MeshKind, String, String), Existing>,
-}
-
-/// The kinds of input the rules read.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum InputKind {
-    HelmRelease,
-    Service,
-    Namespace,
-    Workload,
-    Mesh(MeshKind),
-}
-
-impl InputKind {
-    fn of(group: &str, kind: &str) -> Option<InputKind> {
-        let is = |g: &str, k: &str| (group, kind) == (g, k);
-        if kinds::find(group, kind).is_some_and(|k| k.validate == Some(Validator::HelmRelease)) {
-            Some(InputKind::HelmRelease)
-        } else if is(Service::GROUP, Service::KIND) {
-            Some(InputKind::Service)
-        } else if is(Namespace::GROUP, Namespace::KIND) {
-            Some(InputKind::Namespace)
-        } else if is(Deployment::GROUP, Deployment::KIND)
-            || is(StatefulSet::GROUP, StatefulSet::KIND)
-            || is(DaemonSet::GROUP, DaemonSet::KIND)
-            || is(ReplicaSet::GROUP, ReplicaSet::KIND)
-            || is(Pod::GROUP, Pod::KIND)
-        {
-            Some(InputKind::Workload)
-        } else {
-            MeshKind::of(group, kind).map(InputKind::Mesh)
-        }
-    }
-}
-
-/// `metadata` as the generator reads it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Meta {
-    #[serde(default)]
-    labels: Option<StringMap>,
-    #[serde(default)]
-    annotations: Option<StringMap>,
-    #[serde(default)]
-    owner_references: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    creation_timestamp: Option<String>,
-}
-
-impl Meta {
-    fn label(&self, key: &str) -> Option<&str> {
-        self.labels.as_ref()?.get(key).map(String::as_str)
-    }
-
-    fn annotation(&self, key: &str) -> Option<&str> {
-        self.annotations.as_ref()?.get(key).map(String::as_str)
-    }
-}
-
-/// An object of which the generator reads `metadata` and `spec` (as `S`).
-#[derive(Debug, Deserialize)]
-struct Object<S> {
-    #[serde(default)]
-    metadata: Option<Meta>,
-    #[serde(default = "Option::default")]
-    spec: Option<S>,
-}
-
-/// Reads `value` as `T`, naming the field that does not fit.
-fn read<'v, T: Deserialize<'v>>(value: &'v Value) -> Result<T, String> {
-    // Tracking the path costs on every field; only a failed read needs it, so read again then.
-    if let Ok(decoded) = T::deserialize(value) {
-        return Ok(decoded);
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        DecodeError {
-            path: if path == "." { "(object)".into() } else { path },
-            message: e.into_inner().to_string(),
-        }
-        .to_string()
-    })
-}
-
-/// The group of an `apiVersion`: `""` for the core group's `v1`.
-fn group_of(api_version: &str) -> &str {
-    api_version.split_once('/').map_or("", |(group, _)| group)
-}
-
-impl<'v> Index<'v> {
-    fn of(inputs: impl IntoIterator<Item = &'v Value>, out: &mut Out) -> Self {
-        let mut seen: BTreeMap<ObjectRef, (InputKind, &'v Value)> = BTreeMap::new();
-        let mut duplicates = BTreeSet::new();
-        for value in inputs {
-            let (Some(api_version), Some(kind)) =
-                (value["apiVersion"].as_str(), value["kind"].as_str())
-            else {
-                continue;
-            };
-            let group = group_of(api_version);
-            let Some(input) = InputKind::of(group, kind) else {
-                continue;
-            };
-            let metadata = &value["metadata"];
-            let name = metadata["name"].as_str().unwrap_or("");
-            let namespace = match input {
-                InputKind::Namespace => "",
-                _ => metadata["namespace"]
-                    .as_str()
-                    .filter(|ns| !ns.is_empty())
-                    .unwrap_or(DEFAULT_NAMESPACE),
-            };
-            let subject = ObjectRef::new(group, kind, namespace, name);
-            if name.is_empty() {
-                out.problem(
-                    &subject,
-                    Issue::Unreadable("metadata.name: missing or empty".into()),
-                );
-                continue;
-            }
-            match seen.get(&subject) {
-                Some((_, earlier)) if *earlier != value => {
-                    duplicates.insert(subject);
-                }
-                Some(_) => {}
-                None => {
-                    seen.insert(subject, (input, value));
-                }
-            }
-        }
-        let mut index = Index::default();
-        for (subject, (input, value)) in seen {
-            if duplicates.contains(&subject) {
-                out.problem(&subject, Issue::DuplicateInput);
-                continue;
-            }
-            match input {
-                InputKind::HelmRelease => {
-                    index.helm_releases.insert(subject, value);
-                }
-                InputKind::Service => {
-                    index
-                        .services
-                        .insert((subject.namespace, subject.name), value);
-                }
-                InputKind::Namespace => {
-                    index.namespaces.insert(subject, value);
-                }
-                InputKind::Workload => {
-                    index.workloads.insert(subject, value);
-                }
-                InputKind::Mesh(kind) => index.add_existing(kind, subject, value, out),
-            }
-        }
-        index
-    }
-
-    fn add_existing(&mut self, kind: MeshKind, subject: ObjectRef, value: &Value, out: &mut Out) {
-        #[derive(Deserialize)]
-        struct Selector {
-            #[serde(default, rename = "matchLabels")]
-            match_labels: Option<StringMap>,
-        }
-        #[derive(Deserialize)]
-        struct Spec {
-            #[serde(default)]
-            selector: Option<Selector>,
-        }
-        // Only a PeerAuthentication's selector matters; other kinds are read for their labels.
-        let object: Object<Spec> = match read(value) {
-            Ok(object) => object,
-            Err(e) if kind == MeshKind::PeerAuthentication => {
-                out.problem(&subject, Issue::Unreadable(e));
-                return;
-            }
-            Err(_) => match read::<Object<IgnoredAny>>(value) {
-                Ok(o) => Object {
-                    metadata: o.metadata,
-                    spec: None,
-                },
-                Err(e) => {
-                    out.problem(&subject, Issue::Unreadable(e));
-                    return;
-                }
-            },
+/// The inputs of the kinds `render` reads that could not be taken into the model.
+fn read_problems(model: &Model, out: &mut Out) {
+    for problem in model.problems.iter().filter(|p| p.kind.render.is_some()) {
+        let issue = match &problem.issue {
+            ReadIssue::Unreadable(message) => Issue::Unreadable(message.clone()),
+            ReadIssue::Duplicate => Issue::DuplicateInput,
         };
-        let meta = object.metadata.unwrap_or_default();
-        let namespace_wide = kind == MeshKind::PeerAuthentication
-            && object
-                .spec
-                .and_then(|s| s.selector)
-                .and_then(|s| s.match_labels)
-                .is_none_or(|labels| labels.is_empty());
-        self.existing.insert(
-            (kind, subject.namespace, subject.name),
-            Existing {
-                managed: meta.label(MANAGED_BY) == Some(MANAGED_BY_VALUE),
-                namespace_wide,
-                created: meta.creation_timestamp,
-            },
-        );
+        out.problem(&problem.subject, issue);
     }
+}
 
-    /// Someone else's namespace-wide PeerAuthentication in `namespace`: the oldest (Istio applies
-    /// the oldest), then the first by name.
-    fn foreign_namespace_peer_authentication(&self, namespace: &str) -> Option<&str> {
-        self.existing
-            .iter()
-            .filter(|((kind, ns, _), e)| {
-                *kind == MeshKind::PeerAuthentication
-                    && ns == namespace
-                    && e.namespace_wide
-                    && !e.managed
-            })
-            .min_by(|((_, _, a_name), a), ((_, _, b_name), b)| {
-                // Objects in git carry no timestamp; they sort after the ones that do.
-                let age = |e: &Existing| (e.created.is_none(), e.created.clone());
-                (age(a), a_name).cmp(&(age(b), b_name))
-            })
-            .map(|((_, _, name), _)| name.as_str())
-    }
+/// Someone else's namespace-wide PeerAuthentication in `namespace`: the oldest (Istio applies
+/// the oldest), then the first by name.
+fn foreign_namespace_peer_authentication<'m>(
+    model: &'m Model,
+    namespace: &'m str,
+) -> Option<&'m str> {
+    model
+        .peer_authentications
+        .in_namespace(namespace)
+        .filter(|(_, pa)| pa.spec.is_namespace_wide() && !ownership::is_ours(&pa.metadata))
+        .min_by(|(a_key, a), (b_key, b)| {
+            // Objects in git carry no timestamp; they sort after the ones that do.
+            let age = |created: &Option<_>| (created.is_none(), created.clone());
+            (age(&a.metadata.creation_timestamp), &a_key.name)
+                .cmp(&(age(&b.metadata.creation_timestamp), &b_key.name))
+        })
+        .map(|(key, _)| key.name.as_str())
 }
 
 // ---------------------------------------------------------------------------------------------
 // Namespaces: the NetworkPolicy that lets sidecars reach istiod.
 
-fn namespace_rules(subject: &ObjectRef, value: &Value, cfg: &Config, out: &mut Out) {
-    let meta = match read::<Object<IgnoredAny>>(value) {
-        Ok(object) => object.metadata.unwrap_or_default(),
-        Err(e) => return out.problem(subject, Issue::Unreadable(e)),
-    };
-    if cfg.mesh.istiod_egress && is_meshed(&meta, &subject.name, cfg) {
+fn namespace_rules(namespace: &Namespace, cfg: &Config, out: &mut Out) {
+    if cfg.mesh.istiod_egress && is_meshed(namespace, cfg) {
         out.objects
-            .push(objects::istiod_egress_policy(&subject.name, &cfg.mesh));
+            .push(objects::istiod_egress_policy(namespace.name(), &cfg.mesh));
     }
 }
 
 /// Whether a Namespace is meshed once admitted: not excluded, and labelled with `namespaceLabel`
 /// or `istio.io/rev`. Section 4 gives the label to every namespace that has neither its key nor
 /// `istio.io/rev`, so a namespace in git without labels is meshed as the cluster will store it.
-fn is_meshed(meta: &Meta, name: &str, cfg: &Config) -> bool {
+fn is_meshed(namespace: &Namespace, cfg: &Config) -> bool {
     let label = &cfg.namespace_label;
-    !cfg.is_excluded_namespace(name)
-        && (meta.label(ISTIO_REVISION_LABEL).is_some()
-            || meta
+    !cfg.is_excluded_namespace(namespace.name())
+        && (namespace.label(ISTIO_REVISION_LABEL).is_some()
+            || namespace
                 .label(&label.key)
                 .is_none_or(|value| value == label.value))
 }
@@ -511,46 +318,26 @@ struct Release<'m> {
     gateways: Vec<&'m Gateway>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct HelmReleaseSpec {
-    #[serde(default)]
-    target_namespace: Option<String>,
-}
-
 fn helm_release<'m>(
     subject: &ObjectRef,
-    value: &Value,
+    release: &HelmRelease,
     mesh: &'m MeshConfig,
     out: &mut Out,
 ) -> Option<Release<'m>> {
-    let object: Object<HelmReleaseSpec> = match read(value) {
-        Ok(object) => object,
-        Err(e) => {
-            out.problem(subject, Issue::Unreadable(e));
-            return None;
-        }
-    };
-    let meta = object.metadata.unwrap_or_default();
-    let annotations = meta.annotations.as_ref()?;
-    if !annotations.keys().any(|k| k.starts_with(PREFIX)) {
+    let annotations = release.metadata.annotations.as_ref()?;
+    if !crate::model::core::has_mesh_annotation(Some(annotations)) {
         return None;
     }
     // Section 5, exactly as `/validate` applies it: only what it admits generates anything.
-    let view = object::HelmRelease {
-        metadata: Some(object::ObjectMeta {
-            annotations: Some(annotations.clone()),
-            ..Default::default()
-        }),
-    };
     let mut refused = false;
-    for finding in helmrelease::validate(&view, mesh) {
+    for finding in helmrelease::validate_annotations(annotations, mesh) {
         refused |= finding.is_error();
         out.problem(subject, Issue::Invalid(finding));
     }
-    let target = object
+    let target = release
         .spec
-        .and_then(|s| s.target_namespace)
+        .target_namespace
+        .clone()
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| subject.namespace.clone());
     if let Err(e) = check_label(&target, LabelKind::Rfc1123) {
@@ -566,9 +353,9 @@ fn helm_release<'m>(
         return None;
     }
     let route = match (
-        meta.annotation(EXPOSE),
-        meta.annotation(HOST),
-        meta.annotation(PORT).map(parse_port),
+        release.annotation(EXPOSE),
+        release.annotation(HOST),
+        release.annotation(PORT).map(parse_port),
     ) {
         (Some(expose), Some(host), Some(Ok(port))) => Some(Route {
             expose: expose.to_owned(),
@@ -577,7 +364,7 @@ fn helm_release<'m>(
         }),
         _ => None,
     };
-    let gateways: Vec<&Gateway> = match meta.annotation(GATEWAYS) {
+    let gateways: Vec<&Gateway> = match release.annotation(GATEWAYS) {
         Some(list) => helmrelease::gateway_list(list)
             .filter_map(|name| mesh.gateway(name))
             .collect(),
@@ -588,7 +375,7 @@ fn helm_release<'m>(
     }
     Some(Release {
         target,
-        mtls_mode: meta.annotation(MTLS_MODE).map(str::to_owned),
+        mtls_mode: release.annotation(MTLS_MODE).map(str::to_owned),
         route: route.filter(|_| !gateways.is_empty()),
         gateways,
     })
@@ -599,7 +386,7 @@ fn route_rules(
     target: &str,
     route: &Route,
     gateways: &[&Gateway],
-    index: &Index<'_>,
+    model: &Model,
     mesh: &MeshConfig,
     out: &mut Out,
 ) {
@@ -610,7 +397,11 @@ fn route_rules(
         why,
         virtual_service: format!("{target}/{}", virtual_service.name),
     };
-    match backend(index, target, route) {
+    let known = model.services.get(&kinds::SERVICE, target, &route.expose);
+    match known
+        .ok_or_else(|| "is unknown".to_owned())
+        .and_then(|s| backend(s, route))
+    {
         Ok(backend) => {
             for gateway in gateways {
                 out.objects.push(objects::gateway_ingress_policy(
@@ -628,59 +419,34 @@ fn route_rules(
     out.objects.push(virtual_service);
 }
 
-#[derive(Deserialize)]
-struct ServiceSpec {
-    #[serde(default)]
-    selector: Option<StringMap>,
-    #[serde(default)]
-    ports: Option<Vec<ServicePort>>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ServicePort {
-    #[serde(default)]
-    port: Option<i64>,
-    #[serde(default)]
-    target_port: Option<Value>,
-    #[serde(default)]
-    protocol: Option<String>,
-}
-
-/// The Service `T/<expose>`'s pods and the target port of its port `<port>`, or why not.
-fn backend(index: &Index<'_>, target: &str, route: &Route) -> Result<Backend, String> {
-    let Some(value) = index
-        .services
-        .get(&(target.to_owned(), route.expose.clone()))
-    else {
-        return Err("is unknown".into());
-    };
-    let service: Object<ServiceSpec> = read(value).map_err(|e| format!("cannot be read ({e})"))?;
-    let spec = service.spec.ok_or("has no spec")?;
-    let selector = spec
+/// The Service's pods and the target port of its port `<port>`, or why not.
+fn backend(service: &Service, route: &Route) -> Result<Backend, String> {
+    let selector = service
+        .spec
         .selector
+        .clone()
         .filter(|s| !s.is_empty())
         .ok_or("has no selector")?;
     // An HTTP route runs over TCP; a UDP or SCTP port of the same number is another port.
-    let port = spec
+    let port = service
+        .spec
         .ports
-        .unwrap_or_default()
-        .into_iter()
+        .iter()
         .find(|p| {
             p.port == Some(i64::from(route.port))
                 && p.protocol.as_deref().is_none_or(|proto| proto == "TCP")
         })
         .ok_or_else(|| format!("has no TCP port {}", route.port))?;
-    let target_port = match port.target_port {
-        None | Some(Value::Null) => IntOrString::Int(i32::from(route.port)),
-        Some(Value::Number(n)) => match n.as_i64().and_then(|n| u16::try_from(n).ok()) {
-            Some(number) if number > 0 => IntOrString::Int(i32::from(number)),
+    let target_port = match &port.target_port {
+        None => IntOrString::Int(i32::from(route.port)),
+        Some(PortRef::Number(n)) => match u16::try_from(*n) {
+            Ok(number) if number > 0 => IntOrString::Int(i32::from(number)),
             _ => return Err(format!("port {}: targetPort {n} is not a port", route.port)),
         },
-        Some(Value::String(name)) if is_port_name(&name) => IntOrString::String(name),
-        Some(other) => {
+        Some(PortRef::Name(name)) if is_port_name(name) => IntOrString::String(name.clone()),
+        Some(PortRef::Name(name)) => {
             return Err(format!(
-                "port {}: targetPort {other} is neither a port number nor a port name",
+                "port {}: targetPort {name:?} is neither a port number nor a port name",
                 route.port
             ));
         }
@@ -708,11 +474,11 @@ fn is_port_name(name: &str) -> bool {
 fn namespace_peer_authentication(
     target: &str,
     releases: &[(ObjectRef, Option<String>)],
-    index: &Index<'_>,
+    model: &Model,
     out: &mut Out,
 ) {
     let owner = ObjectRef::namespace(target);
-    if let Some(winner) = index.foreign_namespace_peer_authentication(target) {
+    if let Some(winner) = foreign_namespace_peer_authentication(model, target) {
         let issue = Issue::ForeignPeerAuthentication {
             namespace: target.to_owned(),
             winner: winner.to_owned(),
@@ -752,92 +518,63 @@ fn namespace_peer_authentication(
 // ---------------------------------------------------------------------------------------------
 // Workloads: the per-workload PeerAuthentication of `permissivePorts`.
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadSpec {
-    #[serde(default)]
-    selector: Option<WorkloadSelector>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WorkloadSelector {
-    #[serde(default)]
-    match_labels: Option<StringMap>,
-    #[serde(default)]
-    match_expressions: Option<Vec<IgnoredAny>>,
-}
-
-fn workload_rules(subject: &ObjectRef, value: &Value, cfg: &Config, out: &mut Out) {
-    let is_pod = subject.kind == Pod::KIND;
+fn workload_rules(workload: &Workload, cfg: &Config, out: &mut Out) {
+    // Jobs and CronJobs serve nothing a PeerAuthentication would open up: section 9 leaves them
+    // out, as it leaves a Pod or ReplicaSet that a controller owns to its owner (the Deployment,
+    // StatefulSet… gets the PeerAuthentication, once).
+    let kind = workload.kind;
+    if kind.render.is_none() || !workload.has_mesh_annotation() || workload.is_owned() {
+        return;
+    }
+    let Some(annotations) = workload.template.metadata.annotations.as_ref() else {
+        return;
+    };
+    let subject = ObjectRef::of(kind, workload.namespace(), workload.name());
+    let is_pod = *kind == kinds::POD;
     let at = if is_pod { "" } else { "spec.template" };
-    let template = if is_pod {
-        value
-    } else {
-        &value["spec"]["template"]
-    };
-    let has_mesh_annotation = template["metadata"]["annotations"]
-        .as_object()
-        .is_some_and(|a| a.keys().any(|k| k.starts_with(PREFIX)));
-    if !has_mesh_annotation {
-        return;
-    }
-    let object: Object<WorkloadSpec> = match read(value) {
-        Ok(object) => object,
-        Err(e) => return out.problem(subject, Issue::Unreadable(e)),
-    };
-    let meta = object.metadata.unwrap_or_default();
-    // A Pod or ReplicaSet that a controller owns is its owner's business: the Deployment (or
-    // StatefulSet, Job…) is what gets the PeerAuthentication, once.
-    if meta
-        .owner_references
-        .as_ref()
-        .is_some_and(|r| !r.is_empty())
-    {
-        return;
-    }
     // Section 5's mesh rules on the pod template, as `/validate` reads it.
-    let text = template.to_string();
-    let findings = match object::decode::<object::Pod>(&text)
-        .and_then(|pod| podtemplate::mesh_annotation_findings(&pod, at))
-    {
-        Ok(findings) => findings,
-        Err(e) => return out.problem(subject, Issue::Unreadable(e.under(at).to_string())),
-    };
+    let declared = workload.template.declared_ports();
     let mut refused = false;
-    for finding in findings.into_iter().filter(Finding::is_error) {
+    for finding in podtemplate::mesh_annotation_findings(annotations, &declared, at)
+        .into_iter()
+        .filter(Finding::is_error)
+    {
         refused = true;
-        out.problem(subject, Issue::Invalid(finding));
+        out.problem(&subject, Issue::Invalid(finding));
     }
-    let Some(ports) = template["metadata"]["annotations"][helmrelease::PERMISSIVE_PORTS].as_str()
-    else {
+    let Some(ports) = workload.template.annotation(helmrelease::PERMISSIVE_PORTS) else {
         return;
     };
     if refused {
         return;
     }
-    let selector = if is_pod {
+    let selector: StringMap = match &workload.selector {
         // The labels the webhook adds at admission are left out, so that the Pod in git and the
         // Pod in the cluster select alike (a bare Pod's labels are its only selector).
-        meta.labels
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(key, _)| key != INJECT_KEY && *key != cfg.spire_identity_label)
-            .collect()
-    } else {
-        let selector = object.spec.and_then(|s| s.selector);
-        if selector
-            .as_ref()
-            .is_some_and(|s| s.match_expressions.as_ref().is_some_and(|e| !e.is_empty()))
-        {
-            return out.problem(
-                subject,
-                Issue::NoPodSelector(
-                    "spec.selector has matchExpressions, which a PeerAuthentication cannot express",
-                ),
-            );
+        None => workload
+            .template
+            .metadata
+            .labels
+            .iter()
+            .flatten()
+            .filter(|(key, _)| *key != INJECT_KEY && **key != cfg.spire_identity_label)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Some(selector) => {
+            if selector
+                .match_expressions
+                .as_ref()
+                .is_some_and(|e| !e.is_empty())
+            {
+                return out.problem(
+                    &subject,
+                    Issue::NoPodSelector(
+                        "spec.selector has matchExpressions, which a PeerAuthentication cannot express",
+                    ),
+                );
+            }
+            selector.match_labels.clone().unwrap_or_default()
         }
-        selector.and_then(|s| s.match_labels).unwrap_or_default()
     };
     if selector.is_empty() {
         let why = if is_pod {
@@ -845,11 +582,11 @@ fn workload_rules(subject: &ObjectRef, value: &Value, cfg: &Config, out: &mut Ou
         } else {
             "spec.selector has no matchLabels"
         };
-        return out.problem(subject, Issue::NoPodSelector(why));
+        return out.problem(&subject, Issue::NoPodSelector(why));
     }
     out.objects
         .push(objects::permissive_ports_peer_authentication(
-            subject,
+            &subject,
             &selector,
             &podtemplate::permissive_port_list(ports),
         ));
@@ -889,12 +626,12 @@ fn shared_hosts(
             losers.insert(*owner);
         }
     }
-    objects.retain(|o| !(o.kind == MeshKind::VirtualService && losers.contains(&o.owner)));
+    objects.retain(|o| !(*o.kind == kinds::VIRTUAL_SERVICE && losers.contains(&o.owner)));
 }
 
 /// Two owners that would write one object: neither does.
 fn same_objects(objects: &mut Vec<MeshObject>, problems: &mut Vec<Problem>) {
-    let mut owners: BTreeMap<(MeshKind, &str, &str), BTreeSet<&ObjectRef>> = BTreeMap::new();
+    let mut owners: BTreeMap<(&'static Kind, &str, &str), BTreeSet<&ObjectRef>> = BTreeMap::new();
     for object in objects.iter() {
         owners
             .entry(object.key())
@@ -918,11 +655,13 @@ fn same_objects(objects: &mut Vec<MeshObject>, problems: &mut Vec<Problem>) {
 }
 
 /// Someone else's object of the same kind and name: never overwritten.
-fn unmanaged(objects: &mut Vec<MeshObject>, index: &Index<'_>, problems: &mut Vec<Problem>) {
+fn unmanaged(objects: &mut Vec<MeshObject>, model: &Model, problems: &mut Vec<Problem>) {
     objects.retain(|o| {
-        let key = (o.kind, o.namespace.clone(), o.name.clone());
-        match index.existing.get(&key) {
-            Some(existing) if !existing.managed => {
+        let existing = model
+            .collection(o.kind)
+            .and_then(|c| c.metadata(o.kind, &o.namespace, &o.name));
+        match existing {
+            Some(meta) if !ownership::is_ours(meta) => {
                 problems.push(Problem {
                     subject: o.owner.clone(),
                     issue: Issue::Unmanaged {

@@ -5,6 +5,11 @@ use serde_json::{Value, json};
 
 use super::*;
 
+/// `render` over manifests, as the command reads them.
+fn render(inputs: &[Value], cfg: &Config) -> Rendered {
+    super::render(&Model::from_manifests(inputs), cfg)
+}
+
 const HR_API: &str = "helm.toolkit.fluxcd.io/v2";
 
 /// One row: what it is, the configuration (YAML over the default), the inputs, the objects wanted
@@ -122,8 +127,7 @@ fn object(rendered: &Rendered, key: &str) -> Value {
         .iter()
         .find(|o| format!("{} {}/{}", o.kind, o.namespace, o.name) == key)
         .unwrap_or_else(|| panic!("no {key} in {:?}", keys(rendered)))
-        .manifest
-        .value()
+        .manifest()
 }
 
 /// The table's rows: which objects each situation generates, and which problems it reports.
@@ -432,7 +436,7 @@ fn names_longer_than_63_are_cut_to_54_and_a_hash() {
     );
     for object in &rendered.objects {
         assert!(object.name.len() <= MAX_NAME_CHARS, "{}", object.name);
-        assert_eq!(object.manifest.value()["metadata"]["name"], object.name);
+        assert_eq!(object.manifest()["metadata"]["name"], object.name);
     }
     assert_eq!(
         keys(&rendered),
@@ -528,7 +532,7 @@ fn authorization_policy_allows_the_gateways_principal_in_the_configured_trust_do
         rendered
             .objects
             .iter()
-            .all(|o| o.kind != MeshKind::AuthorizationPolicy)
+            .all(|o| *o.kind != kinds::AUTHORIZATION_POLICY)
     );
 }
 
@@ -900,7 +904,7 @@ fn our_own_output_in_the_input_changes_nothing() {
     let first = render(&inputs, &Config::default());
     assert_eq!(first.objects.len(), 5, "{:?}", keys(&first));
     let mut again = inputs.clone();
-    again.extend(first.objects.iter().map(|o| o.manifest.value()));
+    again.extend(first.objects.iter().map(|o| o.manifest()));
     assert_eq!(render(&again, &Config::default()), first);
 }
 
