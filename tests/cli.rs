@@ -342,7 +342,7 @@ fn a_directory_is_read_as_its_manifest_files_in_name_order() {
         .collect();
     assert_eq!(names, [r#""a""#, r#""b""#, r#""c""#]);
 
-    let (code, stdout, stderr) = common::run_command("render", &["-f", path], "");
+    let (code, stdout, stderr) = testkit::run_command("render", &["-f", path], "");
     assert_eq!(code, 0, "{stderr}");
     for name in ["a", "b", "c"] {
         assert!(
