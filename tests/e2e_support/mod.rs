@@ -1205,6 +1205,8 @@ pub mod bench;
 
 pub mod controller;
 
+pub mod istiod;
+
 impl ControlPlane {
     /// The apiserver's `/metrics` (Prometheus text), read with the admin token.
     pub fn apiserver_metrics(&self) -> String {
