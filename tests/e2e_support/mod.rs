@@ -64,6 +64,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until `/readyz` answers 200.
     pub fn start() -> Self {
+        Self::start_with_apiserver_args(&[])
+    }
+
+    /// [`ControlPlane::start`] with more kube-apiserver flags (e.g. `--enable-aggregator-routing=true`).
+    pub fn start_with_apiserver_args(extra: &[&str]) -> Self {
         let etcd = tool(".tools/control-plane/etcd", BUILD_HINT);
         let apiserver = tool(".tools/control-plane/kube-apiserver", BUILD_HINT);
         let kubectl = tool(".tools/bin/kubectl", TOOLS_HINT);
@@ -98,7 +103,7 @@ impl ControlPlane {
         let etcd_ready = started.elapsed();
         let advertise = advertise_address();
         let tls = cp.write_pki(advertise);
-        cp.start_apiserver(&apiserver, &etcd_url, advertise, &tls);
+        cp.start_apiserver(&apiserver, &etcd_url, advertise, &tls, extra);
         cp.write_kubeconfig();
         eprintln!(
             "e2e: etcd ready in {etcd_ready:.1?}, kube-apiserver {} ready {:.1?} after its start \
@@ -331,7 +336,14 @@ impl ControlPlane {
         })
     }
 
-    fn start_apiserver(&mut self, binary: &Path, etcd: &str, advertise: Ipv4Addr, tls: &Tls) {
+    fn start_apiserver(
+        &mut self,
+        binary: &Path,
+        etcd: &str,
+        advertise: Ipv4Addr,
+        tls: &Tls,
+        extra: &[&str],
+    ) {
         let tls_config = tls.client_config.clone();
         let token = self.token.clone();
         let dir = self.dir.clone();
@@ -362,7 +374,8 @@ impl ControlPlane {
                 ))
                 .arg("--authorization-mode=RBAC")
                 .arg("--disable-admission-plugins=ServiceAccount")
-                .arg("--allow-privileged=true");
+                .arg("--allow-privileged=true")
+                .args(extra);
             let config = tls_config.clone();
             let token = token.clone();
             let ready = move || {
@@ -1206,6 +1219,8 @@ pub mod bench;
 pub mod controller;
 
 pub mod istiod;
+
+pub mod rollout;
 
 impl ControlPlane {
     /// The apiserver's `/metrics` (Prometheus text), read with the admin token.
