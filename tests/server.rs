@@ -490,6 +490,67 @@ async fn a_connection_accepted_at_the_end_of_the_grace_period_still_gets_its_fir
     assert_exits_zero(&mut server);
 }
 
+/// Clients connecting while SIGTERM arrives, as a client pool does when a replica is replaced: one
+/// client starts every millisecond, each on a connection of its own (every other one HTTP/2) with
+/// one review, and SIGTERM comes 10 ms in, so most connect after it. The grace period accepts their
+/// connections and in-flight requests finish (DESIGN.md section 3), so every review is answered, in
+/// each of several rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_on_connections_opened_as_sigterm_arrives_are_all_answered() {
+    const ROUNDS: usize = 3;
+    const CLIENTS: u64 = 40;
+    const SIGTERM_AFTER: Duration = Duration::from_millis(10);
+    let dir = temp_dir("sigterm-connecting");
+    generate_certs(&dir);
+    let ca = dir.join("ca.crt");
+    let mut lost = Vec::new();
+    for round in 0..ROUNDS {
+        let mut server = Server::start(&dir, &["--shutdown-grace", "2s"]);
+        let started = tokio::time::Instant::now();
+        let mut clients = tokio::task::JoinSet::new();
+        for i in 0..CLIENTS {
+            let protocol = if i % 2 == 0 {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            };
+            let (addr, ca) = (server.addr, ca.clone());
+            let mut review = sample("pod");
+            review["request"]["uid"] = json!(format!("00000000-0000-0000-0000-{i:012}"));
+            clients.spawn(async move {
+                tokio::time::sleep_until(started + Duration::from_millis(i)).await;
+                let answer = async {
+                    let mut client = Client::connect(addr, &ca, protocol).await?;
+                    let body = review.to_string().into_bytes();
+                    let (status, body) = client.request("POST", "/mutate?timeout=5s", body).await?;
+                    match status {
+                        200 => Ok(()),
+                        _ => Err(format!("{status}: {}", String::from_utf8_lossy(&body))),
+                    }
+                };
+                let answer = tokio::time::timeout(Duration::from_secs(15), answer).await;
+                let answer = answer.unwrap_or_else(|_| Err("no answer within 15 s".into()));
+                (i, protocol, answer)
+            });
+        }
+        tokio::time::sleep_until(started + SIGTERM_AFTER).await;
+        server.signal(Signal::SIGTERM);
+        while let Some(joined) = clients.join_next().await {
+            if let (i, protocol, Err(error)) = joined.unwrap() {
+                lost.push(format!("round {round}, client {i} ({protocol:?}): {error}"));
+            }
+        }
+        assert_exits_zero(&mut server);
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} reviews lost over {ROUNDS} rounds:\n{}",
+        lost.len(),
+        ROUNDS as u64 * CLIENTS,
+        lost.join("\n")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once_with_status_one() {
     let dir = temp_dir("second-signal");

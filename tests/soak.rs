@@ -205,7 +205,7 @@ fn log(start: std::time::Instant, message: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Good load: open-loop, every reply checked the way the apiserver checks it (`tests/common/load.rs`,
+// Good load: open-loop, every reply checked the way the apiserver checks it (`testkit::load`,
 // the engine of examples/loadgen.rs)
 
 /// What a load run reports; `status` is `Err` when it could not run properly (no connection at all,

@@ -43,6 +43,11 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Starts etcd and kube-apiserver and waits until `/readyz` answers 200.
     pub fn start() -> Self {
+        Self::start_with_apiserver_args(&[])
+    }
+
+    /// [`ControlPlane::start`] with more kube-apiserver flags (e.g. `--enable-aggregator-routing=true`).
+    pub fn start_with_apiserver_args(extra: &[&str]) -> Self {
         let etcd = tool(".tools/control-plane/etcd", BUILD_HINT);
         let apiserver = tool(".tools/control-plane/kube-apiserver", BUILD_HINT);
         let kubectl = tool(".tools/bin/kubectl", TOOLS_HINT);
@@ -72,7 +77,7 @@ impl ControlPlane {
         let etcd_ready = started.elapsed();
         let advertise = advertise_address();
         let pki = cp.write_pki(advertise);
-        cp.start_apiserver(&apiserver, &etcd_url, advertise, &pki);
+        cp.start_apiserver(&apiserver, &etcd_url, advertise, &pki, extra);
         cp.write_kubeconfig();
         eprintln!(
             "e2e: etcd ready in {etcd_ready:.1?}, kube-apiserver {} ready {:.1?} after its start \
@@ -274,7 +279,8 @@ impl ControlPlane {
         )
     }
 
-    fn kubectl_command<I, S>(&self, args: I) -> Command
+    /// A `kubectl` command against this control plane, for callers that spawn it themselves.
+    pub fn kubectl_command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -321,6 +327,7 @@ impl ControlPlane {
         etcd: &str,
         advertise: Ipv4Addr,
         tls: &ApiserverPki,
+        extra: &[&str],
     ) {
         let tls_config = Arc::new(client_config(&tls.ca_file, &[], None));
         let token = self.token.clone();
@@ -352,7 +359,8 @@ impl ControlPlane {
                 ))
                 .arg("--authorization-mode=RBAC")
                 .arg("--disable-admission-plugins=ServiceAccount")
-                .arg("--allow-privileged=true");
+                .arg("--allow-privileged=true")
+                .args(extra);
             let config = tls_config.clone();
             let token = token.clone();
             let ready = move || {
@@ -477,7 +485,7 @@ fn free_ports<const N: usize>() -> [u16; N] {
 /// A non-loopback IPv4 address of this machine for `--advertise-address` (the apiserver refuses
 /// loopback endpoints for the `kubernetes` Service and logs it every few seconds): the source address
 /// of the default route, found by connecting a UDP socket, which sends nothing. Loopback otherwise.
-fn advertise_address() -> Ipv4Addr {
+pub fn advertise_address() -> Ipv4Addr {
     let routed = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .and_then(|socket| {
             socket.connect((Ipv4Addr::new(203, 0, 113, 1), 9))?;
