@@ -3,7 +3,7 @@
 //! drop (also when a test panics).
 
 use std::fs;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,9 +17,16 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// `binary serve` on ephemeral 127.0.0.1 ports with `tls_dir`'s `tls.crt` and `tls.key`.
 pub fn serve_command(binary: &Path, tls_dir: &Path) -> Command {
+    serve_command_at(binary, Ipv4Addr::LOCALHOST.into(), tls_dir)
+}
+
+/// [`serve_command`] with the webhook port on `ip` (the admin port stays on 127.0.0.1).
+fn serve_command_at(binary: &Path, ip: IpAddr, tls_dir: &Path) -> Command {
     let mut command = Command::new(binary);
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("serve")
+        .arg("--listen")
+        .arg(SocketAddr::new(ip, 0).to_string())
         .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--tls-cert")
         .arg(tls_dir.join("tls.crt"))
@@ -55,8 +62,20 @@ impl Server {
         args: &[String],
         log: &Path,
     ) -> Server {
+        Server::start_at(Ipv4Addr::LOCALHOST.into(), binary, tls_dir, args, log)
+    }
+
+    /// [`Server::start_with`] with the webhook port on `ip` (a replica the apiserver reaches by a
+    /// Service's endpoint, which may not be a loopback address).
+    pub fn start_at(
+        ip: IpAddr,
+        binary: Option<&Path>,
+        tls_dir: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Server {
         let binary = binary.unwrap_or_else(|| mesh_admission());
-        let mut command = serve_command(binary, tls_dir);
+        let mut command = serve_command_at(binary, ip, tls_dir);
         command
             // As the image and the chart run it (src/main.rs says why).
             .env("MIMALLOC_PURGE_DELAY", "0")
