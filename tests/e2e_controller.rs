@@ -99,15 +99,7 @@ fn expose(cp: &ControlPlane, namespace: &str, name: &str) {
 /// What `mesh-admission render` prints for the cluster's inputs now (`kubectl get` of every kind it
 /// reads, fed to it as one List).
 fn render_cluster(cp: &ControlPlane) -> Vec<Value> {
-    let list = cp.kubectl_ok([
-        "get",
-        "helmreleases.helm.toolkit.fluxcd.io,services,namespaces,deployments,statefulsets,\
-         daemonsets,replicasets,pods,virtualservices,networkpolicies,peerauthentications,\
-         authorizationpolicies",
-        "-A",
-        "-o",
-        "json",
-    ]);
+    let list = cp.render_inputs();
     let output = mesh_admission_stdin(&["render", "-o", "json", "-f", "-"], &list);
     let rendered: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(

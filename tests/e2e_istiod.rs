@@ -13,6 +13,7 @@ use mesh_admission::config::Config;
 use mesh_admission::manifests::parse_objects;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
+use testkit::fixtures::{header, render_cases};
 use testkit::istiod::{
     ISTIOD_DENIED, ISTIOD_ONLY_REFUSES, Istiod, apply_objects, chart_documented_istiod_values,
     names, rendered_injection_templates,
@@ -463,17 +464,6 @@ fn the_seeds_gateway_in_istio_system_gets_the_csi_volume_from_istiod_alone() {
 
 // --- Validation ---------------------------------------------------------------------------------
 
-/// The golden cases of `render` (tests/fixtures/render), each with its configuration.
-fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("tests/fixtures/render"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    cases
-}
-
 /// The Istio objects among `objects`.
 fn istio_objects(objects: &[Value]) -> Vec<&Value> {
     objects
@@ -545,7 +535,7 @@ fn assert_istiod_passes(cp: &ControlPlane, istiod: &Istiod, what: &str, objects:
 fn everything_render_generates_for_the_golden_cases_passes_istiods_validator() {
     let (cp, istiod) = with_istiod_validator();
     let mut checked = 0;
-    for case in golden_cases() {
+    for case in render_cases() {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
         let mut args = vec!["render", "-o", "json", "-f", "-"];
         let config = case.join("config.yaml");
@@ -715,7 +705,7 @@ fn every_object_the_controller_writes_passes_istiods_validator() {
     // (AuthorizationPolicies, two gateways).
     let config = manifest_dir().join("tests/fixtures/render/target-namespace-gateways/config.yaml");
     let mut inputs = Vec::new();
-    for case in golden_cases() {
+    for case in render_cases() {
         let text = std::fs::read_to_string(case.join("input.yaml")).unwrap();
         for object in parse_objects(&text).unwrap() {
             match object["kind"].as_str() {
@@ -767,15 +757,7 @@ fn every_object_the_controller_writes_passes_istiods_validator() {
         },
     );
     // What render makes of the cluster's inputs, with the same configuration.
-    let list = cp.kubectl_ok([
-        "get",
-        "helmreleases.helm.toolkit.fluxcd.io,services,namespaces,deployments,statefulsets,\
-         daemonsets,replicasets,pods,virtualservices,networkpolicies,peerauthentications,\
-         authorizationpolicies",
-        "-A",
-        "-o",
-        "json",
-    ]);
+    let list = cp.render_inputs();
     let output = mesh_admission_stdin(
         &[
             "render",
@@ -897,14 +879,6 @@ impl Verdict {
             Verdict::Schema => "refused by the CRD schema",
         }
     }
-}
-
-fn header<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    let prefix = format!("# {key}: ");
-    text.lines()
-        .take_while(|line| line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map(str::trim)
 }
 
 /// The docs page whose table this test keeps true.

@@ -12,17 +12,10 @@ use mesh_admission::config::Config;
 use mesh_admission::manifests::parse_objects;
 use mesh_admission::policy::validate::validate;
 use mesh_admission::review::review_object;
+use testkit::fixtures::header;
 
 /// The SPIRE seed's mesh, as the script passes it to `mesh-admission review --config`.
 pub const SPIRE_CONFIG: &str = "mesh:\n  trustDomain: democluster.internal\n";
-
-fn header<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    let prefix = format!("# {key}: ");
-    text.lines()
-        .take_while(|line| line.starts_with('#'))
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map(str::trim)
-}
 
 #[test]
 fn every_case_gets_the_answer_its_header_names() {

@@ -24,6 +24,7 @@ use mesh_admission::policy::render::{MeshObject, Rendered};
 use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use testkit::fixtures::render_cases;
 
 /// `render` over manifests, as the command reads them.
 fn render(inputs: &[Value], cfg: &Config) -> Rendered {
@@ -36,16 +37,6 @@ fn manifest_dir() -> PathBuf {
 
 fn shared() -> PathBuf {
     manifest_dir().join("../shared")
-}
-
-fn golden_cases() -> Vec<PathBuf> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("tests/fixtures/render"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
-    cases.sort();
-    cases
 }
 
 fn case_config(case: &Path) -> Config {
@@ -81,7 +72,7 @@ fn check_golden(path: &Path, actual: &str) {
 
 #[test]
 fn golden() {
-    let cases = golden_cases();
+    let cases = render_cases();
     assert!(cases.len() >= 3, "{cases:?}");
     for case in cases {
         let inputs =
@@ -774,7 +765,7 @@ fn fixture(case: &str, file: &str) -> String {
 
 #[test]
 fn the_command_prints_the_golden_output_and_exits_by_outcome() {
-    for case in golden_cases() {
+    for case in render_cases() {
         let name = case.file_name().unwrap().to_str().unwrap();
         let mut args = vec!["-f".to_string(), fixture(name, "input.yaml")];
         if case.join("config.yaml").exists() {

@@ -5,6 +5,7 @@
 //!
 //! Everything started here is killed by its PID on drop, also when the benchmark panics.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,8 +17,8 @@ use serde::Deserialize;
 
 use crate::control_plane::ControlPlane;
 use crate::metrics;
-use crate::process::{ChildGuard, example, mesh_admission, spawn_logged, wait_started};
-use crate::webhook::Webhook;
+use crate::process::{ChildGuard, example, spawn_logged, wait_started};
+use crate::webhook::{Webhook, printed_config};
 
 /// How long a webhook process may take to listen, and the apiserver to follow a registration change
 /// (it reads webhook configurations from a watch, a moment after they are stored).
@@ -124,19 +125,12 @@ impl WebhookCalls {
 
 /// `mesh-admission webhook-config --url URL --ca-bundle CA`: exactly what a user registers.
 pub fn webhook_config(url: &str, ca_bundle: &Path) -> String {
-    let output = Command::new(mesh_admission())
-        .args(["webhook-config", "--url", url])
-        .arg("--ca-bundle")
-        .arg(ca_bundle)
-        .output()
-        .unwrap_or_else(|e| panic!("running {}: {e}", mesh_admission().display()));
-    assert!(
-        output.status.success(),
-        "mesh-admission webhook-config failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let config =
-        String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("webhook-config printed {e}"));
+    let config = printed_config(&[
+        OsStr::new("--url"),
+        OsStr::new(url),
+        OsStr::new("--ca-bundle"),
+        ca_bundle.as_os_str(),
+    ]);
     if std::env::var("BENCH_E2E_MATCH_CONDITIONS").as_deref() != Ok("0") {
         return config;
     }

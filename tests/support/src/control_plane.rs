@@ -224,6 +224,20 @@ impl ControlPlane {
         stderr
     }
 
+    /// Every object of the kinds `mesh-admission render` reads, in every namespace, as one List
+    /// (`kubectl get -A -o json`): the cluster as render's input.
+    pub fn render_inputs(&self) -> String {
+        self.kubectl_ok([
+            "get",
+            "helmreleases.helm.toolkit.fluxcd.io,services,namespaces,deployments,statefulsets,\
+             daemonsets,replicasets,pods,virtualservices,networkpolicies,peerauthentications,\
+             authorizationpolicies",
+            "-A",
+            "-o",
+            "json",
+        ])
+    }
+
     /// `kubectl get ARGS -o json`: the object (or List) as the API serves it.
     pub fn get_json<I, S>(&self, args: I) -> serde_json::Value
     where

@@ -21,6 +21,7 @@ pub mod certs;
 pub mod client;
 pub mod control_plane;
 pub mod controller;
+pub mod fixtures;
 pub mod http;
 pub mod istiod;
 pub mod listener;

@@ -5,9 +5,10 @@
 //! (and refuses loopback ones), over HTTP/1.1, verifying the certificate for `SERVICE.NAMESPACE.svc`.
 //! Each replica is killed by its PID on drop, also when a test panics.
 
+use std::ffi::OsStr;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -15,7 +16,8 @@ use serde_json::{Value, json};
 
 use crate::control_plane::advertise_address;
 use crate::server::Server;
-use crate::{ControlPlane, generate_certs, mesh_admission, metrics, procfs};
+use crate::webhook::printed_config;
+use crate::{ControlPlane, generate_certs, metrics, procfs};
 
 pub const SERVICE: &str = "mesh-admission";
 pub const NAMESPACE: &str = "mesh-system";
@@ -59,21 +61,14 @@ impl Replicas {
     /// `mesh-admission webhook-config` by Service (as the chart registers it) with `failure_policy`,
     /// applied.
     pub fn register(&self, cp: &ControlPlane, failure_policy: &str) {
-        let config = Command::new(mesh_admission())
-            .args(["webhook-config", "--failure-policy", failure_policy])
-            .arg("--ca-bundle")
-            .arg(self.certs.join("ca.crt"))
-            .output()
-            .unwrap();
-        assert!(
-            config.status.success(),
-            "mesh-admission webhook-config failed: {}",
-            String::from_utf8_lossy(&config.stderr)
-        );
-        cp.kubectl_stdin_ok(
-            ["apply", "-f", "-"],
-            &String::from_utf8(config.stdout).unwrap(),
-        );
+        let ca = self.certs.join("ca.crt");
+        let config = printed_config(&[
+            OsStr::new("--failure-policy"),
+            OsStr::new(failure_policy),
+            OsStr::new("--ca-bundle"),
+            ca.as_os_str(),
+        ]);
+        cp.kubectl_stdin_ok(["apply", "-f", "-"], &config);
     }
 
     /// Starts a replica called `name`; returns once its admin `/readyz` answers 200.

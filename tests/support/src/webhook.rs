@@ -1,10 +1,10 @@
 //! `mesh-admission serve` for a [`ControlPlane`]: its own certificates from `mesh-admission certs`,
 //! its log in the control plane's log folder, registered with exactly what `webhook-config` prints.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,8 +14,21 @@ use rustls::pki_types::ServerName;
 use crate::certs::{SecretVolume, generate_certs};
 use crate::client::client_config;
 use crate::control_plane::ControlPlane;
-use crate::process::mesh_admission;
+use crate::process::mesh_admission_stdin;
 use crate::server::Server;
+
+/// What `mesh-admission webhook-config ARGS` prints; fails the test unless it succeeded.
+pub fn printed_config(args: &[&OsStr]) -> String {
+    let mut all = vec![OsStr::new("webhook-config")];
+    all.extend_from_slice(args);
+    let output = mesh_admission_stdin(&all, "");
+    assert!(
+        output.status.success(),
+        "mesh-admission webhook-config {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap_or_else(|e| panic!("webhook-config printed {e}"))
+}
 
 /// How long the apiserver may take to start calling a newly registered webhook configuration.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -124,19 +137,15 @@ impl Webhook {
 
     /// What `mesh-admission webhook-config --url URL --ca-bundle CA --failure-policy POLICY` prints.
     pub fn config(&self, failure_policy: &str) -> String {
-        let config = Command::new(mesh_admission())
-            .args(["webhook-config", "--url", &self.url])
-            .args(["--failure-policy", failure_policy])
-            .arg("--ca-bundle")
-            .arg(self.ca_file())
-            .output()
-            .unwrap();
-        assert!(
-            config.status.success(),
-            "mesh-admission webhook-config failed: {}",
-            String::from_utf8_lossy(&config.stderr)
-        );
-        String::from_utf8(config.stdout).unwrap()
+        let ca = self.ca_file();
+        printed_config(&[
+            OsStr::new("--url"),
+            OsStr::new(&self.url),
+            OsStr::new("--failure-policy"),
+            OsStr::new(failure_policy),
+            OsStr::new("--ca-bundle"),
+            ca.as_os_str(),
+        ])
     }
 
     /// `kubectl apply -f -` of `config` (the [`Webhook::config`] output, possibly edited), then, as
