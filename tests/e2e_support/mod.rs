@@ -714,6 +714,8 @@ pub struct WebhookOptions {
     /// Another build of `mesh-admission` to serve with (a benchmark's baseline); the crate's own
     /// binary when `None`.
     pub binary: Option<PathBuf>,
+    /// `--listen ADDRESS:PORT`; `127.0.0.1:0` when `None`.
+    pub listen: Option<String>,
 }
 
 impl Webhook {
@@ -765,13 +767,9 @@ impl Webhook {
         let child = Command::new(&binary)
             // As the image and the chart run it (src/main.rs says why).
             .env("MIMALLOC_PURGE_DELAY", "0")
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
+            .args(["serve", "--listen"])
+            .arg(options.listen.as_deref().unwrap_or("127.0.0.1:0"))
+            .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .arg("--tls-cert")
             .arg(serving.join("tls.crt"))
