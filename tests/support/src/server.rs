@@ -15,11 +15,15 @@ use crate::process::{ChildGuard, listening, mesh_admission, spawn_logged, wait_s
 /// How long `serve` may take to log `listening` and answer `/readyz`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// `binary serve` on ephemeral 127.0.0.1 ports with `tls_dir`'s `tls.crt` and `tls.key`.
-pub fn serve_command(binary: &Path, tls_dir: &Path) -> Command {
+/// Where [`serve_command`] listens unless told otherwise: an ephemeral 127.0.0.1 port.
+pub const LOOPBACK: &str = "127.0.0.1:0";
+
+/// `binary serve` on `listen` (an ephemeral admin port on 127.0.0.1) with `tls_dir`'s `tls.crt`
+/// and `tls.key`.
+pub fn serve_command(binary: &Path, tls_dir: &Path, listen: &str) -> Command {
     let mut command = Command::new(binary);
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--tls-cert")
         .arg(tls_dir.join("tls.crt"))
@@ -55,8 +59,20 @@ impl Server {
         args: &[String],
         log: &Path,
     ) -> Server {
+        Server::start_on(LOOPBACK, binary, tls_dir, args, log)
+    }
+
+    /// [`Server::start_with`] listening on `listen` (e.g. the machine's non-loopback address, to be
+    /// called by Service through an EndpointSlice).
+    pub fn start_on(
+        listen: &str,
+        binary: Option<&Path>,
+        tls_dir: &Path,
+        args: &[String],
+        log: &Path,
+    ) -> Server {
         let binary = binary.unwrap_or_else(|| mesh_admission());
-        let mut command = serve_command(binary, tls_dir);
+        let mut command = serve_command(binary, tls_dir, listen);
         command
             // As the image and the chart run it (src/main.rs says why).
             .env("MIMALLOC_PURGE_DELAY", "0")

@@ -41,6 +41,8 @@ pub struct WebhookOptions {
     /// Another build of `mesh-admission` to serve with (a benchmark's baseline); the crate's own
     /// binary when `None`.
     pub binary: Option<PathBuf>,
+    /// `--listen ADDRESS:PORT`; an ephemeral 127.0.0.1 port when `None`.
+    pub listen: Option<String>,
 }
 
 impl Webhook {
@@ -67,7 +69,13 @@ impl Webhook {
             .to_owned();
         let log = cp.logs().join(format!("mesh-admission-{n}.log"));
         let started = Instant::now();
-        let server = Server::start_with(options.binary.as_deref(), &serving, &options.args, &log);
+        let server = Server::start_on(
+            options.listen.as_deref().unwrap_or(crate::server::LOOPBACK),
+            options.binary.as_deref(),
+            &serving,
+            &options.args,
+            &log,
+        );
         let url = server.url();
         eprintln!(
             "e2e: mesh-admission serving {url} (admin {}), ready in {:.1?}, log {}",
