@@ -31,7 +31,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -348,7 +348,7 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
         &cp,
         &WebhookOptions {
             binary: std::env::var_os("BENCH_E2E_BIN").map(PathBuf::from),
-            listen: Some(SocketAddr::new(host, 0).to_string()),
+            listen: Some(host),
             ..WebhookOptions::default()
         },
     );
@@ -364,7 +364,7 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
             &cp,
             &WebhookOptions {
                 binary: Some(binary),
-                listen: Some(SocketAddr::new(host, 0).to_string()),
+                listen: Some(host),
                 ..WebhookOptions::default()
             },
         )

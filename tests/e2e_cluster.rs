@@ -710,20 +710,9 @@ impl Load {
 /// The client ports of the established TCP connections to 127.0.0.1:`port` (from /proc/net/tcp, as
 /// the server's side sees them).
 fn client_ports(port: u16) -> std::collections::BTreeSet<u16> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!("0100007F:{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let established = fields.get(3) == Some(&"01");
-            let remote = fields.get(2)?.split_once(':')?.1;
-            (established && fields.get(1) == Some(&local.as_str()))
-                .then(|| u16::from_str_radix(remote, 16).ok())
-                .flatten()
-        })
-        .collect()
+    let local = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+    let peers = testkit::procfs::tcp_peers(local);
+    peers.iter().map(std::net::SocketAddr::port).collect()
 }
 
 #[test]

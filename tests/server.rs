@@ -666,7 +666,7 @@ async fn validation_denials_and_warnings_reach_the_apiserver_as_it_expects() {
 
 /// `serve` on ephemeral ports with default (text) logs and the pair in `dir`.
 fn serve_with_pair_in(dir: &std::path::Path) -> std::process::Command {
-    testkit::server::serve_command(testkit::mesh_admission(), dir, testkit::server::LOOPBACK)
+    testkit::server::serve_command(testkit::mesh_admission(), dir)
 }
 
 #[test]

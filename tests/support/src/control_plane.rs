@@ -9,7 +9,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::certs::{ApiserverPki, apiserver_pki};
 use crate::client::client_config;
 use crate::http::{admin_get, https_get, status};
-use crate::process::{ChildGuard, TOOLS_HINT, spawn_logged, temp_dir, tool};
+use crate::process::{ChildGuard, TOOLS_HINT, free_ports, spawn_logged, temp_dir, tool};
 
 const BUILD_HINT: &str = "bash hack/build-control-plane.sh";
 /// How long etcd and then kube-apiserver may take to answer their health checks.
@@ -473,13 +473,6 @@ impl Drop for ControlPlane {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
-}
-
-/// `N` distinct ports that were free on 127.0.0.1 a moment ago.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: [TcpListener; N] =
-        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
-    listeners.map(|l| l.local_addr().unwrap().port())
 }
 
 /// A non-loopback IPv4 address of this machine for `--advertise-address` (the apiserver refuses

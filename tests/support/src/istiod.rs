@@ -6,16 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::{ControlPlane, admin_get, mesh_admission};
+use crate::http::status;
+use crate::process::{ChildGuard, TOOLS_HINT, free_ports, spawn_logged, tool, wait_until};
+use crate::{ControlPlane, admin_get, certs, metrics};
 
 const BUILD_HINT: &str = "bash hack/build-istiod.sh";
 /// istiod is ready 1-3 s after its start on an idle machine; the test machine is shared.
@@ -27,13 +29,7 @@ pub const ISTIO_NAMESPACE: &str = "istio-system";
 
 /// `.tools/istiod/NAME`, failing the test with the command that provides it when it is missing.
 pub fn istiod_tool(name: &str) -> PathBuf {
-    let path = crate::process::checkout().join(".tools/istiod").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `{BUILD_HINT}` first (the end-to-end tests with istiod need it)",
-        path.display()
-    );
-    path
+    tool(&format!(".tools/istiod/{name}"), BUILD_HINT)
 }
 
 /// The ConfigMaps `istio` and `istio-sidecar-injector` as `hack/build-istiod.sh` rendered them.
@@ -76,16 +72,9 @@ pub fn chart_documented_istiod_values() -> Value {
     yaml_serde::from_str(&block.join("\n")).unwrap()
 }
 
-/// Free 127.0.0.1 ports, distinct, each free a moment ago.
-fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: [TcpListener; N] =
-        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
-    listeners.map(|l| l.local_addr().unwrap().port())
-}
-
 /// A running istiod.
 pub struct Istiod {
-    child: Option<Child>,
+    child: Option<ChildGuard>,
     log: PathBuf,
     /// `--httpAddr`: `/ready`.
     http: SocketAddr,
@@ -116,23 +105,8 @@ impl Istiod {
         for d in [&certs, &workdir] {
             fs::create_dir_all(d).unwrap();
         }
-        let generated = Command::new(mesh_admission())
-            .args([
-                "certs",
-                "--service",
-                "istiod",
-                "--namespace",
-                ISTIO_NAMESPACE,
-            ])
-            .arg("--out")
-            .arg(&certs)
-            .output()
-            .unwrap();
-        assert!(
-            generated.status.success(),
-            "mesh-admission certs failed: {}",
-            String::from_utf8_lossy(&generated.stderr)
-        );
+        let service = ["--service", "istiod", "--namespace", ISTIO_NAMESPACE];
+        certs::issue(&certs, &service).unwrap_or_else(|e| panic!("{e}"));
 
         if cp
             .kubectl(["get", "namespace", ISTIO_NAMESPACE])
@@ -159,11 +133,11 @@ impl Istiod {
                 .and_then(|l| l.local_addr())
                 .unwrap_or_else(|e| panic!("no free port on {webhooks}: {e}"));
             let addr = |port: u16| format!("127.0.0.1:{port}");
-            let file = fs::File::create(&log).unwrap();
             // The recipe of DESIGN.md section 11: from an empty working directory (no mesh or
             // injection files, so istiod reads the ConfigMaps), every listener on 127.0.0.1, and the
             // three TLS flags together (one alone is ignored).
-            let child = Command::new(&binary)
+            let mut command = Command::new(&binary);
+            command
                 .current_dir(&workdir)
                 .env("POD_NAMESPACE", ISTIO_NAMESPACE)
                 .env("REVISION", "default")
@@ -189,12 +163,8 @@ impl Istiod {
                 .arg("--tlsKeyFile")
                 .arg(certs.join("tls.key"))
                 .arg("--caCertFile")
-                .arg(certs.join("ca.crt"))
-                .stdin(Stdio::null())
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+                .arg(certs.join("ca.crt"));
+            let child = spawn_logged(&mut command, &log);
             let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
             let mut istiod = Istiod {
                 child: Some(child),
@@ -230,12 +200,11 @@ impl Istiod {
     /// Waits for `/ready`; the log when the process exited first.
     fn wait_ready(&mut self, started: Instant) -> Result<(), String> {
         loop {
-            let ready = admin_get(self.http, "/ready").is_ok_and(|r| r.starts_with("HTTP/1.1 200"));
-            if ready {
+            if admin_get(self.http, "/ready").is_ok_and(|r| status(&r) == 200) {
                 return Ok(());
             }
             let child = self.child.as_mut().unwrap();
-            if child.try_wait().unwrap().is_some() {
+            if child.0.try_wait().unwrap().is_some() {
                 self.child = None;
                 return Err(self.log());
             }
@@ -282,7 +251,7 @@ impl Istiod {
     pub fn pid(&self) -> u32 {
         self.child
             .as_ref()
-            .map(Child::id)
+            .map(ChildGuard::pid)
             .expect("istiod was stopped")
     }
 
@@ -359,48 +328,28 @@ impl Istiod {
         });
     }
 
-    fn wait_until(&self, cp: &ControlPlane, what: &str, mut called: impl FnMut() -> bool) {
-        let started = Instant::now();
-        while !called() {
-            assert!(
-                started.elapsed() < REGISTER_TIMEOUT,
-                "the apiserver did not call istiod's {what} at https://{} within {REGISTER_TIMEOUT:?} \
-                 (istiod log {}, control plane logs {})",
-                self.https,
-                self.log.display(),
-                cp.logs().display()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    fn wait_until(&self, cp: &ControlPlane, what: &str, called: impl FnMut() -> bool) {
+        let what = format!(
+            "the apiserver calling istiod's {what} at https://{} (istiod log {}, control plane \
+             logs {})",
+            self.https,
+            self.log.display(),
+            cp.logs().display()
+        );
+        wait_until(&what, REGISTER_TIMEOUT, Duration::from_millis(200), called);
     }
 
     /// The sum of every series of the counter `name` on istiod's `/metrics` (0 when absent).
     pub fn counter(&self, name: &str) -> f64 {
         let reply = admin_get(self.monitoring, "/metrics")
             .unwrap_or_else(|e| panic!("GET /metrics from istiod at {}: {e}", self.monitoring));
-        assert!(reply.starts_with("HTTP/1.1 200"), "{reply:.300}");
-        reply
-            .lines()
-            .filter(|line| {
-                line.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        assert_eq!(status(&reply), 200, "{reply:.300}");
+        metrics::sum(&reply, name)
     }
 
     /// Stops istiod (SIGKILL to its PID) and waits for it to exit.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Istiod {
-    fn drop(&mut self) {
-        self.stop();
+        self.child = None;
     }
 }
 
@@ -423,7 +372,7 @@ pub fn names(list: &Value) -> Vec<&str> {
 /// `helm template` of one template of one of the charts `hack/build-istiod.sh` copied from the Istio
 /// module, with `--set` values, as objects.
 fn helm_template(chart: &str, template: &str, set: &[String]) -> Vec<Value> {
-    let helm = crate::process::checkout().join(".tools/bin/helm");
+    let helm = tool(".tools/bin/helm", TOOLS_HINT);
     let mut command = Command::new(&helm);
     command
         .args(["template", "istiod"])

@@ -5,6 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -31,12 +32,12 @@ pub fn shared_crds() -> PathBuf {
 /// What provides the programs under `.tools/` that the tests run.
 pub const TOOLS_HINT: &str = "bash hack/install-tools.sh";
 
-/// A program under this checkout's `.tools/` (`relative` to the checkout); a missing one fails the
+/// A program or folder under this checkout's `.tools/` (`relative` to the checkout); a missing one fails the
 /// test with `hint`, the command that provides it.
 pub fn tool(relative: &str, hint: &str) -> PathBuf {
     let path = checkout().join(relative);
     assert!(
-        path.is_file(),
+        path.exists(),
         "{} is missing: run `{hint}` first (the end-to-end tests need it)",
         path.display()
     );
@@ -144,6 +145,13 @@ pub fn run_command(subcommand: &str, args: &[&str], stdin: &str) -> (i32, String
         String::from_utf8(out.stdout).unwrap(),
         String::from_utf8(out.stderr).unwrap(),
     )
+}
+
+/// `N` distinct ports that were free on 127.0.0.1 a moment ago.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: [TcpListener; N] =
+        std::array::from_fn(|_| TcpListener::bind("127.0.0.1:0").unwrap());
+    listeners.map(|l| l.local_addr().unwrap().port())
 }
 
 /// Calls `check` every `every` until it gives a value; fails the test with `what` after `limit`.

@@ -2,6 +2,7 @@
 //! machine's load, to tell a quiet machine from a busy one in benchmark results.
 
 use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -72,4 +73,32 @@ pub fn load_average() -> String {
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "?".to_owned())
+}
+
+/// The peers of the established TCP connections whose local end is `local` (an IPv4 address), from
+/// `/proc/net/tcp`: the connections a server on this machine has accepted, as it sees them.
+pub fn tcp_peers(local: SocketAddrV4) -> Vec<SocketAddr> {
+    // Addresses are the u32 of the address in host (little-endian) order, then the port, in hex.
+    let hex = |addr: &SocketAddrV4| {
+        let ip = u32::from_le_bytes(addr.ip().octets());
+        format!("{ip:08X}:{:04X}", addr.port())
+    };
+    let parse = |text: &str| {
+        let (ip, port) = text.split_once(':')?;
+        let ip = Ipv4Addr::from(u32::from_str_radix(ip, 16).ok()?.to_le_bytes());
+        Some(SocketAddr::from((ip, u16::from_str_radix(port, 16).ok()?)))
+    };
+    let local = hex(&local);
+    let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let established = fields.get(3) == Some(&"01");
+            (established && fields.get(1) == Some(&local.as_str()))
+                .then(|| parse(fields.get(2)?))
+                .flatten()
+        })
+        .collect()
 }

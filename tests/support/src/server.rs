@@ -3,7 +3,7 @@
 //! drop (also when a test panics).
 
 use std::fs;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,15 +15,18 @@ use crate::process::{ChildGuard, listening, mesh_admission, spawn_logged, wait_s
 /// How long `serve` may take to log `listening` and answer `/readyz`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Where [`serve_command`] listens unless told otherwise: an ephemeral 127.0.0.1 port.
-pub const LOOPBACK: &str = "127.0.0.1:0";
+/// `binary serve` on ephemeral 127.0.0.1 ports with `tls_dir`'s `tls.crt` and `tls.key`.
+pub fn serve_command(binary: &Path, tls_dir: &Path) -> Command {
+    serve_command_at(binary, Ipv4Addr::LOCALHOST.into(), tls_dir)
+}
 
-/// `binary serve` on `listen` (an ephemeral admin port on 127.0.0.1) with `tls_dir`'s `tls.crt`
-/// and `tls.key`.
-pub fn serve_command(binary: &Path, tls_dir: &Path, listen: &str) -> Command {
+/// [`serve_command`] with the webhook port on `ip` (the admin port stays on 127.0.0.1).
+fn serve_command_at(binary: &Path, ip: IpAddr, tls_dir: &Path) -> Command {
     let mut command = Command::new(binary);
     command
-        .args(["serve", "--listen", listen])
+        .arg("serve")
+        .arg("--listen")
+        .arg(SocketAddr::new(ip, 0).to_string())
         .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--tls-cert")
         .arg(tls_dir.join("tls.crt"))
@@ -59,20 +62,20 @@ impl Server {
         args: &[String],
         log: &Path,
     ) -> Server {
-        Server::start_on(LOOPBACK, binary, tls_dir, args, log)
+        Server::start_at(Ipv4Addr::LOCALHOST.into(), binary, tls_dir, args, log)
     }
 
-    /// [`Server::start_with`] listening on `listen` (e.g. the machine's non-loopback address, to be
-    /// called by Service through an EndpointSlice).
-    pub fn start_on(
-        listen: &str,
+    /// [`Server::start_with`] with the webhook port on `ip` (a replica the apiserver reaches by a
+    /// Service's endpoint, which may not be a loopback address).
+    pub fn start_at(
+        ip: IpAddr,
         binary: Option<&Path>,
         tls_dir: &Path,
         args: &[String],
         log: &Path,
     ) -> Server {
         let binary = binary.unwrap_or_else(|| mesh_admission());
-        let mut command = serve_command(binary, tls_dir, listen);
+        let mut command = serve_command_at(binary, ip, tls_dir);
         command
             // As the image and the chart run it (src/main.rs says why).
             .env("MIMALLOC_PURGE_DELAY", "0")

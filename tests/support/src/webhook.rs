@@ -41,8 +41,8 @@ pub struct WebhookOptions {
     /// Another build of `mesh-admission` to serve with (a benchmark's baseline); the crate's own
     /// binary when `None`.
     pub binary: Option<PathBuf>,
-    /// `--listen ADDRESS:PORT`; an ephemeral 127.0.0.1 port when `None`.
-    pub listen: Option<String>,
+    /// The address the webhook port listens on (an ephemeral port); 127.0.0.1 when `None`.
+    pub listen: Option<std::net::IpAddr>,
 }
 
 impl Webhook {
@@ -69,8 +69,10 @@ impl Webhook {
             .to_owned();
         let log = cp.logs().join(format!("mesh-admission-{n}.log"));
         let started = Instant::now();
-        let server = Server::start_on(
-            options.listen.as_deref().unwrap_or(crate::server::LOOPBACK),
+        let server = Server::start_at(
+            options
+                .listen
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
             options.binary.as_deref(),
             &serving,
             &options.args,
