@@ -19,17 +19,14 @@
 //! after it; only a request the apiserver never saw (hyper handed it back unsent, or HTTP/2 refused
 //! it before processing) is retried, once, as Go's transport does, and counted in `retried_unsent`.
 
-use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use hyper::header::{self, HeaderValue};
 use serde_json::{Value, json};
-use testkit::Protocol;
-use testkit::load::{self, Plan, PodCreations, Report, Target, parse_duration};
+use testkit::load::{self, Plan, PodCreations, Report, Target, parse_duration, pods_target};
 
 /// Beyond this a run is not a benchmark of this tool's kind.
 const MAX_COUNT: u64 = 10_000_000;
@@ -73,53 +70,12 @@ struct Args {
 
 /// Where and what to send, from the arguments.
 fn target(args: &Args) -> Result<(Target, PodCreations), String> {
-    let base: hyper::Uri = args
-        .url
-        .parse()
-        .map_err(|e| format!("--url {:?}: {e}", args.url))?;
-    if base.scheme_str() != Some("https") {
-        return Err(format!("--url {:?}: only https is supported", args.url));
-    }
-    let host = base
-        .host()
-        .ok_or_else(|| format!("--url {:?} has no host", args.url))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    let port = base.port_u16().unwrap_or(443);
-    let authority = if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("--url {:?}: {e}", args.url))?
-        .next()
-        .ok_or_else(|| format!("--url {:?}: no address", args.url))?;
     let token = std::fs::read_to_string(&args.token_file)
         .map_err(|e| format!("{}: {e}", args.token_file.display()))?;
-    let authorization = HeaderValue::try_from(format!("Bearer {}", token.trim()))
-        .map_err(|_| format!("{}: not a valid token", args.token_file.display()))?;
+    let target = pods_target(&args.url, &args.ca, &token, &args.namespace, args.timeout)
+        .map_err(|e| format!("--url {}, --ca, --token-file: {e}", args.url))?;
     let pod = std::fs::read(&args.pod).map_err(|e| format!("{}: {e}", args.pod.display()))?;
     let pods = PodCreations::new(pod).map_err(|e| format!("{}: {e}", args.pod.display()))?;
-    let target = Target {
-        addr,
-        server_name: host,
-        authority,
-        protocol: Protocol::Http2,
-        connector: load::tls_connector(&args.ca, Protocol::Http2)?,
-        path: format!("/api/v1/namespaces/{}/pods", args.namespace),
-        headers: vec![
-            (header::AUTHORIZATION, authorization),
-            (
-                header::USER_AGENT,
-                HeaderValue::from_static("pod_load (mesh-admission bench-e2e)"),
-            ),
-        ],
-        connect_timeout: args.timeout,
-        request_timeout: args.timeout,
-    };
     Ok((target, pods))
 }
 

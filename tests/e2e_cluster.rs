@@ -12,7 +12,6 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +23,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use testkit::load::PodCreations;
+use testkit::pod_traffic::PodTraffic;
 use testkit::{
     ApiClient, ControlPlane, Webhook, WebhookOptions, mesh_admission, mesh_admission_stdin,
     metrics, runtime, shared_crds, wait_until,
@@ -617,6 +618,7 @@ fn a_later_mutating_webhook_gets_ours_called_again_and_ours_adds_nothing_the_sec
 }
 
 /// The pod the load creates as `name`.
+/// The pod [`timed_creations`] creates as `name`.
 fn load_pod(name: &str) -> Value {
     json!({
         "apiVersion": "v1",
@@ -626,86 +628,24 @@ fn load_pod(name: &str) -> Value {
     })
 }
 
-/// Pods being created in `demo` by [`LOAD_WORKERS`] tasks over one HTTP/2 connection, until
-/// [`Load::finish`].
-struct Load {
-    created: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+/// Pods created in `demo` in the background, [`LOAD_IN_FLIGHT`] at a time over one HTTP/2
+/// connection, as client-go sends them.
+fn pod_traffic(runtime: &tokio::runtime::Runtime, cp: &ControlPlane) -> PodTraffic {
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "load-"},
+        "spec": {"containers": [{"name": "app", "image": "example/app:1"}]},
+    });
+    let pods = PodCreations::new(pod.to_string().into_bytes()).unwrap();
+    PodTraffic::start(runtime, cp, "demo", pods, LOAD_IN_FLIGHT, LOAD_LIMITS)
 }
 
-const LOAD_WORKERS: usize = 4;
-/// Bounds of each load worker: pods and time.
-const LOAD_MAX_PODS: usize = 2_000;
-const LOAD_MAX_TIME: Duration = Duration::from_secs(120);
-
-impl Load {
-    fn start(runtime: &tokio::runtime::Runtime, api: Arc<ApiClient>) -> Load {
-        let created = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let workers = (0..LOAD_WORKERS)
-            .map(|worker| {
-                let (api, created, failures, stop) =
-                    (api.clone(), created.clone(), failures.clone(), stop.clone());
-                runtime.spawn(async move {
-                    let started = Instant::now();
-                    for i in 0..LOAD_MAX_PODS {
-                        if stop.load(Ordering::Relaxed) || started.elapsed() > LOAD_MAX_TIME {
-                            break;
-                        }
-                        let name = format!("load-{worker}-{i}");
-                        match api
-                            .post("/api/v1/namespaces/demo/pods", &load_pod(&name))
-                            .await
-                        {
-                            Ok((201, _)) => {
-                                created.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok((status, answer)) => failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("{name}: {status} {}", answer["message"])),
-                            Err(error) => failures.lock().unwrap().push(error),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            created,
-            failures,
-            stop,
-            workers,
-        }
-    }
-
-    fn created(&self) -> usize {
-        self.created.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `more` pods were created after this call.
-    fn wait_for_more(&self, more: usize) {
-        let target = self.created() + more;
-        wait_until(
-            &format!("{target} pods created"),
-            Duration::from_secs(30),
-            POLL,
-            || self.created() >= target || !self.failures.lock().unwrap().is_empty(),
-        );
-    }
-
-    /// Stops the workers; returns how many pods they created and every failed creation.
-    fn finish(self, runtime: &tokio::runtime::Runtime) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers {
-            runtime.block_on(worker).unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.created.load(Ordering::Relaxed), failures)
-    }
-}
+const LOAD_IN_FLIGHT: usize = 4;
+/// Bounds of the pod traffic: pods and time.
+const LOAD_LIMITS: (u64, Duration) = (8_000, Duration::from_secs(120));
+/// How long the pod traffic may take for the pods a step waits for.
+const LOAD_STEP: Duration = Duration::from_secs(30);
 
 /// The client ports of the established TCP connections to 127.0.0.1:`port` (from /proc/net/tcp, as
 /// the server's side sees them).
@@ -732,10 +672,9 @@ fn rotating_the_serving_pair_twice_under_pod_traffic_fails_no_creation() {
     assert_eq!(reloads(), 0.0);
 
     let runtime = runtime();
-    let api = Arc::new(runtime.block_on(ApiClient::connect(&cp)));
     let mut served = webhook.served_certificate();
-    let load = Load::start(&runtime, api);
-    load.wait_for_more(20);
+    let load = pod_traffic(&runtime, &cp);
+    load.wait_for_more(20, LOAD_STEP);
     for round in 1..=2 {
         let pem = webhook.rotate();
         wait_until(
@@ -758,7 +697,7 @@ fn rotating_the_serving_pair_twice_under_pod_traffic_fails_no_creation() {
             "round {round}"
         );
         served = now;
-        load.wait_for_more(20);
+        load.wait_for_more(20, LOAD_STEP);
     }
 
     // The apiserver keeps its one HTTP/2 connection across both reloads. The registered CA in other
@@ -786,13 +725,17 @@ fn rotating_the_serving_pair_twice_under_pod_traffic_fails_no_creation() {
         POLL,
         || !client_ports(port).is_subset(&connected),
     );
-    load.wait_for_more(20);
-    let (created, failures) = load.finish(&runtime);
+    load.wait_for_more(20, LOAD_STEP);
+    let stats = load.finish(&runtime).stats;
+    let created = stats.outcome("created") as usize;
 
     assert_eq!(
-        failures,
-        Vec::<String>::new(),
-        "failed creations (logs: {})",
+        (stats.failed(), stats.unreached()),
+        (0, 0),
+        "failed creations: {:?}, {:?}; {:?} (logs: {})",
+        stats.failures,
+        stats.not_reached,
+        stats.samples,
         cp.logs().display()
     );
     assert!(created >= 60, "only {created} pods created");

@@ -26,6 +26,7 @@ pub mod istiod;
 pub mod listener;
 pub mod load;
 pub mod metrics;
+pub mod pod_traffic;
 pub mod process;
 pub mod procfs;
 pub mod rollout;

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http_body_util::BodyExt;
@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 pub use histogram::Histogram;
-pub use pods::PodCreations;
+pub use pods::{PodCreations, pods_target};
 pub use reviews::{BodyTemplate, Reviews};
 
 use crate::client::{
@@ -154,12 +154,51 @@ pub fn tls_connector(ca: &Path, protocol: Protocol) -> Result<TlsConnector, Stri
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// A run watched, and ended, from outside while it goes on.
+#[derive(Debug, Default)]
+pub struct Progress {
+    ok: AtomicU64,
+    not_ok: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Progress {
+    /// Valid replies so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Requests so far that failed or did not reach the server.
+    pub fn not_ok(&self) -> u64 {
+        self.not_ok.load(Ordering::Relaxed)
+    }
+
+    /// No request starts after this; the run ends once those under way are done.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+}
+
 /// Opens the connections (before the clock starts, so the run measures requests, not handshakes),
 /// then sends as `plan` says. `Err` when the plan is impossible or no connection could be opened.
 pub async fn run(
     target: Target,
     plan: Plan,
     workload: Arc<dyn Workload>,
+) -> Result<Report, String> {
+    run_with(target, plan, workload, Arc::default()).await
+}
+
+/// [`run`], counting in `progress` as it goes, until the plan's end or [`Progress::stop`].
+pub async fn run_with(
+    target: Target,
+    plan: Plan,
+    workload: Arc<dyn Workload>,
+    progress: Arc<Progress>,
 ) -> Result<Report, String> {
     let lanes_fit = match target.protocol {
         Protocol::Http1 => plan.in_flight == plan.connections,
@@ -183,6 +222,7 @@ pub async fn run(
     let mut ctx = Context {
         target,
         workload,
+        progress,
         server_name,
         uri,
         requests: AtomicU64::new(0),
@@ -362,6 +402,7 @@ impl Stats {
 struct Context {
     target: Target,
     workload: Arc<dyn Workload>,
+    progress: Arc<Progress>,
     server_name: ServerName<'static>,
     uri: hyper::Uri,
     /// Requests numbered so far.
@@ -525,6 +566,7 @@ async fn one_request(ctx: &Context, slot: &Slot, due: Instant, stats: &mut Stats
             Ok(conn) => conn,
             Err((reason, message)) => {
                 *stats.not_reached.entry(reason.into()).or_default() += 1;
+                ctx.progress.not_ok.fetch_add(1, Ordering::Relaxed);
                 stats.sample(reason, ctx.stamp(&id, &message));
                 // A server that is gone is not hammered: this lane pauses a little.
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -548,6 +590,7 @@ async fn one_request(ctx: &Context, slot: &Slot, due: Instant, stats: &mut Stats
                     continue;
                 }
                 *stats.not_reached.entry("unsent_twice".into()).or_default() += 1;
+                ctx.progress.not_ok.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Ok(Err(SendError::Failed(reason, message))) => Some((reason, message)),
@@ -561,6 +604,7 @@ async fn one_request(ctx: &Context, slot: &Slot, due: Instant, stats: &mut Stats
                 match ctx.workload.check(&id, &reply) {
                     Ok(said) => {
                         stats.ok += 1;
+                        ctx.progress.ok.fetch_add(1, Ordering::Relaxed);
                         for outcome in said {
                             *stats.outcomes.entry(outcome).or_default() += 1;
                         }
@@ -574,6 +618,7 @@ async fn one_request(ctx: &Context, slot: &Slot, due: Instant, stats: &mut Stats
         };
         if let Some((reason, message)) = reason_message {
             *stats.failures.entry(reason.into()).or_default() += 1;
+            ctx.progress.not_ok.fetch_add(1, Ordering::Relaxed);
             stats.sample(reason, ctx.stamp(&id, &message));
         }
         return;
@@ -582,7 +627,9 @@ async fn one_request(ctx: &Context, slot: &Slot, due: Instant, stats: &mut Stats
 
 async fn lane_loop(ctx: Arc<Context>, pacer: Arc<Pacer>, slot: Arc<Slot>) -> Stats {
     let mut stats = Stats::new();
-    while let Some(due) = pacer.take().await {
+    while !ctx.progress.stopped()
+        && let Some(due) = pacer.take().await
+    {
         one_request(&ctx, &slot, due, &mut stats).await;
     }
     stats
