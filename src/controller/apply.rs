@@ -84,7 +84,7 @@ async fn write(client: &Client, write: Write<'_>) -> Result<Written, WriteError>
             api.patch(&object.name, &params, &Patch::Apply(object))
                 .await
                 .map(|reply| {
-                    let version = reply.metadata.resource_version;
+                    let version = reply.metadata.identity.resource_version;
                     written.resource_version = version.and_then(|v| v.parse().ok());
                 })
         }

@@ -1,9 +1,11 @@
 //! Namespaces, HelmReleases, Services and workloads as the rules read them.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-use super::object::{Object, StringMap, Unread, or_default};
+use super::labels::Labels;
+use super::object::{Object, Unread, or_default};
+use super::selector::LabelSelector;
 use crate::policy::helmrelease::PREFIX;
 use crate::policy::kinds::Kind;
 
@@ -21,17 +23,16 @@ pub struct HelmReleaseSpec {
 }
 
 /// Whether an object's annotations (or a pod template's) carry a `servicemesh.bigbang.dev/` key.
-pub fn has_mesh_annotation(annotations: Option<&StringMap>) -> bool {
-    annotations.is_some_and(|a| a.keys().any(|k| k.starts_with(PREFIX)))
+pub fn has_mesh_annotation(annotations: &Labels) -> bool {
+    annotations.keys().any(|k| k.starts_with(PREFIX))
 }
 
 impl HelmRelease {
     /// Drops what no rule reads: labels, and annotations outside `servicemesh.bigbang.dev/`.
     pub fn keep_mesh_annotations(&mut self) {
-        self.metadata.labels = None;
-        if let Some(annotations) = self.metadata.annotations.as_mut() {
-            annotations.retain(|key, _| key.starts_with(PREFIX));
-        }
+        self.metadata.labels = Labels::default();
+        let annotations = &self.metadata.annotations;
+        self.metadata.annotations = annotations.filtered(|key, _| key.starts_with(PREFIX));
     }
 }
 
@@ -40,8 +41,8 @@ pub type Service = Object<ServiceSpec>;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 pub struct ServiceSpec {
-    #[serde(default)]
-    pub selector: Option<StringMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<Labels>,
     #[serde(default, deserialize_with = "or_default")]
     pub ports: Vec<ServicePort>,
 }
@@ -83,10 +84,10 @@ pub struct PodTemplate {
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct TemplateMeta {
-    #[serde(default)]
-    pub labels: Option<StringMap>,
-    #[serde(default)]
-    pub annotations: Option<StringMap>,
+    #[serde(default, deserialize_with = "or_default")]
+    pub labels: Labels,
+    #[serde(default, deserialize_with = "or_default")]
+    pub annotations: Labels,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
@@ -130,11 +131,7 @@ pub struct ContainerPort {
 
 impl PodTemplate {
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        self.metadata
-            .annotations
-            .as_ref()?
-            .get(key)
-            .map(String::as_str)
+        self.metadata.annotations.get(key)
     }
 
     /// The ports its pods serve: every `containerPort` of its containers and of its native
@@ -228,13 +225,13 @@ impl Workload {
 
     /// Whether its pods carry mesh annotations: all that `render` looks at workloads for.
     pub fn has_mesh_annotation(&self) -> bool {
-        has_mesh_annotation(self.template.metadata.annotations.as_ref())
+        has_mesh_annotation(&self.template.metadata.annotations)
     }
 
     pub fn of_templated(kind: &'static Kind, object: &Templated) -> Workload {
         Workload {
             kind,
-            metadata: identity(&object.metadata),
+            metadata: identity(&object.metadata.identity),
             selector: object.spec.selector.clone(),
             template: object.spec.template.clone(),
         }
@@ -244,7 +241,7 @@ impl Workload {
         let spec = &object.spec.job_template.spec;
         Workload {
             kind,
-            metadata: identity(&object.metadata),
+            metadata: identity(&object.metadata.identity),
             selector: spec.selector.clone(),
             template: spec.template.clone(),
         }
@@ -253,7 +250,7 @@ impl Workload {
     pub fn of_pod(kind: &'static Kind, pod: &Pod) -> Workload {
         Workload {
             kind,
-            metadata: identity(&pod.metadata),
+            metadata: identity(&pod.metadata.identity),
             selector: None,
             template: PodTemplate {
                 metadata: TemplateMeta {
@@ -296,7 +293,7 @@ mod tests {
         assert_eq!(workload.template.service_account(), "batch");
         assert_eq!(
             workload.template.metadata.labels,
-            Some(StringMap::from([("app".into(), "n".into())]))
+            Labels::from([("app", "n")])
         );
 
         let pod: Pod = serde_json::from_value(json!({
@@ -329,13 +326,8 @@ mod tests {
         .unwrap();
         release.keep_mesh_annotations();
         assert_eq!(release.spec.target_namespace.as_deref(), Some("t"));
-        assert_eq!(release.metadata.labels, None);
-        assert_eq!(
-            release.metadata.annotations,
-            Some(StringMap::from([(
-                "servicemesh.bigbang.dev/expose".into(),
-                "web".into()
-            )]))
-        );
+        assert!(release.metadata.labels.is_empty());
+        let kept = Labels::from([("servicemesh.bigbang.dev/expose", "web")]);
+        assert_eq!(release.metadata.annotations, kept);
     }
 }

@@ -3,12 +3,13 @@
 //! and what the cluster holds are compared field by field. Every field is optional, as in the
 //! CRDs: an absent field stays absent when written back.
 
-use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::{Deserialize, Serialize};
 
-use super::object::{Object, StringMap};
+use super::labels::Labels;
+use super::object::Object;
+use super::selector::LabelSelector;
 
-/// A NetworkPolicy, with the Kubernetes API's own spec type.
 pub type NetworkPolicy = Object<NetworkPolicySpec>;
 pub type PeerAuthentication = Object<PeerAuthenticationSpec>;
 pub type AuthorizationPolicy = Object<AuthorizationPolicySpec>;
@@ -20,11 +21,11 @@ pub type VirtualService = Object<VirtualServiceSpec>;
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadSelector {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub match_labels: Option<StringMap>,
+    pub match_labels: Option<Labels>,
 }
 
 impl WorkloadSelector {
-    pub fn labels(labels: &StringMap) -> Self {
+    pub fn labels(labels: &Labels) -> Self {
         WorkloadSelector {
             match_labels: Some(labels.clone()),
         }
@@ -32,8 +33,66 @@ impl WorkloadSelector {
 
     /// Whether it selects nothing in particular: Istio applies the object namespace-wide.
     pub fn is_empty(&self) -> bool {
-        self.match_labels.as_ref().is_none_or(StringMap::is_empty)
+        self.match_labels.as_ref().is_none_or(Labels::is_empty)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// NetworkPolicy (networking.k8s.io/v1), as the Kubernetes API spells it.
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_types: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<Vec<NetworkPolicyRule>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<Vec<NetworkPolicyRule>>,
+}
+
+/// An ingress rule (peers in `from`) or an egress rule (peers in `to`).
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+pub struct NetworkPolicyRule {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Vec<NetworkPolicyPeer>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<NetworkPolicyPeer>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<NetworkPolicyPort>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicyPeer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_block: Option<IpBlock>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+pub struct IpBlock {
+    #[serde(default)]
+    pub cidr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub except: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicyPort {
+    /// A number or a named container port; absent: every port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<IntOrString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_port: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
 }
 
 /// A policy's reference to a Gateway or waypoint (`targetRef`, `targetRefs`).

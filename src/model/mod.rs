@@ -8,6 +8,7 @@
 
 pub mod core;
 pub mod istio;
+pub mod labels;
 pub mod object;
 pub mod ownership;
 pub mod read;
@@ -20,7 +21,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -29,8 +30,10 @@ pub use self::core::{CronJob, HelmRelease, Namespace, Pod, Service, Templated, W
 pub use self::istio::{
     AuthorizationPolicy, DestinationRule, NetworkPolicy, PeerAuthentication, VirtualService,
 };
-pub use self::object::{Object, Served, StringMap};
+pub use self::labels::Labels;
+pub use self::object::{Metadata, Object, Served};
 pub use self::reference::ObjectRef;
+pub use self::selector::LabelSelector;
 pub use self::spire::ClusterSpiffeId;
 use crate::policy::kinds::{self, Kind, Modeled};
 
@@ -148,9 +151,9 @@ impl Model {
             name: workload.name().to_owned(),
             kind: workload.kind,
         };
-        for (label, value) in workload.template.metadata.labels.iter().flatten() {
+        for (label, value) in workload.template.metadata.labels.iter() {
             self.workload_labels
-                .entry((key.namespace.clone(), label.clone(), value.clone()))
+                .entry((key.namespace.clone(), label.to_owned(), value.to_owned()))
                 .or_default()
                 .push(key.clone());
         }
@@ -163,22 +166,19 @@ impl Model {
         namespace: &'a str,
         selector: &'a LabelSelector,
     ) -> Vec<&'a Arc<Workload>> {
-        let labels = |w: &Workload| w.template.metadata.labels.clone().unwrap_or_default();
+        let selects = |w: &&Arc<Workload>| selector.matches(&w.template.metadata.labels);
         let candidates = selector
             .match_labels
             .as_ref()
             .and_then(|m| m.iter().next())
             .map(|(key, value)| self.labelled(namespace, key, value));
         match candidates {
-            Some(candidates) => candidates
-                .into_iter()
-                .filter(|w| selector::matches(selector, &labels(w)))
-                .collect(),
+            Some(candidates) => candidates.into_iter().filter(selects).collect(),
             None => self
                 .workloads
                 .in_namespace(namespace)
                 .map(|(_, w)| w)
-                .filter(|w| selector::matches(selector, &labels(w)))
+                .filter(selects)
                 .collect(),
         }
     }
@@ -239,9 +239,12 @@ impl Model {
                     .get(kind, &subject.namespace, &subject.name)?
                     .metadata
             }
-            _ => self
-                .collection(kind)?
-                .metadata(kind, &subject.namespace, &subject.name)?,
+            _ => {
+                let collection = self.collection(kind)?;
+                &collection
+                    .metadata(kind, &subject.namespace, &subject.name)?
+                    .identity
+            }
         };
         meta.uid.as_deref()
     }
@@ -251,21 +254,21 @@ impl Model {
 /// that span kinds (someone else's object where ours would go) ask of them.
 pub trait Collection {
     /// The `metadata` of the object of `kind` at `namespace/name`.
-    fn metadata(&self, kind: &'static Kind, namespace: &str, name: &str) -> Option<&ObjectMeta>;
+    fn metadata(&self, kind: &'static Kind, namespace: &str, name: &str) -> Option<&Metadata>;
 
     /// The key and `metadata` of every object of `kind`.
-    fn all(&self, kind: &'static Kind) -> Box<dyn Iterator<Item = (&Key, &ObjectMeta)> + '_>;
+    fn all(&self, kind: &'static Kind) -> Box<dyn Iterator<Item = (&Key, &Metadata)> + '_>;
 
     /// The spec of the object of `kind` at `namespace/name`, as JSON.
     fn spec_json(&self, kind: &'static Kind, namespace: &str, name: &str) -> Option<Value>;
 }
 
 impl<S: Serialize> Collection for Objects<Object<S>> {
-    fn metadata(&self, kind: &'static Kind, namespace: &str, name: &str) -> Option<&ObjectMeta> {
+    fn metadata(&self, kind: &'static Kind, namespace: &str, name: &str) -> Option<&Metadata> {
         self.get(kind, namespace, name).map(|o| &o.metadata)
     }
 
-    fn all(&self, kind: &'static Kind) -> Box<dyn Iterator<Item = (&Key, &ObjectMeta)> + '_> {
+    fn all(&self, kind: &'static Kind) -> Box<dyn Iterator<Item = (&Key, &Metadata)> + '_> {
         Box::new(
             self.iter()
                 .filter(move |(key, _)| key.kind == kind)
@@ -372,7 +375,7 @@ impl Stored for HelmRelease {
     }
 
     fn rendered(&self) -> bool {
-        core::has_mesh_annotation(self.metadata.annotations.as_ref())
+        core::has_mesh_annotation(&self.metadata.annotations)
     }
 
     fn add_to(self: Arc<Self>, kind: &'static Kind, model: &mut Model) {
@@ -382,7 +385,7 @@ impl Stored for HelmRelease {
 
 /// `render` reads a workload only for the mesh annotations of its pods, and leaves one that
 /// another object owns to its owner.
-fn rendered_workload(meta: &ObjectMeta, template_annotations: Option<&StringMap>) -> bool {
+fn rendered_workload(meta: &ObjectMeta, template_annotations: &Labels) -> bool {
     let owned = meta
         .owner_references
         .as_ref()
@@ -392,10 +395,8 @@ fn rendered_workload(meta: &ObjectMeta, template_annotations: Option<&StringMap>
 
 impl Stored for Templated {
     fn rendered(&self) -> bool {
-        rendered_workload(
-            &self.metadata,
-            self.spec.template.metadata.annotations.as_ref(),
-        )
+        let template = &self.spec.template;
+        rendered_workload(&self.metadata.identity, &template.metadata.annotations)
     }
 
     fn add_to(self: Arc<Self>, kind: &'static Kind, model: &mut Model) {
@@ -406,7 +407,7 @@ impl Stored for Templated {
 impl Stored for CronJob {
     fn rendered(&self) -> bool {
         let template = &self.spec.job_template.spec.template;
-        rendered_workload(&self.metadata, template.metadata.annotations.as_ref())
+        rendered_workload(&self.metadata.identity, &template.metadata.annotations)
     }
 
     fn add_to(self: Arc<Self>, kind: &'static Kind, model: &mut Model) {
@@ -416,7 +417,7 @@ impl Stored for CronJob {
 
 impl Stored for Pod {
     fn rendered(&self) -> bool {
-        rendered_workload(&self.metadata, self.metadata.annotations.as_ref())
+        rendered_workload(&self.metadata.identity, &self.metadata.annotations)
     }
 
     fn add_to(self: Arc<Self>, kind: &'static Kind, model: &mut Model) {

@@ -6,7 +6,6 @@
 //! `values`, `managedFields`, `status`), which keeps a reflector's memory to what the rules need.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -15,8 +14,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::policy::kinds::Kind;
 
-/// A `map[string]string` such as `metadata.labels`.
-pub type StringMap = BTreeMap<String, String>;
+pub use super::labels::Labels;
 
 /// The annotation `kubectl apply` keeps the whole previous object in: never read, often the largest
 /// field of an object.
@@ -26,7 +24,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct Object<S> {
     #[serde(default, deserialize_with = "lean_metadata")]
-    pub metadata: ObjectMeta,
+    pub metadata: Metadata,
     #[serde(
         default,
         deserialize_with = "or_default",
@@ -35,30 +33,50 @@ pub struct Object<S> {
     pub spec: S,
 }
 
-impl<S> Object<S> {
+/// `metadata` as the model keeps it: the identity (kube's `ObjectMeta`, which its reflectors key
+/// objects by, holding name, namespace, uid, resourceVersion, owners and age only), and the labels
+/// and annotations as small maps.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Metadata {
+    pub identity: ObjectMeta,
+    pub labels: Labels,
+    pub annotations: Labels,
+}
+
+impl Metadata {
     pub fn name(&self) -> &str {
-        self.metadata.name.as_deref().unwrap_or_default()
+        self.identity.name.as_deref().unwrap_or_default()
     }
 
     pub fn namespace(&self) -> &str {
-        self.metadata.namespace.as_deref().unwrap_or_default()
+        self.identity.namespace.as_deref().unwrap_or_default()
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
-        label(&self.metadata, key)
+        self.labels.get(key)
     }
 
     pub fn annotation(&self, key: &str) -> Option<&str> {
-        annotation(&self.metadata, key)
+        self.annotations.get(key)
     }
 }
 
-pub fn label<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
-    meta.labels.as_ref()?.get(key).map(String::as_str)
-}
+impl<S> Object<S> {
+    pub fn name(&self) -> &str {
+        self.metadata.name()
+    }
 
-pub fn annotation<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
-    meta.annotations.as_ref()?.get(key).map(String::as_str)
+    pub fn namespace(&self) -> &str {
+        self.metadata.namespace()
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.metadata.label(key)
+    }
+
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata.annotation(key)
+    }
 }
 
 /// A part of an object that is not read at all (a Namespace's `spec`).
@@ -121,11 +139,11 @@ impl<S> kube::Resource for Object<S> {
     }
 
     fn meta(&self) -> &ObjectMeta {
-        &self.metadata
+        &self.metadata.identity
     }
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
+        &mut self.metadata.identity
     }
 }
 
@@ -143,9 +161,9 @@ struct LeanMeta {
     #[serde(default)]
     resource_version: Option<String>,
     #[serde(default)]
-    labels: Option<StringMap>,
+    labels: Option<Labels>,
     #[serde(default)]
-    annotations: Option<StringMap>,
+    annotations: Option<Labels>,
     #[serde(default)]
     owner_references: Option<Vec<Owner>>,
     #[serde(default)]
@@ -168,21 +186,16 @@ struct Owner {
     controller: Option<bool>,
 }
 
-fn lean_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMeta, D::Error> {
+fn lean_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Metadata, D::Error> {
     let Some(lean) = Option::<LeanMeta>::deserialize(deserializer)? else {
-        return Ok(ObjectMeta::default());
+        return Ok(Metadata::default());
     };
-    let mut annotations = lean.annotations;
-    if let Some(map) = annotations.as_mut() {
-        map.remove(LAST_APPLIED);
-    }
-    Ok(ObjectMeta {
+    let annotations = lean.annotations.unwrap_or_default();
+    let identity = ObjectMeta {
         name: lean.name,
         namespace: lean.namespace,
         uid: lean.uid,
         resource_version: lean.resource_version,
-        labels: lean.labels,
-        annotations,
         owner_references: lean.owner_references.map(|owners| {
             owners
                 .into_iter()
@@ -202,6 +215,11 @@ fn lean_metadata<'de, D: Deserializer<'de>>(deserializer: D) -> Result<ObjectMet
             .and_then(|t| t.parse().ok())
             .map(Time),
         ..ObjectMeta::default()
+    };
+    Ok(Metadata {
+        identity,
+        labels: lean.labels.unwrap_or_default(),
+        annotations: annotations.filtered(|key, _| key != LAST_APPLIED),
     })
 }
 
@@ -234,23 +252,21 @@ mod tests {
         .unwrap();
         assert_eq!((object.name(), object.namespace()), ("web", "apps"));
         assert_eq!(object.label("a"), Some("b"));
+        assert_eq!(object.metadata.annotations, Labels::from([("x", "y")]));
+        let identity = &object.metadata.identity;
+        assert!(identity.managed_fields.is_none() && identity.labels.is_none());
         assert_eq!(
-            object.metadata.annotations,
-            Some(StringMap::from([("x".into(), "y".into())]))
-        );
-        assert!(object.metadata.managed_fields.is_none());
-        assert_eq!(
-            object.metadata.owner_references.unwrap()[0].kind,
+            identity.owner_references.as_ref().unwrap()[0].kind,
             "ReplicaSet"
         );
-        assert!(object.metadata.creation_timestamp.is_some());
+        assert!(identity.creation_timestamp.is_some());
     }
 
     #[test]
     fn null_metadata_and_spec_read_as_empty() {
         let object: Object<Unread> =
             serde_json::from_value(json!({"metadata": null, "spec": null})).unwrap();
-        assert_eq!(object.metadata, ObjectMeta::default());
+        assert_eq!(object.metadata, Metadata::default());
     }
 
     #[test]

@@ -3,9 +3,8 @@
 //! `GROUP/KIND/NAMESPACE/NAME` (`core` for the core group), and the label `mesh-admission/owner`
 //! (16 hex digits of the SHA-256 of that text) finds an owner's objects. Written and read here only.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-use super::object::{StringMap, annotation, label};
+use super::labels::Labels;
+use super::object::Metadata;
 use super::reference::ObjectRef;
 
 /// The label every generated object carries, with [`MANAGED_BY_VALUE`].
@@ -43,28 +42,31 @@ impl ObjectRef {
 }
 
 /// Whether an object carries our managed-by label: ours to change and to delete.
-pub fn is_ours(meta: &ObjectMeta) -> bool {
-    label(meta, MANAGED_BY) == Some(MANAGED_BY_VALUE)
+pub fn is_ours(meta: &Metadata) -> bool {
+    meta.label(MANAGED_BY) == Some(MANAGED_BY_VALUE)
 }
 
 /// The owner label of one of our objects.
-pub fn owner_label_of(meta: &ObjectMeta) -> Option<&str> {
-    label(meta, OWNER_LABEL)
+pub fn owner_label_of(meta: &Metadata) -> Option<&str> {
+    meta.label(OWNER_LABEL)
 }
 
 /// The owner one of our objects names.
-pub fn owner_of(meta: &ObjectMeta) -> Option<ObjectRef> {
-    annotation(meta, OWNER_ANNOTATION).and_then(ObjectRef::parse_owner_ref)
+pub fn owner_of(meta: &Metadata) -> Option<ObjectRef> {
+    meta.annotation(OWNER_ANNOTATION)
+        .and_then(ObjectRef::parse_owner_ref)
 }
 
 /// The labels and annotations a generated object of `owner` carries.
-pub fn marks(owner: &ObjectRef) -> (StringMap, StringMap) {
+pub fn marks(owner: &ObjectRef) -> (Labels, Labels) {
+    let label = owner.owner_label();
+    let labels = Labels::from([
+        (MANAGED_BY, MANAGED_BY_VALUE),
+        (OWNER_LABEL, label.as_str()),
+    ]);
     (
-        StringMap::from([
-            (MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
-            (OWNER_LABEL.to_owned(), owner.owner_label()),
-        ]),
-        StringMap::from([(OWNER_ANNOTATION.to_owned(), owner.owner_ref())]),
+        labels,
+        Labels::from([(OWNER_ANNOTATION, owner.owner_ref().as_str())]),
     )
 }
 
@@ -97,16 +99,16 @@ mod tests {
                 Some(owner.clone())
             );
             let (labels, annotations) = marks(&owner);
-            let meta = ObjectMeta {
-                labels: Some(labels),
-                annotations: Some(annotations),
-                ..ObjectMeta::default()
+            let meta = Metadata {
+                labels,
+                annotations,
+                ..Metadata::default()
             };
             assert!(is_ours(&meta));
             assert_eq!(owner_of(&meta), Some(owner.clone()));
             assert_eq!(owner_label_of(&meta), Some(owner.owner_label().as_str()));
         }
         assert_eq!(ObjectRef::parse_owner_ref("nonsense"), None);
-        assert!(!is_ours(&ObjectMeta::default()));
+        assert!(!is_ours(&Metadata::default()));
     }
 }

@@ -2,36 +2,55 @@
 //! `NotIn`, `Exists`, `DoesNotExist`), all of which must hold. An empty selector selects everything;
 //! an operator Kubernetes does not know selects nothing.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::{Deserialize, Serialize};
 
-use super::object::StringMap;
+use super::labels::Labels;
 
-/// Whether `selector` selects an object with `labels`.
-pub fn matches(selector: &LabelSelector, labels: &StringMap) -> bool {
-    let equal = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(key, value)| labels.get(key) == Some(value));
-    equal
-        && selector.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+/// A Kubernetes label selector (a workload's, a NetworkPolicy's, a ClusterSPIFFEID's).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<Labels>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_expressions: Option<Vec<Requirement>>,
 }
 
-/// Whether a plain `matchLabels` map (Istio's selectors, a Service's selector) selects `labels`.
-pub fn matches_labels(selector: &StringMap, labels: &StringMap) -> bool {
-    selector
-        .iter()
-        .all(|(key, value)| labels.get(key) == Some(value))
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub struct Requirement {
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+impl LabelSelector {
+    /// Pods by these labels only.
+    pub fn labels(labels: &Labels) -> Self {
+        LabelSelector {
+            match_labels: Some(labels.clone()),
+            match_expressions: None,
+        }
+    }
+
+    /// Whether it selects an object with `labels`.
+    pub fn matches(&self, labels: &Labels) -> bool {
+        let equal = self.match_labels.iter().all(|m| labels.contains_all(m));
+        equal
+            && self.match_expressions.iter().flatten().all(|e| {
+                let values = e.values.as_deref().unwrap_or_default();
+                let value = labels.get(&e.key);
+                match e.operator.as_str() {
+                    "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+                    "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+                    "Exists" => value.is_some(),
+                    "DoesNotExist" => value.is_none(),
+                    _ => false,
+                }
+            })
+    }
 }
 
 #[cfg(test)]
@@ -39,13 +58,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn selector(json: serde_json::Value) -> LabelSelector {
-        serde_json::from_value(json).unwrap()
-    }
-
     #[test]
     fn labels_and_expressions_must_all_hold() {
-        let labels = StringMap::from([("app".into(), "web".into()), ("tier".into(), "fe".into())]);
+        let labels = Labels::from([("app", "web"), ("tier", "fe")]);
         let cases = [
             (json!({}), true),
             (json!({"matchLabels": {"app": "web"}}), true),
@@ -80,12 +95,9 @@ mod tests {
             ),
         ];
         for (json, want) in cases {
-            assert_eq!(matches(&selector(json.clone()), &labels), want, "{json}");
+            let selector: LabelSelector = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(selector.matches(&labels), want, "{json}");
+            assert_eq!(serde_json::to_value(&selector).unwrap(), json);
         }
-        assert!(matches_labels(&StringMap::new(), &labels));
-        assert!(!matches_labels(
-            &StringMap::from([("app".into(), "x".into())]),
-            &labels
-        ));
     }
 }

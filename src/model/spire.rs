@@ -1,10 +1,10 @@
 //! SPIRE's ClusterSPIFFEIDs (`spire.spiffe.io/v1alpha1`, cluster-scoped): which pods SPIRE registers,
 //! and with which SPIFFE ID (DESIGN.md section 13).
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 
 use super::object::Object;
+use super::selector::LabelSelector;
 
 pub type ClusterSpiffeId = Object<ClusterSpiffeIdSpec>;
 

@@ -6,7 +6,7 @@
 //! `mesh.gateways`, so the rules take the mesh configuration.
 
 use super::finding::{Finding, annotation_path};
-use super::object::{HelmRelease, StringMap};
+use super::object::HelmRelease;
 use super::syntax::{LabelError, LabelKind, MAX_NAME_CHARS, check_label, closest, parse_port};
 use crate::config::MeshConfig;
 
@@ -41,15 +41,18 @@ pub const MTLS_MODES: [&str; 3] = ["STRICT", "PERMISSIVE", "DISABLE"];
 /// Applies the HelmRelease table; `mesh` names the gateways `servicemesh.bigbang.dev/gateways` may list.
 pub fn validate(hr: &HelmRelease<'_>, mesh: &MeshConfig) -> Vec<Finding> {
     match hr.metadata.as_ref().and_then(|m| m.annotations.as_ref()) {
-        Some(annotations) => validate_annotations(annotations, mesh),
+        Some(annotations) => {
+            let pairs = annotations.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            validate_annotations(&pairs.collect::<Vec<_>>(), mesh)
+        }
         None => Vec::new(),
     }
 }
 
-/// The HelmRelease table applied to a HelmRelease's annotations.
-pub fn validate_annotations(annotations: &StringMap, mesh: &MeshConfig) -> Vec<Finding> {
+/// The HelmRelease table applied to a HelmRelease's annotations (key and value, in key order).
+pub fn validate_annotations(annotations: &[(&str, &str)], mesh: &MeshConfig) -> Vec<Finding> {
     let mut findings = Vec::new();
-    for (key, value) in annotations {
+    for &(key, value) in annotations {
         let Some(name) = key.strip_prefix(PREFIX) else {
             continue;
         };
@@ -80,11 +83,11 @@ pub fn validate_annotations(annotations: &StringMap, mesh: &MeshConfig) -> Vec<F
         findings.extend(
             problems
                 .into_iter()
-                .map(|message| Finding::error(field.clone(), message).with_value(value.as_str())),
+                .map(|message| Finding::error(field.clone(), message).with_value(value)),
         );
     }
     findings.extend(route_completeness(
-        [EXPOSE, HOST, PORT].map(|k| (k, annotations.contains_key(k))),
+        [EXPOSE, HOST, PORT].map(|k| (k, annotations.iter().any(|(key, _)| *key == k))),
     ));
     findings
 }

@@ -5,11 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use crate::model::ownership::{self, is_ours};
-use crate::model::{Key, Model, ObjectRef};
+use crate::model::{Key, Labels, Metadata, Model, ObjectRef};
 use crate::policy::finding::Severity;
 use crate::policy::kinds::{self, Kind};
 use crate::policy::render::{Issue, MeshObject, Rendered};
@@ -92,7 +91,8 @@ impl Unseen {
         self.writes.retain(|(key, version)| {
             let live = model.collection(key.kind);
             let live = live.and_then(|c| c.metadata(key.kind, &key.namespace, &key.name));
-            let live_version = live.and_then(|m| m.resource_version.as_deref()?.parse().ok());
+            let version_of = |m: &Metadata| m.identity.resource_version.as_deref()?.parse().ok();
+            let live_version = live.and_then(version_of);
             match version {
                 Some(version) => live_version.is_none_or(|v: u64| v < *version),
                 None => live.is_some(),
@@ -157,7 +157,7 @@ pub fn plan<'a>(
                 kind,
                 namespace: key.namespace.clone(),
                 name: key.name.clone(),
-                uid: meta.uid.clone(),
+                uid: meta.identity.uid.clone(),
                 owner: ownership::owner_of(meta),
             });
         }
@@ -187,13 +187,9 @@ fn frozen_owners(rendered: &Rendered) -> BTreeSet<String> {
 /// its labels, annotations and spec hold every field of the desired ones with the same value (the
 /// apiserver may add defaults and other managers their own fields, which server-side apply leaves
 /// alone anyway). Lists must match element by element: a changed list is applied whole.
-pub fn up_to_date(meta: &ObjectMeta, spec: &Value, desired: &MeshObject) -> bool {
+pub fn up_to_date(meta: &Metadata, spec: &Value, desired: &MeshObject) -> bool {
     let (labels, annotations) = ownership::marks(&desired.owner);
-    let holds = |current: &Option<crate::model::StringMap>, wanted: &crate::model::StringMap| {
-        wanted
-            .iter()
-            .all(|(k, v)| current.as_ref().and_then(|c| c.get(k)) == Some(v))
-    };
+    let holds = |current: &Labels, wanted: &Labels| current.contains_all(wanted);
     holds(&meta.labels, &labels)
         && holds(&meta.annotations, &annotations)
         && contains(spec, &desired.spec.to_json())

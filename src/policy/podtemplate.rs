@@ -102,8 +102,8 @@ fn mesh_annotation(
 /// ports: the mesh annotations whose refusal stops `render` from generating a workload's
 /// PeerAuthentication (DESIGN.md section 9). Contrast's settings are another matter and stay with
 /// `/validate`.
-pub fn mesh_annotation_findings(
-    annotations: &StringMap,
+pub fn mesh_annotation_findings<'a>(
+    annotations: impl IntoIterator<Item = (&'a str, &'a str)>,
     declared: &BTreeSet<u16>,
     at: &str,
 ) -> Vec<Finding> {

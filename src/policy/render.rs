@@ -28,7 +28,7 @@ use crate::config::{Config, Gateway, MeshConfig};
 use crate::model::core::PortRef;
 use crate::model::ownership::{self, MANAGED_BY, MANAGED_BY_VALUE};
 use crate::model::{
-    HelmRelease, Model, Namespace, ObjectRef, ReadIssue, Service, StringMap, Workload,
+    HelmRelease, Labels, Model, Namespace, ObjectRef, ReadIssue, Service, Workload,
 };
 
 /// The namespace-wide mode when no HelmRelease of the namespace sets one.
@@ -278,8 +278,8 @@ fn foreign_namespace_peer_authentication<'m>(
         .min_by(|(a_key, a), (b_key, b)| {
             // Objects in git carry no timestamp; they sort after the ones that do.
             let age = |created: &Option<_>| (created.is_none(), created.clone());
-            (age(&a.metadata.creation_timestamp), &a_key.name)
-                .cmp(&(age(&b.metadata.creation_timestamp), &b_key.name))
+            (age(&a.metadata.identity.creation_timestamp), &a_key.name)
+                .cmp(&(age(&b.metadata.identity.creation_timestamp), &b_key.name))
         })
         .map(|(key, _)| key.name.as_str())
 }
@@ -324,13 +324,14 @@ fn helm_release<'m>(
     mesh: &'m MeshConfig,
     out: &mut Out,
 ) -> Option<Release<'m>> {
-    let annotations = release.metadata.annotations.as_ref()?;
-    if !crate::model::core::has_mesh_annotation(Some(annotations)) {
+    let annotations = &release.metadata.annotations;
+    if !crate::model::core::has_mesh_annotation(annotations) {
         return None;
     }
     // Section 5, exactly as `/validate` applies it: only what it admits generates anything.
     let mut refused = false;
-    for finding in helmrelease::validate_annotations(annotations, mesh) {
+    for finding in helmrelease::validate_annotations(&annotations.iter().collect::<Vec<_>>(), mesh)
+    {
         refused |= finding.is_error();
         out.problem(subject, Issue::Invalid(finding));
     }
@@ -526,16 +527,14 @@ fn workload_rules(workload: &Workload, cfg: &Config, out: &mut Out) {
     if kind.render.is_none() || !workload.has_mesh_annotation() || workload.is_owned() {
         return;
     }
-    let Some(annotations) = workload.template.metadata.annotations.as_ref() else {
-        return;
-    };
+    let annotations = &workload.template.metadata.annotations;
     let subject = ObjectRef::of(kind, workload.namespace(), workload.name());
     let is_pod = *kind == kinds::POD;
     let at = if is_pod { "" } else { "spec.template" };
     // Section 5's mesh rules on the pod template, as `/validate` reads it.
     let declared = workload.template.declared_ports();
     let mut refused = false;
-    for finding in podtemplate::mesh_annotation_findings(annotations, &declared, at)
+    for finding in podtemplate::mesh_annotation_findings(annotations.iter(), &declared, at)
         .into_iter()
         .filter(Finding::is_error)
     {
@@ -548,18 +547,11 @@ fn workload_rules(workload: &Workload, cfg: &Config, out: &mut Out) {
     if refused {
         return;
     }
-    let selector: StringMap = match &workload.selector {
+    let selector: Labels = match &workload.selector {
         // The labels the webhook adds at admission are left out, so that the Pod in git and the
         // Pod in the cluster select alike (a bare Pod's labels are its only selector).
-        None => workload
-            .template
-            .metadata
-            .labels
-            .iter()
-            .flatten()
-            .filter(|(key, _)| *key != INJECT_KEY && **key != cfg.spire_identity_label)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        None => (workload.template.metadata.labels)
+            .filtered(|key, _| key != INJECT_KEY && key != cfg.spire_identity_label),
         Some(selector) => {
             if selector
                 .match_expressions

@@ -6,23 +6,18 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Gateway, MeshConfig};
 use crate::model::istio::{
-    AuthorizationPolicySpec, Destination, Mtls, PeerAuthenticationSpec, PortSelector,
-    Route as RouteRule, RouteDestination, Rule, RuleFrom, Source, VirtualServiceSpec,
-    WorkloadSelector,
+    AuthorizationPolicySpec, Destination, Mtls, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicyRule, NetworkPolicySpec, PeerAuthenticationSpec, PortSelector, Route as RouteRule,
+    RouteDestination, Rule, RuleFrom, Source, VirtualServiceSpec, WorkloadSelector,
 };
 use crate::model::ownership::{self, sha256_hex};
-use crate::model::{ObjectRef, StringMap};
+use crate::model::{LabelSelector, Labels, ObjectRef};
 use crate::policy::kinds::{self, Kind};
 
 /// The label the apiserver puts on every Namespace, which a NetworkPolicy selects namespaces by.
@@ -131,7 +126,7 @@ pub struct Route {
 /// The Service port a route reaches, and the selector of the Service's pods.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Backend {
-    pub selector: StringMap,
+    pub selector: Labels,
     /// The Service port's `targetPort` (a number or a container port's name), `port` when absent.
     pub target_port: IntOrString,
     pub protocol: String,
@@ -192,10 +187,11 @@ pub fn gateway_ingress_policy(
     gateway: &Gateway,
 ) -> MeshObject {
     let spec = NetworkPolicySpec {
-        pod_selector: Some(match_labels(&backend.selector)),
+        pod_selector: Some(LabelSelector::labels(&backend.selector)),
         policy_types: Some(vec!["Ingress".into()]),
-        ingress: Some(vec![NetworkPolicyIngressRule {
+        ingress: Some(vec![NetworkPolicyRule {
             from: Some(vec![peer(&gateway.namespace, &gateway.selector)]),
+            to: None,
             ports: Some(vec![NetworkPolicyPort {
                 port: Some(backend.target_port.clone()),
                 protocol: Some(backend.protocol.clone()),
@@ -267,7 +263,7 @@ pub fn namespace_peer_authentication(namespace: &str, mode: &str) -> MeshObject 
 /// workload's pods, the rest inheriting the namespace's mode (no `mtls`).
 pub fn permissive_ports_peer_authentication(
     owner: &ObjectRef,
-    selector: &StringMap,
+    selector: &Labels,
     ports: &[u16],
 ) -> MeshObject {
     let port_level: BTreeMap<String, Mtls> = ports
@@ -295,8 +291,9 @@ pub fn istiod_egress_policy(namespace: &str, mesh: &MeshConfig) -> MeshObject {
     let spec = NetworkPolicySpec {
         pod_selector: Some(LabelSelector::default()),
         policy_types: Some(vec!["Egress".into()]),
-        egress: Some(vec![NetworkPolicyEgressRule {
+        egress: Some(vec![NetworkPolicyRule {
             to: Some(vec![peer(&istiod.namespace, &istiod.selector)]),
+            from: None,
             ports: Some(
                 istiod
                     .ports
@@ -321,20 +318,11 @@ pub fn istiod_egress_policy(namespace: &str, mesh: &MeshConfig) -> MeshObject {
 }
 
 /// Pods matching `selector` in the namespace `namespace`.
-fn peer(namespace: &str, selector: &StringMap) -> NetworkPolicyPeer {
+fn peer(namespace: &str, selector: &BTreeMap<String, String>) -> NetworkPolicyPeer {
+    let namespace = Labels::from([(NAMESPACE_NAME_LABEL, namespace)]);
     NetworkPolicyPeer {
-        namespace_selector: Some(match_labels(&StringMap::from([(
-            NAMESPACE_NAME_LABEL.to_owned(),
-            namespace.to_owned(),
-        )]))),
-        pod_selector: Some(match_labels(selector)),
-        ..Default::default()
-    }
-}
-
-fn match_labels(labels: &StringMap) -> LabelSelector {
-    LabelSelector {
-        match_labels: Some(labels.clone()),
+        namespace_selector: Some(LabelSelector::labels(&namespace)),
+        pod_selector: Some(LabelSelector::labels(&Labels::from(selector))),
         ..Default::default()
     }
 }

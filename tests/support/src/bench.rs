@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,8 +27,9 @@ const SWITCH_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_PROBES: usize = 200;
 const POLL: Duration = Duration::from_millis(100);
 
-/// `examples/null_webhook.rs` on a free 127.0.0.1 port, with the serving pair of a [`Webhook`] (so
-/// the same caBundle works), answering every review allowed, with `patch` on `/mutate` if given.
+/// `examples/null_webhook.rs` on a free port of `host` (127.0.0.1, or a non-loopback address to be
+/// called by Service), with the serving pair of a [`Webhook`] (so the same caBundle works), answering
+/// every review allowed, with `patch` on `/mutate` if given.
 pub struct NullWebhook {
     child: ChildGuard,
     url: String,
@@ -36,14 +37,20 @@ pub struct NullWebhook {
 }
 
 impl NullWebhook {
-    pub fn start(cp: &ControlPlane, certs_of: &Webhook, patch: Option<&Path>) -> NullWebhook {
+    pub fn start(
+        cp: &ControlPlane,
+        certs_of: &Webhook,
+        patch: Option<&Path>,
+        host: IpAddr,
+    ) -> NullWebhook {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let log = cp.logs().join(format!("null-webhook-{n}.log"));
         let binary = example("null_webhook");
         let mut command = Command::new(&binary);
         command
-            .args(["--listen", "127.0.0.1:0"])
+            .arg("--listen")
+            .arg(SocketAddr::new(host, 0).to_string())
             .arg("--tls-cert")
             .arg(certs_of.certs().join("tls.crt"))
             .arg("--tls-key")
@@ -83,6 +90,15 @@ impl NullWebhook {
 
     pub fn pid(&self) -> u32 {
         self.child.pid()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", self.url))
     }
 }
 
@@ -125,23 +141,36 @@ impl WebhookCalls {
 
 /// `mesh-admission webhook-config --url URL --ca-bundle CA`: exactly what a user registers.
 pub fn webhook_config(url: &str, ca_bundle: &Path) -> String {
-    let config = printed_config(&[
-        OsStr::new("--url"),
-        OsStr::new(url),
-        OsStr::new("--ca-bundle"),
-        ca_bundle.as_os_str(),
-    ]);
-    if std::env::var("BENCH_E2E_MATCH_CONDITIONS").as_deref() != Ok("0") {
+    webhook_config_with(&["--url", url], ca_bundle, None)
+}
+
+/// `mesh-admission webhook-config --ca-bundle CA`: registered by Service, as the chart does
+/// (`mesh-admission.mesh-system`), on Service port `port` instead of 443 (a port per benchmark mode,
+/// so that each has a keep-alive pool of its own: the apiserver keeps a client per clientConfig).
+pub fn webhook_config_by_service(ca_bundle: &Path, port: u16) -> String {
+    webhook_config_with(&[], ca_bundle, Some(port))
+}
+
+fn webhook_config_with(args: &[&str], ca_bundle: &Path, service_port: Option<u16>) -> String {
+    let mut all: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+    all.extend([OsStr::new("--ca-bundle"), ca_bundle.as_os_str()]);
+    let config = printed_config(&all);
+    let without_conditions = std::env::var("BENCH_E2E_MATCH_CONDITIONS").as_deref() == Ok("0");
+    if !without_conditions && service_port.is_none() {
         return config;
     }
-    // The configuration as it was before matchConditions, to measure what they save: every webhook
-    // without them, the rest unchanged (JSON documents are YAML for kubectl).
+    // Edited: every webhook on the given Service port, and without matchConditions to measure what
+    // they save (the configuration as it was before them); the rest unchanged (JSON documents are
+    // YAML for kubectl).
     yaml_serde::Deserializer::from_str(&config)
         .map(|document| {
             let mut object = serde_json::Value::deserialize(document)
                 .unwrap_or_else(|e| panic!("webhook-config printed invalid YAML: {e}"));
             for hook in object["webhooks"].as_array_mut().into_iter().flatten() {
-                if let Some(hook) = hook.as_object_mut() {
+                if let Some(port) = service_port {
+                    hook["clientConfig"]["service"]["port"] = serde_json::json!(port);
+                }
+                if let Some(hook) = hook.as_object_mut().filter(|_| without_conditions) {
                     hook.remove("matchConditions");
                 }
             }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,6 +90,13 @@ impl Istiod {
     /// own (from `mesh-admission certs`, SANs `127.0.0.1` and `istiod.istio-system.svc`), and returns
     /// once `/ready` answers 200. Its webhooks are not registered yet.
     pub fn start(cp: &ControlPlane) -> Istiod {
+        Self::start_on(cp, IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// [`Istiod::start`] with its webhook port (`--httpsAddr`) on `webhooks` rather than 127.0.0.1:
+    /// a non-loopback address, for istiod registered by Service (the apiserver refuses loopback
+    /// endpoints). Its serving certificate holds `istiod.istio-system.svc`.
+    pub fn start_on(cp: &ControlPlane, webhooks: IpAddr) -> Istiod {
         static RUNS: AtomicUsize = AtomicUsize::new(0);
         let n = RUNS.fetch_add(1, Ordering::Relaxed);
         let binary = istiod_tool("pilot-discovery");
@@ -121,7 +128,10 @@ impl Istiod {
 
         for attempt in 0..2 {
             let log = cp.logs().join(format!("istiod-{n}-{attempt}.log"));
-            let [http, https, grpc, secure_grpc, monitoring, ctrlz] = free_ports();
+            let [http, grpc, secure_grpc, monitoring, ctrlz] = free_ports();
+            let https = std::net::TcpListener::bind((webhooks, 0))
+                .and_then(|l| l.local_addr())
+                .unwrap_or_else(|e| panic!("no free port on {webhooks}: {e}"));
             let addr = |port: u16| format!("127.0.0.1:{port}");
             // The recipe of DESIGN.md section 11: from an empty working directory (no mesh or
             // injection files, so istiod reads the ConfigMaps), every listener on 127.0.0.1, and the
@@ -138,7 +148,7 @@ impl Istiod {
                 .arg("discovery")
                 .arg("--kubeconfig")
                 .arg(cp.kubeconfig())
-                .args(["--httpAddr", &addr(http), "--httpsAddr", &addr(https)])
+                .args(["--httpAddr", &addr(http), "--httpsAddr", &https.to_string()])
                 .args(["--grpcAddr", &addr(grpc)])
                 .args(["--secureGRPCAddr", &addr(secure_grpc)])
                 .args(["--monitoringAddr", &addr(monitoring)])
@@ -160,7 +170,7 @@ impl Istiod {
                 child: Some(child),
                 log,
                 http: local(http),
-                https: local(https),
+                https,
                 monitoring: local(monitoring),
                 certs: certs.clone(),
             };
@@ -230,6 +240,43 @@ impl Istiod {
                 format!("sidecarInjectorWebhook.reinvocationPolicy={reinvocation_policy}"),
             ],
         )
+    }
+
+    /// The address of istiod's webhooks.
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.https
+    }
+
+    /// The PID of the process.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(ChildGuard::pid)
+            .expect("istiod was stopped")
+    }
+
+    /// The chart's injector registered by Service, as a cluster installs it (`istiod.istio-system`,
+    /// path `/inject`), on Service port `port` instead of the chart's 443, with `reinvocationPolicy:
+    /// Never`. The Service and its endpoints are the caller's.
+    pub fn injector_config_by_service(&self, port: u16) -> Vec<Value> {
+        let mut objects = helm_template(
+            "istio-discovery",
+            "templates/mutatingwebhook.yaml",
+            &[format!(
+                "istiodRemote.injectionCABundle={}",
+                self.ca_bundle()
+            )],
+        );
+        for object in &mut objects {
+            for hook in object["webhooks"].as_array_mut().into_iter().flatten() {
+                assert_eq!(
+                    hook["clientConfig"]["service"]["name"], "istiod",
+                    "the chart registers istiod by Service: {hook:#}"
+                );
+                hook["clientConfig"]["service"]["port"] = json!(port);
+            }
+        }
+        objects
     }
 
     /// The base chart's `ValidatingWebhookConfiguration` `istiod-default-validator` for this istiod

@@ -26,6 +26,58 @@ const PORT_NAME: &str = "https";
 /// How long a replica may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The address endpoints of a Service must have: a non-loopback address of this machine, which the
+/// processes behind a Service bind (the apiserver refuses loopback endpoints).
+pub fn endpoint_address() -> IpAddr {
+    let address = IpAddr::V4(advertise_address());
+    assert!(
+        !address.is_loopback(),
+        "the machine has no non-loopback IPv4 address: the apiserver refuses loopback endpoints"
+    );
+    address
+}
+
+/// Creates the Service `namespace/name` without a selector (the tests publish its EndpointSlices),
+/// with `ports` as (name, port).
+pub fn create_service(cp: &ControlPlane, namespace: &str, name: &str, ports: &[(&str, u16)]) {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(port_name, port)| json!({"name": port_name, "port": port, "protocol": "TCP"}))
+        .collect();
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": ports}
+    });
+    cp.kubectl_stdin_ok(["create", "-f", "-"], &service.to_string());
+}
+
+/// Publishes `address` as a ready endpoint of the Service `namespace/service` in the EndpointSlice
+/// `slice`, serving each Service port named in `ports` on the given port of `address`. The apiserver
+/// matches a slice's port to the Service port by name.
+pub fn publish_endpoint(
+    cp: &ControlPlane,
+    namespace: &str,
+    service: &str,
+    slice: &str,
+    address: IpAddr,
+    ports: &[(&str, u16)],
+) {
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|(port_name, port)| json!({"name": port_name, "port": port, "protocol": "TCP"}))
+        .collect();
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": slice, "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": service}},
+        "addressType": if address.is_ipv4() { "IPv4" } else { "IPv6" },
+        "ports": ports,
+        "endpoints": [{"addresses": [address.to_string()], "conditions": {"ready": true}}]
+    });
+    cp.kubectl_stdin_ok(["apply", "-f", "-"], &slice.to_string());
+}
+
 /// The Service, the serving pair every replica shares, and the address the replicas bind.
 pub struct Replicas {
     certs: PathBuf,
@@ -37,20 +89,11 @@ impl Replicas {
     /// Creates `mesh-system`, the Service (no selector: the test publishes the EndpointSlices) and a
     /// serving pair for `mesh-admission.mesh-system.svc` (`mesh-admission certs`).
     pub fn install(cp: &ControlPlane) -> Replicas {
-        let address = IpAddr::V4(advertise_address());
-        assert!(
-            !address.is_loopback(),
-            "the machine has no non-loopback IPv4 address: the apiserver refuses loopback endpoints"
-        );
+        let address = endpoint_address();
         let certs = cp.dir().join("replicas-certs");
         generate_certs(&certs);
         cp.kubectl_ok(["create", "namespace", NAMESPACE]);
-        let service = json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": SERVICE, "namespace": NAMESPACE},
-            "spec": {"ports": [{"name": PORT_NAME, "port": 443, "targetPort": 8443}]}
-        });
-        cp.kubectl_stdin_ok(["create", "-f", "-"], &service.to_string());
+        create_service(cp, NAMESPACE, SERVICE, &[(PORT_NAME, 443)]);
         Replicas {
             certs,
             address,
@@ -80,22 +123,17 @@ impl Replicas {
         }
     }
 
-    /// The EndpointSlice that makes `replica` an endpoint of the Service, ready.
-    fn slice(&self, replica: &Replica) -> Value {
-        json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": replica.slice_name(), "namespace": NAMESPACE,
-                "labels": {"kubernetes.io/service-name": SERVICE}},
-            "addressType": "IPv4",
-            "ports": [{"name": PORT_NAME, "port": replica.addr().port(), "protocol": "TCP"}],
-            "endpoints": [{"addresses": [replica.addr().ip().to_string()],
-                "conditions": {"ready": true}}]
-        })
-    }
-
     /// Adds `replica` to the Service's endpoints.
     pub fn publish(&self, cp: &ControlPlane, replica: &Replica) {
-        cp.kubectl_stdin_ok(["create", "-f", "-"], &self.slice(replica).to_string());
+        let slice = replica.slice_name();
+        publish_endpoint(
+            cp,
+            NAMESPACE,
+            SERVICE,
+            &slice,
+            replica.addr().ip(),
+            &[(PORT_NAME, replica.addr().port())],
+        );
     }
 
     /// Removes `replica`'s endpoint and sends it SIGTERM at the same moment, as the kubelet and the

@@ -54,6 +54,8 @@ pub struct WebhookOptions {
     /// Another build of `mesh-admission` to serve with (a benchmark's baseline); the crate's own
     /// binary when `None`.
     pub binary: Option<PathBuf>,
+    /// The address the webhook port listens on (an ephemeral port); 127.0.0.1 when `None`.
+    pub listen: Option<std::net::IpAddr>,
 }
 
 impl Webhook {
@@ -80,7 +82,15 @@ impl Webhook {
             .to_owned();
         let log = cp.logs().join(format!("mesh-admission-{n}.log"));
         let started = Instant::now();
-        let server = Server::start_with(options.binary.as_deref(), &serving, &options.args, &log);
+        let server = Server::start_at(
+            options
+                .listen
+                .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            options.binary.as_deref(),
+            &serving,
+            &options.args,
+            &log,
+        );
         let url = server.url();
         eprintln!(
             "e2e: mesh-admission serving {url} (admin {}), ready in {:.1?}, log {}",
