@@ -118,7 +118,7 @@ async fn write(client: &Client, write: Write<'_>) -> Result<Written, WriteError>
 /// Applies, then deletes, `parallel` requests at a time; returns every outcome.
 pub async fn execute(
     client: &Client,
-    plan: &Plan<'_>,
+    plan: Plan<'_>,
     parallel: usize,
 ) -> Vec<Result<Written, WriteError>> {
     let mut results = Vec::new();

@@ -33,9 +33,8 @@ pub struct Reported {
 
 impl Reported {
     /// The problems not reported yet, one note per owner and reason (kube's `Recorder` counts a
-    /// second Event of one reason on one owner as a repeat of the first), and how many of them
-    /// are conflicts. Forgets the ones that have gone, so that they are reported again if they
-    /// come back.
+    /// second Event of one reason on one owner as a repeat of the first), and how many are
+    /// conflicts. Forgets those that have gone, so that they are reported again if they return.
     pub fn new_warnings(&mut self, problems: &[Problem]) -> (Vec<Note>, u64) {
         let note = |p: &Problem| Note {
             owner: p.subject.clone(),
@@ -110,22 +109,25 @@ impl Events {
         }
     }
 
-    /// Publishes each new problem once, and what was written per owner, about the objects
-    /// `regarding` finds; returns how many new conflicts there were.
-    pub async fn report(
+    /// The Events to publish: each new problem once, and what was written per owner, about the
+    /// objects `regarding` finds; and how many new conflicts there were.
+    pub fn notes(
         &mut self,
         rendered: &Rendered,
         written: &[Written],
         regarding: impl Fn(&ObjectRef) -> Option<ObjectReference>,
-    ) -> u64 {
+    ) -> (Vec<(ObjectReference, Note)>, u64) {
         let (fresh, conflicts) = self.reported.new_warnings(&rendered.problems);
         for n in &fresh {
             tracing::warn!(owner = %n.owner, reason = %n.reason, message = %n.message, "problem");
         }
         let notes = fresh.into_iter().chain(applied_notes(written));
-        let addressed: Vec<_> = notes
-            .filter_map(|n| Some((regarding(&n.owner)?, n)))
-            .collect();
+        let addressed = notes.filter_map(|n| Some((regarding(&n.owner)?, n)));
+        (addressed.collect(), conflicts)
+    }
+
+    /// Publishes the notes; a problem whose Event could not be written is reported again later.
+    pub async fn publish(&mut self, addressed: Vec<(ObjectReference, Note)>) {
         // The first reconcile of a large cluster has an Event per owner: several go at once.
         let recorder = &self.recorder;
         let failed: Vec<Note> = futures_util::stream::iter(addressed)
@@ -139,7 +141,6 @@ impl Events {
             .collect()
             .await;
         failed.iter().for_each(|note| self.reported.forget(note));
-        conflicts
     }
 }
 

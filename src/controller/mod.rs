@@ -191,7 +191,7 @@ impl Controller {
         }
         let rendered = render::render(&model, &self.config);
         let plan = plan::plan(&rendered, &model, |kind| self.reflectors.listed(kind));
-        let results = apply::execute(&self.client, &plan, self.parallel).await;
+        let results = apply::execute(&self.client, plan, self.parallel).await;
         let total = results.len();
         let (written, failed): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
         let written: Vec<Written> = written.into_iter().filter_map(Result::ok).collect();
@@ -202,8 +202,11 @@ impl Controller {
         let reflectors = &self.reflectors;
         let version = |kind| Some(reflectors.served(kind)?.api_version());
         let regarding = |owner: &ObjectRef| model.reference(owner, version);
-        let conflicts = self.events.report(&rendered, &written, regarding).await;
+        let (notes, conflicts) = self.events.notes(&rendered, &written, regarding);
         self.metrics.conflicts.inc_by(conflicts);
+        // Publishing takes a while in a large cluster: the model and the render go first.
+        drop((rendered, model, written));
+        self.events.publish(notes).await;
         let count = failed.len();
         match failed.into_iter().find_map(Result::err).map(Box::new) {
             Some(first) => Err(ReconcileError {
