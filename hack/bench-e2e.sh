@@ -3,7 +3,8 @@
 # of each admission process, in a namespace labelled istio-injection=enabled, with (a) no webhook, (b)
 # the null webhook registered with exactly `webhook-config`'s configuration, (b') the same null webhook
 # answering with mesh-admission's patch for the pod, (c) mesh-admission serve, (i) istiod's injector,
-# (i+c) istiod and mesh-admission, (p) the same mutation as a MutatingAdmissionPolicy. By default on the
+# (i+c) istiod and mesh-admission, (i+b) istiod and the null webhook (the floor of any second webhook),
+# (p) the same mutation as a MutatingAdmissionPolicy. By default on the
 # production path: every webhook registered by Service, called over HTTP/1.1 (--path loopback: by
 # 127.0.0.1 URLs over HTTP/2). The modes alternate over the rounds; the table of medians and ratios is
 # printed and written to target/bench-e2e/results.md (every round's figures in results.json beside it).
@@ -25,7 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ "$#" -gt 0 ]; do
@@ -63,7 +64,7 @@ for tool in .tools/control-plane/kube-apiserver .tools/control-plane/etcd; do
 done
 [ -x .tools/bin/kubectl ] || { echo "bench-e2e: kubectl is missing: run bash hack/install-tools.sh" >&2; exit 2; }
 case ",$BENCH_E2E_MODES," in
-  *,i,* | *,i+c,*)
+  *,i,* | *,i+c,* | *,i+b,*)
     [ -x .tools/istiod/pilot-discovery ] || { echo "bench-e2e: istiod is missing: run bash hack/build-istiod.sh" >&2; exit 2; } ;;
 esac
 

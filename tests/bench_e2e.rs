@@ -126,18 +126,21 @@ enum Mode {
     /// Another build of mesh-admission (`BENCH_E2E_BASELINE_BIN`), e.g. the code before a change.
     Baseline,
     Istiod,
+    /// istiod and the null webhook (no patch): the floor of any second webhook after istiod.
+    IstiodNull,
     IstiodMeshAdmission,
     Policy,
 }
 
 impl Mode {
-    const ALL: [Mode; 8] = [
+    const ALL: [Mode; 9] = [
         Mode::NoWebhook,
         Mode::Null,
         Mode::NullPatch,
         Mode::MeshAdmission,
         Mode::Baseline,
         Mode::Istiod,
+        Mode::IstiodNull,
         Mode::IstiodMeshAdmission,
         Mode::Policy,
     ];
@@ -150,6 +153,7 @@ impl Mode {
             Mode::MeshAdmission => "c",
             Mode::Baseline => "c0",
             Mode::Istiod => "i",
+            Mode::IstiodNull => "i+b",
             Mode::IstiodMeshAdmission => "i+c",
             Mode::Policy => "p",
         }
@@ -163,6 +167,7 @@ impl Mode {
             Mode::MeshAdmission => "(c) mesh-admission",
             Mode::Baseline => "(c0) mesh-admission baseline",
             Mode::Istiod => "(i) istiod",
+            Mode::IstiodNull => "(i+b) istiod + null webhook",
             Mode::IstiodMeshAdmission => "(i+c) istiod + mesh-admission",
             Mode::Policy => "(p) MutatingAdmissionPolicy",
         }
@@ -176,6 +181,7 @@ impl Mode {
             Mode::MeshAdmission => "c",
             Mode::Baseline => "c0",
             Mode::IstiodMeshAdmission => "ic",
+            Mode::IstiodNull => "ib",
             Mode::NoWebhook | Mode::Istiod | Mode::Policy => "none",
         }
     }
@@ -194,7 +200,10 @@ impl Mode {
 
     /// Whether the stored pods carry istiod's injection.
     fn injects(self) -> bool {
-        matches!(self, Mode::Istiod | Mode::IstiodMeshAdmission)
+        matches!(
+            self,
+            Mode::Istiod | Mode::IstiodNull | Mode::IstiodMeshAdmission
+        )
     }
 }
 
@@ -255,7 +264,7 @@ impl Settings {
                 .unwrap_or_else(|| {
                     panic!(
                         "BENCH_E2E_MODES={modes_text:?}: {key:?} is not one of a, b, b', c, c0, i, \
-                         i+c, p"
+                         i+b, i+c, p"
                     )
                 });
             if !modes.contains(&mode) {
@@ -383,6 +392,7 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
     let ca = mesh_admission.ca_file();
     let ours: Vec<(Mode, u16, String)> = [
         Some((Mode::Null, null.port(), null.url().to_owned())),
+        Some((Mode::IstiodNull, null.port(), null.url().to_owned())),
         Some((
             Mode::NullPatch,
             null_patch.port(),
@@ -431,14 +441,15 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
             }
             if let Some(istiod) = &istiod {
                 let port = istiod.webhook_addr().port();
-                create_service(&cp, "istio-system", "istiod", &[("i", 2001), ("ic", 2002)]);
+                let istiod_ports = [("i", 2001), ("ic", 2002), ("ib", 2003)];
+                create_service(&cp, "istio-system", "istiod", &istiod_ports);
                 publish_endpoint(
                     &cp,
                     "istio-system",
                     "istiod",
                     "istiod",
                     host,
-                    &[("i", port), ("ic", port)],
+                    &[("i", port), ("ic", port), ("ib", port)],
                 );
                 configs.insert(
                     Mode::Istiod,
@@ -447,6 +458,9 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
                 let both = documents(&istiod.injector_config_by_service(2002))
                     + &configs[&Mode::IstiodMeshAdmission];
                 configs.insert(Mode::IstiodMeshAdmission, both);
+                let floor = documents(&istiod.injector_config_by_service(2003))
+                    + &configs[&Mode::IstiodNull];
+                configs.insert(Mode::IstiodNull, floor);
             }
         }
         Route::Loopback => {
@@ -456,14 +470,17 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
             if let Some(istiod) = &istiod {
                 let injector = documents(&istiod.injector_config("Never"));
                 configs.insert(Mode::Istiod, injector.clone());
-                let both = injector + &configs[&Mode::IstiodMeshAdmission];
+                let both = injector.clone() + &configs[&Mode::IstiodMeshAdmission];
                 configs.insert(Mode::IstiodMeshAdmission, both);
+                let floor = injector + &configs[&Mode::IstiodNull];
+                configs.insert(Mode::IstiodNull, floor);
             }
         }
     }
     configs.insert(Mode::Policy, POLICY.to_owned());
     let mut pids: BTreeMap<Mode, u32> = [
         (Mode::Null, null.pid()),
+        (Mode::IstiodNull, null.pid()),
         (Mode::NullPatch, null_patch.pid()),
         (Mode::MeshAdmission, mesh_admission.pid()),
         (Mode::IstiodMeshAdmission, mesh_admission.pid()),
@@ -513,7 +530,8 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
             std::thread::sleep(SETTLE);
 
             let webhook = pids.get(&mode).copied();
-            let second = istiod_pid.filter(|_| mode == Mode::IstiodMeshAdmission);
+            let second =
+                istiod_pid.filter(|_| matches!(mode, Mode::IstiodMeshAdmission | Mode::IstiodNull));
             let webhook_before = webhook.map(cpu_time);
             let second_before = second.map(cpu_time);
             let (apiserver_before, etcd_before) = (cpu_time(apiserver), cpu_time(etcd));
@@ -970,6 +988,18 @@ fn results_markdown(context: &Context, samples: &[Sample]) -> String {
             opt(ratio(&p99, Mode::IstiodMeshAdmission, Mode::Istiod), 2),
             opt(ratio(&p99, Mode::Istiod, Mode::IstiodMeshAdmission), 2)
         );
+        if throughput.contains_key(&Mode::IstiodNull) {
+            let _ = writeln!(
+                out,
+                "- (i+c)/(i+b), against the floor of any second webhook after istiod: throughput \
+                 {}; p99 {} (lower is better)",
+                opt(
+                    ratio(&throughput, Mode::IstiodMeshAdmission, Mode::IstiodNull),
+                    2
+                ),
+                opt(ratio(&p99, Mode::IstiodMeshAdmission, Mode::IstiodNull), 2),
+            );
+        }
         let ours = webhook_cpu.get(&Mode::IstiodMeshAdmission);
         let theirs = istiod_cpu.get(&Mode::IstiodMeshAdmission);
         let _ = writeln!(
