@@ -4,6 +4,7 @@
 //! bytes into reply bytes with it; `server`, `certs` and `cli` are the shell around them.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod commands;

@@ -536,7 +536,11 @@ mod tests {
         assert_eq!(find("gateway.networking.k8s.io", "Gateway"), None);
         assert_eq!(
             spec_validated_groups(),
-            ["security.istio.io", "networking.istio.io", "spire.spiffe.io"]
+            [
+                "security.istio.io",
+                "networking.istio.io",
+                "spire.spiffe.io"
+            ]
         );
         assert!(!Validator::HelmRelease.reads_spec());
     }

@@ -58,10 +58,7 @@ pub fn parse_mesh_id(template: &str) -> Result<MeshId, String> {
         return Err(not_form());
     };
     let part = |text: &str, value: &str, what: &str| -> Result<Part, String> {
-        if let Some(inner) = text
-            .strip_prefix("{{")
-            .and_then(|t| t.strip_suffix("}}"))
-        {
+        if let Some(inner) = text.strip_prefix("{{").and_then(|t| t.strip_suffix("}}")) {
             return match inner.trim() {
                 name if name == value => Ok(Part::Filled),
                 other => Err(format!(
@@ -200,9 +197,9 @@ fn check_label_key(key: &str) -> Result<(), String> {
         None => (None, key),
     };
     if let Some(prefix) = prefix {
-        let labels_ok = prefix.split('.').all(|l| {
-            super::syntax::check_label(l, super::syntax::LabelKind::Rfc1123).is_ok()
-        });
+        let labels_ok = prefix
+            .split('.')
+            .all(|l| super::syntax::check_label(l, super::syntax::LabelKind::Rfc1123).is_ok());
         if prefix.is_empty() || prefix.len() > super::syntax::MAX_NAME_CHARS || !labels_ok {
             return Err("must have a DNS subdomain before its \"/\"".into());
         }
@@ -223,8 +220,7 @@ fn check_label_value(value: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if value.len() > 63 || !ok_chars || !ends(value.chars().next()) || !ends(value.chars().last())
-    {
+    if value.len() > 63 || !ok_chars || !ends(value.chars().next()) || !ends(value.chars().last()) {
         return Err(
             "must be at most 63 characters, alphanumerics with '-', '_' or '.' inside".into(),
         );

@@ -121,7 +121,8 @@ fn cluster_spiffe_id_table() {
 
 #[test]
 fn the_mesh_class_makes_a_cluster_spiffe_id_meant_for_the_mesh() {
-    let cfg = Config::from_yaml("mesh: {spireClassName: mesh, trustDomain: prod.example.org}").unwrap();
+    let cfg =
+        Config::from_yaml("mesh: {spireClassName: mesh, trustDomain: prod.example.org}").unwrap();
     let demo = json!({"spiffeIDTemplate": "spiffe://cluster1.demo/greeter-server",
                       "podSelector": {"matchLabels": {"app": "greeter"}}});
     assert!(findings(id(demo.clone()), &cfg).is_empty());
@@ -136,8 +137,9 @@ fn the_mesh_class_makes_a_cluster_spiffe_id_meant_for_the_mesh() {
 
 #[test]
 fn literal_parts_give_only_their_own_value() {
-    let id = parse_mesh_id("spiffe://{{ .TrustDomain }}/ns/shop/sa/{{ .PodSpec.ServiceAccountName }}")
-        .unwrap();
+    let id =
+        parse_mesh_id("spiffe://{{ .TrustDomain }}/ns/shop/sa/{{ .PodSpec.ServiceAccountName }}")
+            .unwrap();
     assert!(id.trust_domain.gives("anything") && id.namespace.gives("shop"));
     assert!(!id.namespace.gives("other"));
     for bad in [
