@@ -162,13 +162,28 @@ fn spire_registration_missing() {
             )],
         ),
         (
+            "bad: spire-controller-manager's empty sample (corpus) has no template: it registers nothing",
+            doc(&[
+                &web,
+                &corpus(
+                    "spire-controller-manager/config/samples/spire_v1alpha1_clusterspiffeid.yaml",
+                ),
+            ]),
+            vec![row(
+                MISSING,
+                Level::Error,
+                "Deployment/shop/web",
+                &message(" (the input has no usable ClusterSPIFFEID at all)"),
+            )],
+        ),
+        (
             "bad: no ClusterSPIFFEID at all",
             web.clone(),
             vec![row(
                 MISSING,
                 Level::Error,
                 "Deployment/shop/web",
-                &message(" (the input has no ClusterSPIFFEID at all)"),
+                &message(" (the input has no usable ClusterSPIFFEID at all)"),
             )],
         ),
     ];

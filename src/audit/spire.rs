@@ -4,7 +4,9 @@
 //! A ClusterSPIFFEID selects a pod when its `podSelector` selects the pod's labels as admission
 //! stores them and its `namespaceSelector` the namespace's (absent selectors select everything, as
 //! spire-controller-manager reads them); with `mesh.spireClassName` set, only ClusterSPIFFEIDs of
-//! that `className` count, as the controller manager of that class acts on no other.
+//! that `className` count, as the controller manager of that class acts on no other. One without a
+//! `spiffeIDTemplate` registers nothing (spire-controller-manager cannot parse it), so it counts
+//! for nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,9 +30,16 @@ type Id<'m> = (&'m Key, &'m Arc<ClusterSpiffeId>);
 /// The SPIRE findings for the meshed workloads of `model`.
 pub fn findings(model: &Model, meshed: &[Meshed<'_>], cfg: &Config) -> Vec<AuditFinding> {
     let class = cfg.mesh.spire_class_name.as_deref();
+    // Without a template spire-controller-manager cannot parse it and registers nothing.
     let (acting, other_class): (Vec<Id<'_>>, Vec<Id<'_>>) = model
         .cluster_spiffe_ids
         .iter()
+        .filter(|(_, id)| {
+            id.spec
+                .spiffe_id_template
+                .as_deref()
+                .is_some_and(|t| !t.is_empty())
+        })
         .partition(|(_, id)| class.is_none() || id.spec.class_name.as_deref() == class);
     let mut out = Vec::new();
     // The workloads each ClusterSPIFFEID registers, for the ID form.
@@ -164,7 +173,7 @@ fn missing_hint(
         }
     }
     if acting.is_empty() && other_class.is_empty() {
-        return " (the input has no ClusterSPIFFEID at all)".to_owned();
+        return " (the input has no usable ClusterSPIFFEID at all)".to_owned();
     }
     String::new()
 }
