@@ -31,6 +31,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Keep the objects `render` would print for the cluster applied, and prune the rest.
     Controller(ControllerArgs),
+    /// What is wrong with what is already there: every finding over a whole set of objects.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -156,6 +158,49 @@ pub struct RenderArgs {
     #[arg(short, long, value_enum, default_value_t = RenderOutput::Yaml)]
     pub output: RenderOutput,
     /// Succeed on input with no objects (by default that is exit 2, as for `review`).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditOutput {
+    /// The findings grouped by namespace, one line each.
+    Table,
+    /// A JSON array of `{rule, level, object, message}` (docs/audit.md).
+    Json,
+    /// The OpenReports Report and ClusterReport objects the controller writes, as a YAML stream.
+    Reports,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Input: YAML or JSON, multi-document, List kinds flattened, from every -f in turn, read as one set
+(as if stored together in one cluster). Objects without a namespace are in `default`. Namespaces
+and pods are judged as admission stores them (labels the webhook adds included).
+
+Findings: every section 4, 5 and 10 finding of the webhook for each object, with its message, and
+the findings only the set shows: spire-registration-missing, spire-registration-ambiguous,
+spire-id-format, principal-unknown, selector-matches-nothing, port-not-declared,
+second-namespace-peer-authentication, route-destination-missing (docs/audit.md).
+
+Exit status:
+  0  no error found (warnings alone leave it 0)
+  1  some error found
+  2  unreadable input or configuration, or no objects at all (unless --allow-empty)")]
+pub struct AuditArgs {
+    /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
+    /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
+    /// several files; without it, standard input is read.
+    #[arg(short = 'f', long = "filename")]
+    pub files: Vec<String>,
+    /// Configuration file (YAML): the webhook's settings and `mesh` (trust domain, rootNamespace,
+    /// spireClassName); the embedded default is used without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = AuditOutput::Table)]
+    pub output: AuditOutput,
+    /// Succeed on input with no objects (by default that is exit 2, as for `render`).
     #[arg(long)]
     pub allow_empty: bool,
 }
