@@ -16,7 +16,7 @@ use super::meshed::{Meshed, namespace_labels};
 use crate::config::Config;
 use crate::model::{ClusterSpiffeId, Key, Labels, Model};
 use crate::policy::finding::Finding;
-use crate::policy::spire::{ISTIO_SPIRE_LABEL, mesh_id_problem, parse_mesh_id};
+use crate::policy::spire::{ISTIO_SPIRE_LABEL, meant_for_mesh, mesh_id_problem, parse_mesh_id};
 
 pub const MISSING: &str = "spire-registration-missing";
 pub const AMBIGUOUS: &str = "spire-registration-ambiguous";
@@ -187,6 +187,11 @@ fn id_format(
     cfg: &Config,
 ) -> Vec<AuditFinding> {
     let template = id.spec.spiffe_id_template.as_deref();
+    // Admission refuses its form already, and `stored` reports that with the webhook's message.
+    if meant_for_mesh(&id.spec, cfg) && mesh_id_problem(template, &cfg.mesh.trust_domain).is_some()
+    {
+        return Vec::new();
+    }
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for meshed in workloads {
         let workload = meshed.workload;

@@ -6,8 +6,9 @@
 //! pod template too, so that a rule names the same thing on a Pod and on a Deployment:
 //! `metadata.annotations[servicemesh.bigbang.dev/port]`, `spec.rules.from.source.principals`,
 //! `spec.containers.env[EDG_INGRESS_PROXY_CONFIG]`. A Pod table warning's rule is the key it is
-//! about (`sidecar.istio.io/inject`). The one section 5 finding section 13 names itself, a
-//! `permissivePorts` port no container declares, is `port-not-declared`.
+//! about (`sidecar.istio.io/inject`). The findings section 13 names itself keep its rule id: a
+//! `permissivePorts` port no container declares is `port-not-declared`, a ClusterSPIFFEID's ID
+//! form refused at admission `spire-id-format`.
 
 use serde_json::Value;
 
@@ -109,6 +110,9 @@ pub fn rule_of(kind: &Kind, field: &str, is_error: bool) -> String {
         .unwrap_or(field);
     if field == permissive && !is_error {
         return PORT_NOT_DECLARED.to_owned();
+    }
+    if *kind == kinds::CLUSTER_SPIFFE_ID && field == "spec.spiffeIDTemplate" {
+        return super::spire::ID_FORMAT.to_owned();
     }
     without_indexes(field)
 }
