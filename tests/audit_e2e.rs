@@ -1,0 +1,129 @@
+//! The reports `audit --output reports` prints (the controller's, DESIGN.md section 13) against the
+//! OpenReports CRDs (`../shared/crds/openreports.io_*.yaml`, v0.2.1) in a real kube-apiserver:
+//! created with strict field validation, so that a field the schema does not know is refused, not
+//! silently pruned, and read back unchanged.
+
+use mesh_admission::audit::report::{self, Timestamp};
+use mesh_admission::audit::{AuditFinding, Level, Subject};
+use mesh_admission::manifests::parse_objects;
+use mesh_admission::policy::kinds;
+use serde_json::Value;
+use testkit::{ControlPlane, shared_crds};
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/audit/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Creates the objects of `yaml` (server-side strict validation) and returns them as stored.
+fn create(cp: &ControlPlane, yaml: &str) -> Vec<Value> {
+    cp.kubectl_stdin_ok(["create", "--validate=strict", "-f", "-"], yaml);
+    parse_objects(yaml)
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let kind = r["kind"].as_str().unwrap().to_lowercase() + "s.openreports.io";
+            let name = r["metadata"]["name"].as_str().unwrap();
+            match r["metadata"]["namespace"].as_str() {
+                Some(ns) => cp.get_json([kind.as_str(), "-n", ns, name]),
+                None => cp.get_json([kind.as_str(), name]),
+            }
+        })
+        .collect()
+}
+
+/// What the API stored must be what was sent: nothing pruned, nothing refused.
+fn assert_stored_as_sent(sent: &str, stored: &[Value]) {
+    let sent = parse_objects(sent).unwrap();
+    assert_eq!(sent.len(), stored.len());
+    for (sent, stored) in sent.iter().zip(stored) {
+        for field in ["apiVersion", "kind", "summary", "results"] {
+            assert_eq!(
+                sent[field], stored[field],
+                "{field} of {}",
+                sent["metadata"]
+            );
+        }
+        assert_eq!(sent["metadata"]["labels"], stored["metadata"]["labels"]);
+    }
+}
+
+#[test]
+fn reports_pass_the_openreports_schema_and_are_stored_as_printed() {
+    let cp = ControlPlane::start();
+    cp.apply_crds(&shared_crds());
+    cp.kubectl_stdin_ok(
+        ["create", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: big}\n",
+    );
+
+    // The worked example's findings: a ClusterReport (the ClusterSPIFFEID) and shop's Report.
+    let (code, printed, stderr) = testkit::run_command(
+        "audit",
+        &[
+            "-f",
+            &fixture("shop.yaml"),
+            "-f",
+            &fixture("clusterspiffeid-wrong-form.yaml"),
+            "-o",
+            "reports",
+        ],
+        "",
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let stored = create(&cp, &printed);
+    assert_stored_as_sent(&printed, &stored);
+    assert_eq!(stored[0]["kind"], "ClusterReport");
+    assert_eq!(stored[1]["metadata"]["namespace"], "shop");
+
+    // 2,500 findings with long messages in one namespace: split reports, each under 256 KiB.
+    let findings: Vec<AuditFinding> = (0..2500)
+        .map(|i| {
+            let subject = Subject::new(&kinds::DEPLOYMENT, "big", &format!("web-{i:04}"));
+            AuditFinding::new(
+                "spire-registration-missing",
+                if i % 2 == 0 {
+                    Level::Error
+                } else {
+                    Level::Warning
+                },
+                subject,
+                format!("{} {}", "x".repeat(180), i),
+            )
+        })
+        .collect();
+    let seen = Timestamp {
+        seconds: 1_765_000_000,
+        nanos: 5,
+    };
+    let reports = report::reports(&findings, &|_| seen);
+    assert!(reports.len() >= 3, "{}", reports.len());
+    let mut yaml = String::new();
+    for (i, r) in reports.iter().enumerate() {
+        let json = serde_json::to_vec(r).unwrap();
+        assert!(
+            json.len() < 256 * 1024,
+            "{} is {} bytes",
+            r.id(),
+            json.len()
+        );
+        if i > 0 {
+            yaml.push_str("---\n");
+        }
+        yaml.push_str(&yaml_serde::to_string(r).unwrap());
+    }
+    let stored = create(&cp, &yaml);
+    assert_stored_as_sent(&yaml, &stored);
+    let total: u64 = stored
+        .iter()
+        .map(|r| r["summary"]["fail"].as_u64().unwrap() + r["summary"]["warn"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2500);
+    let names: Vec<&str> = stored
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names[..3],
+        ["mesh-admission", "mesh-admission-2", "mesh-admission-3"]
+    );
+}
