@@ -127,3 +127,44 @@ fn reports_pass_the_openreports_schema_and_are_stored_as_printed() {
         ["mesh-admission", "mesh-admission-2", "mesh-admission-3"]
     );
 }
+
+/// ClusterSPIFFEIDs at `/validate` through kubectl: one meant for the mesh with a form Istio refuses
+/// is refused with the webhook's message; SPIRE's own demo ID outside the mesh and Istio's sample are
+/// stored.
+#[test]
+fn cluster_spiffe_ids_meant_for_the_mesh_are_refused_others_stored() {
+    let cp = ControlPlane::start();
+    cp.apply_crds(&shared_crds());
+    let webhook = testkit::Webhook::start_with(&cp, &testkit::WebhookOptions::default());
+    webhook.register(&cp, "Fail");
+    let wrong = std::fs::read_to_string(fixture("clusterspiffeid-wrong-form.yaml")).unwrap();
+    cp.assert_refused(
+        &["apply", "-f", "-"],
+        &wrong,
+        "spec.spiffeIDTemplate: gives \".PodMeta.Name\" as the service account, Istio needs \
+         \"{{ .PodSpec.ServiceAccountName }}\" or a literal one (value \"spiffe://{{ .TrustDomain }}/ns/\
+         {{ .PodMeta.Namespace }}/sa/{{ .PodMeta.Name }}\")",
+        &["get", "clusterspiffeids.spire.spiffe.io", "by-pod-name"],
+    );
+    let corpus = format!("{}/../shared/corpus", env!("CARGO_MANIFEST_DIR"));
+    for (file, name) in [
+        (
+            "spire-controller-manager/demo/config/greeter-server-id.yaml",
+            "greeter-server",
+        ),
+        (
+            "istio-samples/security/spire/clusterspiffeid.yaml",
+            "example",
+        ),
+    ] {
+        let output = cp.kubectl(["apply", "-f", &format!("{corpus}/{file}")]);
+        assert!(output.status.success(), "{file}: {}", cp.report(&output));
+        assert!(
+            output.stderr.is_empty(),
+            "{file}: no warning expected: {}",
+            cp.report(&output)
+        );
+        let stored = cp.get_json(["clusterspiffeids.spire.spiffe.io", name]);
+        assert_eq!(stored["metadata"]["name"], name);
+    }
+}
