@@ -186,13 +186,19 @@ second-namespace-peer-authentication, route-destination-missing (docs/audit.md).
 Exit status:
   0  no error found (warnings alone leave it 0)
   1  some error found
-  2  unreadable input or configuration, or no objects at all (unless --allow-empty)")]
+  2  unreadable input or configuration, no objects at all (unless --allow-empty), or with
+     --cluster a cluster that cannot be read")]
 pub struct AuditArgs {
     /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
     /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
     /// several files; without it, standard input is read.
-    #[arg(short = 'f', long = "filename")]
+    #[arg(short = 'f', long = "filename", conflicts_with = "cluster")]
     pub files: Vec<String>,
+    /// Read the live cluster of KUBECONFIG (or the in-cluster service account) instead of files:
+    /// every kind audit reads, listed once, read-only. Kinds whose CRDs are not installed are left
+    /// out (said on stderr).
+    #[arg(long)]
+    pub cluster: bool,
     /// Configuration file (YAML): the webhook's settings and `mesh` (trust domain, rootNamespace,
     /// spireClassName); the embedded default is used without it.
     #[arg(long)]

@@ -710,3 +710,38 @@ fn a_finding_is_rule_level_object_message_in_json() {
     assert_eq!(json["object"], "Deployment/shop/web");
     assert_eq!(json.as_object().unwrap().len(), 4, "{json}");
 }
+
+/// Objects another workload of the set owns (a Deployment's ReplicaSet, its Pods) are judged
+/// through their owner: a live cluster's replicas do not repeat its findings.
+#[test]
+fn owned_workloads_do_not_repeat_their_owners_findings() {
+    let cfg = Config::default();
+    let labels = "{app: web, sidecar.istio.io/inject: 'yes'}";
+    let web = deployment("shop", "web", "web", labels);
+    let owned = |kind: &str, name: &str, owner_kind: &str, owner: &str| {
+        let owners =
+            format!("[{{apiVersion: apps/v1, kind: {owner_kind}, name: {owner}, uid: u}}]");
+        match kind {
+            "Pod" => format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: shop, labels: {labels}, ownerReferences: {owners}}}\nspec: {{containers: [{{name: app, image: x}}]}}\n"
+            ),
+            _ => format!(
+                "apiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: shop, ownerReferences: {owners}}}\nspec:\n  template:\n    metadata: {{labels: {labels}}}\n    spec: {{containers: [{{name: app, image: x}}]}}\n"
+            ),
+        }
+    };
+    let objects = |yaml: &str| -> Vec<String> {
+        of_rule("sidecar.istio.io/inject", yaml, &cfg)
+            .into_iter()
+            .map(|f| f.2)
+            .collect()
+    };
+    let replica_set = owned("ReplicaSet", "web-1", "Deployment", "web");
+    let pod = owned("Pod", "web-1-a", "ReplicaSet", "web-1");
+    assert_eq!(
+        objects(&doc(&[&web, &replica_set, &pod])),
+        ["Deployment/shop/web"]
+    );
+    // A Pod whose owner is not in the set speaks for itself.
+    assert_eq!(objects(&pod), ["Pod/shop/web-1-a"]);
+}

@@ -168,3 +168,84 @@ fn cluster_spiffe_ids_meant_for_the_mesh_are_refused_others_stored() {
         assert_eq!(stored["metadata"]["name"], name);
     }
 }
+
+/// `audit --cluster` reads what is stored (here with no webhook installed, as when it was away) and
+/// finds what `audit` finds in the same objects as files.
+#[test]
+fn audit_of_the_cluster_finds_what_audit_of_the_files_finds() {
+    let cp = ControlPlane::start();
+    cp.apply_crds(&shared_crds());
+    let release = "apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    servicemesh.bigbang.dev/expose: web
+    servicemesh.bigbang.dev/host: web
+    servicemesh.bigbang.dev/port: 80a
+spec:
+  interval: 5m
+  chart: {spec: {chart: web, sourceRef: {kind: HelmRepository, name: charts}}}
+";
+    let release_file = cp.logs().join("helmrelease.yaml");
+    std::fs::write(&release_file, release).unwrap();
+    let sample = format!(
+        "{}/../shared/corpus/istio-samples/security/spire/clusterspiffeid.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let files = [
+        fixture("shop.yaml"),
+        sample,
+        release_file.display().to_string(),
+    ];
+    for file in &files {
+        cp.kubectl_ok(["create", "-f", file.as_str()]);
+    }
+    let json = |args: &[&str]| -> (i32, Vec<(String, String, String)>) {
+        let output = std::process::Command::new(testkit::mesh_admission())
+            .arg("audit")
+            .args(args)
+            .args(["-o", "json"])
+            .env("KUBECONFIG", cp.kubeconfig())
+            .output()
+            .unwrap();
+        let findings: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", cp.report(&output)));
+        let rows = findings
+            .iter()
+            .map(|f| {
+                let text = |k: &str| f[k].as_str().unwrap().to_owned();
+                (text("rule"), text("object"), text("message"))
+            })
+            .collect();
+        (output.status.code().unwrap_or(-1), rows)
+    };
+    let (code, live) = json(&["--cluster"]);
+    let rules: Vec<(&str, &str)> = live
+        .iter()
+        .map(|(r, o, _)| (r.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("spire-registration-missing", "Deployment/shop/web"),
+            (
+                "metadata.annotations[servicemesh.bigbang.dev/port]",
+                "HelmRelease/shop/web"
+            ),
+            (
+                "selector-matches-nothing",
+                "PeerAuthentication/shop/api-permissive"
+            ),
+        ]
+    );
+    assert_eq!(code, 1);
+    assert_eq!(
+        live[1].2,
+        "metadata.annotations[servicemesh.bigbang.dev/port]: must be a port number 1-65535 (value \"80a\")"
+    );
+    let file_args: Vec<&str> = files.iter().flat_map(|f| ["-f", f.as_str()]).collect();
+    let (offline_code, offline) = json(&file_args);
+    assert_eq!((offline_code, offline), (code, live));
+}

@@ -24,6 +24,7 @@ pub use finding::{AuditFinding, Level, Subject};
 
 use crate::config::Config;
 use crate::model::{Model, ReadIssue};
+use crate::policy::kinds;
 
 /// The rule of an object given twice with different content.
 pub const DUPLICATE: &str = "duplicate";
@@ -59,8 +60,15 @@ pub fn set_findings(model: &Model, cfg: &Config) -> Vec<AuditFinding> {
 /// namespace and object, each once. An object the webhook cannot decode is reported once, as the
 /// webhook says it.
 pub fn audit_manifests(documents: &[Value], cfg: &Config) -> Vec<AuditFinding> {
+    audit(&Model::from_manifests(documents), documents, cfg)
+}
+
+/// Every finding for the objects of `model`, of which `documents` are the ones the webhook
+/// validates, as written (the model leaves out fields the section 4, 5 and 10 rules read).
+pub fn audit(model: &Model, documents: &[Value], cfg: &Config) -> Vec<AuditFinding> {
     let mut out: Vec<AuditFinding> = documents
         .iter()
+        .filter(|d| !owned_by_workload(model, d))
         .flat_map(|d| stored::findings(d, cfg))
         .collect();
     let undecodable: BTreeSet<String> = out
@@ -68,15 +76,36 @@ pub fn audit_manifests(documents: &[Value], cfg: &Config) -> Vec<AuditFinding> {
         .filter(|f| f.rule == stored::UNREADABLE)
         .map(|f| f.object.to_string())
         .collect();
-    let model = Model::from_manifests(documents);
     out.extend(
-        set_findings(&model, cfg).into_iter().filter(|f| {
+        set_findings(model, cfg).into_iter().filter(|f| {
             f.rule != stored::UNREADABLE || !undecodable.contains(&f.object.to_string())
         }),
     );
     finding::sort(&mut out);
     out.dedup();
     out
+}
+
+/// Whether another workload of the set owns the object (a Deployment its ReplicaSets, they their
+/// Pods): the owner's findings are the ones to fix, so each replica does not repeat them.
+fn owned_by_workload(model: &Model, document: &Value) -> bool {
+    let Some(subject) = stored::subject_of(document) else {
+        return false;
+    };
+    let owners = document["metadata"]["ownerReferences"].as_array();
+    owners.into_iter().flatten().any(|owner| {
+        let (Some(kind), Some(name)) = (owner["kind"].as_str(), owner["name"].as_str()) else {
+            return false;
+        };
+        // A manifest in git may name only the owner's kind.
+        let group = owner["apiVersion"]
+            .as_str()
+            .map(|v| v.split_once('/').map_or("", |(group, _)| group));
+        kinds::KINDS
+            .iter()
+            .filter(|k| k.kind == kind && group.is_none_or(|g| g == k.group))
+            .any(|k| model.workloads.get(k, &subject.namespace, name).is_some())
+    })
 }
 
 /// Whether `audit` exits 1: some finding is an error (warnings alone leave it 0).
