@@ -609,7 +609,7 @@ fn route_destination_missing() {
         ),
         (
             "good: an external host is not judged",
-            vec![vs("httpbin.org", Some(443))].join(""),
+            vs("httpbin.org", Some(443)),
             vec![],
         ),
         (
@@ -662,7 +662,7 @@ fn stored_objects_get_the_webhooks_messages() {
     let mut compared = 0;
     for file in &files {
         let name = file.as_str();
-        let objects = parse_objects(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let objects = parse_objects(&std::fs::read_to_string(file).unwrap()).unwrap();
         for object in &objects {
             let namespace = object["metadata"]["namespace"]
                 .as_str()
