@@ -8,6 +8,7 @@
 //! etcd's limit (Kyverno's per-resource reports once grew past it).
 
 use serde::Serialize;
+use serde_json::Value;
 
 use super::finding::{AuditFinding, Level};
 
@@ -192,6 +193,112 @@ fn report(namespace: &str, index: usize, results: Vec<ReportResult>) -> ReportOb
     }
 }
 
+/// What identifies a result across audits: its rule, its object and its message.
+type ResultKey = (String, String, String);
+
+fn key_of_finding(finding: &AuditFinding) -> ResultKey {
+    let object = &finding.object;
+    let id = format!("{}/{}/{}", object.kind.kind, object.namespace, object.name);
+    (finding.rule.clone(), id, finding.message.clone())
+}
+
+fn key_of_result(result: &Value) -> Option<ResultKey> {
+    let resource = &result["resources"][0];
+    let id = format!(
+        "{}/{}/{}",
+        resource["kind"].as_str()?,
+        resource["namespace"].as_str().unwrap_or(""),
+        resource["name"].as_str()?
+    );
+    let text = |field: &str| result[field].as_str().map(str::to_owned);
+    Some((text("rule")?, id, text("message")?))
+}
+
+/// When each result of the stored reports was first seen, so that a finding keeps its timestamp
+/// from one audit to the next (and a report that did not change is not written).
+#[derive(Debug, Default)]
+pub struct FirstSeen(std::collections::HashMap<ResultKey, Timestamp>);
+
+impl FirstSeen {
+    /// From the reports as the API serves them.
+    pub fn of(stored: &[Value]) -> Self {
+        let mut seen = std::collections::HashMap::new();
+        for result in stored
+            .iter()
+            .flat_map(|r| r["results"].as_array().into_iter().flatten())
+        {
+            let stamp = &result["timestamp"];
+            let (Some(key), Some(seconds)) = (key_of_result(result), stamp["seconds"].as_i64())
+            else {
+                continue;
+            };
+            let nanos = stamp["nanos"]
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .unwrap_or(0);
+            seen.insert(key, Timestamp { seconds, nanos });
+        }
+        FirstSeen(seen)
+    }
+
+    /// When `finding` was first seen: as stored, or `now` for a new one.
+    pub fn get(&self, finding: &AuditFinding, now: Timestamp) -> Timestamp {
+        self.0.get(&key_of_finding(finding)).copied().unwrap_or(now)
+    }
+}
+
+/// One write the reports need.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Create it, or replace what is stored (its results or summary differ).
+    Apply(ReportObject),
+    /// A stored report nothing needs any more (its namespace has nothing left to report).
+    Delete {
+        kind: String,
+        namespace: Option<String>,
+        name: String,
+    },
+}
+
+/// The writes that turn the `stored` reports (ours, as the API serves them) into `wanted`: none
+/// when nothing changed.
+pub fn changes(wanted: &[ReportObject], stored: &[Value]) -> Vec<Change> {
+    let id_of = |r: &Value| {
+        let meta = &r["metadata"];
+        format!(
+            "{}/{}/{}",
+            r["kind"].as_str().unwrap_or(""),
+            meta["namespace"].as_str().unwrap_or(""),
+            meta["name"].as_str().unwrap_or("")
+        )
+    };
+    let by_id: std::collections::HashMap<String, &Value> =
+        stored.iter().map(|r| (id_of(r), r)).collect();
+    let mut out = Vec::new();
+    for report in wanted {
+        let same = by_id.get(&report.id()).is_some_and(|stored| {
+            let json = serde_json::to_value(report).unwrap_or(Value::Null);
+            stored["results"] == json["results"] && stored["summary"] == json["summary"]
+        });
+        if !same {
+            out.push(Change::Apply(report.clone()));
+        }
+    }
+    let wanted_ids: std::collections::HashSet<String> =
+        wanted.iter().map(ReportObject::id).collect();
+    for report in stored {
+        if !wanted_ids.contains(&id_of(report)) {
+            let meta = &report["metadata"];
+            out.push(Change::Delete {
+                kind: report["kind"].as_str().unwrap_or("").to_owned(),
+                namespace: meta["namespace"].as_str().map(str::to_owned),
+                name: meta["name"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +402,68 @@ mod tests {
         }
         let total: usize = reports.iter().map(|r| r.results.len()).sum();
         assert_eq!(total, 1000);
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+    use crate::audit::finding::Subject;
+    use crate::policy::kinds;
+
+    fn finding(namespace: &str, name: &str, message: &str) -> AuditFinding {
+        let subject = Subject::new(&kinds::DEPLOYMENT, namespace, name);
+        AuditFinding::new("spire-registration-missing", Level::Error, subject, message)
+    }
+
+    fn stamp(seconds: i64) -> Timestamp {
+        Timestamp { seconds, nanos: 0 }
+    }
+
+    fn stored(reports: &[ReportObject]) -> Vec<Value> {
+        reports
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_cluster_needs_no_write_and_findings_keep_their_first_timestamp() {
+        let findings = [finding("shop", "web", "m"), finding("team", "api", "m")];
+        let first = reports(&findings, &|_| stamp(100));
+        assert_eq!(changes(&first, &[]).len(), 2, "both are new");
+        let stored = stored(&first);
+        let seen = FirstSeen::of(&stored);
+        // An hour later the same findings: same timestamps, nothing to write.
+        let again = reports(&findings, &|f| seen.get(f, stamp(3700)));
+        assert_eq!(again, first);
+        assert!(changes(&again, &stored).is_empty());
+        // A new finding in shop: shop's report is written, the old result keeps its time.
+        let more = [
+            finding("shop", "db", "m"),
+            findings[0].clone(),
+            findings[1].clone(),
+        ];
+        let next = reports(&more, &|f| seen.get(f, stamp(3700)));
+        let written = changes(&next, &stored);
+        let [Change::Apply(shop)] = &written[..] else {
+            panic!("{written:?}")
+        };
+        assert_eq!(shop.id(), "Report/shop/mesh-admission");
+        let times: Vec<i64> = shop.results.iter().map(|r| r.timestamp.seconds).collect();
+        assert_eq!(times, [3700, 100]);
+    }
+
+    #[test]
+    fn a_namespace_with_nothing_left_loses_its_report() {
+        let stored = stored(&reports(&[finding("shop", "web", "m")], &|_| stamp(1)));
+        assert_eq!(
+            changes(&[], &stored),
+            [Change::Delete {
+                kind: "Report".into(),
+                namespace: Some("shop".into()),
+                name: "mesh-admission".into()
+            }]
+        );
     }
 }
