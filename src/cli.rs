@@ -296,6 +296,10 @@ pub struct ControllerArgs {
     /// Reconcile this often even when nothing changed (it writes only what differs).
     #[arg(long, env = "MESH_ADMISSION_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+    /// How often the leader audits the cluster and writes the OpenReports Reports (only those
+    /// that changed), when their CRDs are installed.
+    #[arg(long, env = "MESH_ADMISSION_REPORT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub report_interval: Duration,
     /// The version of Flux's HelmRelease to watch (e.g. `v2`); default: the one the apiserver
     /// prefers, asked at start-up.
     #[arg(long, env = "MESH_ADMISSION_HELM_RELEASE_VERSION")]

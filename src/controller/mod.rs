@@ -13,6 +13,7 @@ pub mod admin;
 pub mod apply;
 pub mod events;
 pub mod leader;
+pub mod reports;
 pub mod watch;
 
 use std::sync::Arc;
@@ -83,6 +84,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         awaited: plan::Unseen::default(),
         parallel: usize::from(args.parallel),
     };
+    let reporting = tokio::spawn(reports::run(
+        controller.client.clone(),
+        controller.config.clone(),
+        args.report_interval,
+        election.leading.clone(),
+        stop.clone(),
+    ));
     let leading = election.leading.clone();
     let signalled = signals.shutdown.cancelled();
     controller.run(leading, &ready, &args, signalled).await;
@@ -97,6 +105,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     metrics.leader.set(0);
     stop.cancel();
     let _ = admin.await;
+    let _ = reporting.await;
     Ok(())
 }
 
