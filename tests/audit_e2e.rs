@@ -249,3 +249,118 @@ spec:
     let (offline_code, offline) = json(&file_args);
     assert_eq!((offline_code, offline), (code, live));
 }
+
+/// The controller's reports (DESIGN.md section 13) through the real apiserver: a bad object stored
+/// while the webhook is away appears in its namespace's Report; the report changes when it is
+/// fixed and disappears when the namespace has nothing left; a steady cluster gets no report write
+/// in 60 s (the apiserver's own request counters).
+#[test]
+fn the_controller_writes_reports_only_on_change_and_deletes_empty_ones() {
+    use std::time::Duration;
+    use testkit::controller::apiserver_requests;
+    use testkit::{Controller, ControllerOptions, wait_for};
+
+    let cp = ControlPlane::start();
+    cp.apply_crds(&shared_crds());
+    let sample = format!(
+        "{}/../shared/corpus/istio-samples/security/spire/clusterspiffeid.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    cp.kubectl_ok(["create", "-f", &fixture("shop.yaml")]);
+    cp.kubectl_ok(["create", "-f", &sample]);
+    let _controller = Controller::start_with(
+        &cp,
+        &ControllerOptions {
+            args: vec!["--report-interval".into(), "1s".into()],
+            ..ControllerOptions::default()
+        },
+    );
+    let rules = |cp: &ControlPlane| -> Option<Vec<String>> {
+        let out = cp.kubectl([
+            "get",
+            "reports.openreports.io",
+            "-n",
+            "shop",
+            "mesh-admission",
+            "-o",
+            "json",
+        ]);
+        if !out.status.success() {
+            return None;
+        }
+        let report: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let results = report["results"].as_array()?;
+        Some(
+            results
+                .iter()
+                .map(|r| r["rule"].as_str().unwrap_or("").to_owned())
+                .collect(),
+        )
+    };
+    let limit = Duration::from_secs(30);
+    let every = Duration::from_millis(500);
+    // Found: the label mismatch, and the leftover PeerAuthentication.
+    let found = wait_for("shop's report", limit, every, || rules(&cp));
+    assert_eq!(
+        found,
+        ["spire-registration-missing", "selector-matches-nothing"]
+    );
+    let report = cp.get_json(["reports.openreports.io", "-n", "shop", "mesh-admission"]);
+    assert_eq!(report["summary"]["fail"], 1);
+    assert_eq!(report["results"][0]["resources"][0]["name"], "web");
+    assert!(
+        report["results"][0]["resources"][0]["uid"].is_string(),
+        "{report}"
+    );
+
+    // Fixed: the ClusterSPIFFEID selects the label the webhook gives.
+    // `replace`: an apply would merge the old selector key into the new one.
+    cp.kubectl_ok(["replace", "-f", &fixture("clusterspiffeid-mesh.yaml")]);
+    wait_for("the fix in the report", limit, every, || {
+        rules(&cp).filter(|r| r == &["selector-matches-nothing"])
+    });
+
+    // A steady cluster: no report write in 60 s, though the controller audits every second.
+    let report_writes = |cp: &ControlPlane| -> f64 {
+        apiserver_requests(cp)
+            .iter()
+            .filter(|(series, _)| {
+                let (verb, resource) = series.split_once(' ').unwrap_or_default();
+                resource.ends_with("reports") && !matches!(verb, "GET" | "LIST" | "WATCH")
+            })
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let before = report_writes(&cp);
+    assert!(before >= 2.0, "the report writes are counted: {before}");
+    let lists_before = apiserver_requests(&cp)
+        .get("LIST reports")
+        .copied()
+        .unwrap_or(0.0);
+    std::thread::sleep(Duration::from_secs(60));
+    assert_eq!(
+        report_writes(&cp),
+        before,
+        "report writes in 60 s of steady state"
+    );
+    let lists = apiserver_requests(&cp)
+        .get("LIST reports")
+        .copied()
+        .unwrap_or(0.0);
+    assert!(
+        lists > lists_before + 10.0,
+        "the controller kept auditing: {lists_before} → {lists}"
+    );
+
+    // Nothing left in shop: its report is deleted.
+    cp.kubectl_ok([
+        "delete",
+        "peerauthentications.security.istio.io",
+        "-n",
+        "shop",
+        "api-permissive",
+    ]);
+    wait_for("shop's report deleted", limit, every, || {
+        rules(&cp).is_none().then_some(())
+    });
+}
