@@ -297,7 +297,7 @@ pub struct ControllerArgs {
     #[arg(long, env = "MESH_ADMISSION_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
     /// How often the leader audits the cluster and writes the OpenReports Reports (only those
-    /// that changed), when their CRDs are installed.
+    /// that changed), when their CRDs are installed, besides after every reconcile.
     #[arg(long, env = "MESH_ADMISSION_REPORT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
     pub report_interval: Duration,
     /// The version of Flux's HelmRelease to watch (e.g. `v2`); default: the one the apiserver

@@ -83,12 +83,14 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         awaited: plan::Unseen::default(),
         parallel: usize::from(args.parallel),
+        reconciled: Arc::new(tokio::sync::Notify::new()),
     };
     let reporting = tokio::spawn(reports::run(
         controller.client.clone(),
         controller.config.clone(),
         args.report_interval,
         election.leading.clone(),
+        controller.reconciled.clone(),
         stop.clone(),
     ));
     let leading = election.leading.clone();
@@ -128,6 +130,8 @@ struct Controller {
     /// The last reconcile's writes, until the reflectors show them.
     awaited: plan::Unseen,
     parallel: usize,
+    /// Told after each reconcile: the reports follow the same changes.
+    reconciled: Arc<tokio::sync::Notify>,
 }
 
 impl Controller {
@@ -180,6 +184,7 @@ impl Controller {
             );
             let result = self.reconcile().instrument(span).await;
             self.metrics.reconciled(result.is_ok());
+            self.reconciled.notify_one();
             retry = match result {
                 Ok(()) => None,
                 Err(error) => {

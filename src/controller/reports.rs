@@ -1,5 +1,5 @@
-//! The controller's OpenReports (DESIGN.md section 13): while leading, every `--report-interval`
-//! the cluster is audited (`live_audit`, read-only, the same findings as `audit --cluster`), and
+//! The controller's OpenReports (DESIGN.md section 13): while leading, after each reconcile and
+//! every `--report-interval` the cluster is audited (`live_audit`, read-only, the same findings as `audit --cluster`), and
 //! the reports `audit --output reports` would print are written where they differ from the stored
 //! ones (server-side apply), the stored ones nothing needs any more deleted. A steady cluster gets
 //! no writes; each finding keeps the timestamp it was first seen with.
@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::Value;
-use tokio::sync::watch;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::report::{self, Change, FirstSeen, Timestamp};
@@ -32,20 +34,25 @@ fn resource(kind: &str) -> ApiResource {
     }
 }
 
-/// Audits and writes every `interval` while this replica leads, until `stop`.
+/// Audits and writes while this replica leads, until `stop`: after each reconcile of the generator
+/// (`reconciled`: the cluster changed, or its resync), and every `interval` for the kinds it does
+/// not watch.
 pub async fn run(
     client: kube::Client,
     config: Config,
     interval: Duration,
     leading: watch::Receiver<bool>,
+    reconciled: Arc<Notify>,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(interval);
+    let start = tokio::time::Instant::now() + interval;
+    let mut ticks = tokio::time::interval_at(start, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {}
+            () = reconciled.notified() => {}
         }
         if !*leading.borrow() {
             continue;
