@@ -22,6 +22,9 @@ use crate::live_audit;
 
 /// The field manager of the reports' server-side applies.
 const MANAGER: &str = "mesh-admission";
+/// The least time between two audits: each lists the whole cluster, and reconciles come as fast
+/// as pods change. Triggers meanwhile are gathered into one audit after it.
+const GAP: Duration = Duration::from_secs(2);
 
 fn resource(kind: &str) -> ApiResource {
     let plural = format!("{}s", kind.to_lowercase());
@@ -61,6 +64,10 @@ pub async fn run(
             Ok(writes) if writes > 0 => tracing::info!(writes, "reports written"),
             Ok(_) => tracing::debug!("reports unchanged"),
             Err(error) => tracing::warn!(error = format!("{error:#}"), "reports not written"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(GAP) => {}
         }
     }
 }
