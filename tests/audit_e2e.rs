@@ -199,6 +199,7 @@ spec:
         sample,
         release_file.display().to_string(),
     ];
+    cp.kubectl_ok(["create", "namespace", "shop"]);
     for file in &files {
         cp.kubectl_ok(["create", "-f", file.as_str()]);
     }
@@ -266,6 +267,7 @@ fn the_controller_writes_reports_only_on_change_and_deletes_empty_ones() {
         "{}/../shared/corpus/istio-samples/security/spire/clusterspiffeid.yaml",
         env!("CARGO_MANIFEST_DIR")
     );
+    cp.kubectl_ok(["create", "namespace", "shop"]);
     cp.kubectl_ok(["create", "-f", &fixture("shop.yaml")]);
     cp.kubectl_ok(["create", "-f", &sample]);
     let _controller = Controller::start_with(
