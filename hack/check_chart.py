@@ -528,6 +528,14 @@ def controller_invariants(dep, objs, by_kind, ns, webhook_pod_labels, webhook_po
         ("security.istio.io", "peerauthentications"): {"get", "list", "watch", "create", "patch", "delete"},
         ("security.istio.io", "authorizationpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
         ("events.k8s.io", "events"): {"create", "patch"},
+        # The audit behind the reports (DESIGN.md section 13): list only, and the reports themselves.
+        ("batch", "jobs"): {"get", "list"},
+        ("batch", "cronjobs"): {"get", "list"},
+        ("networking.istio.io", "destinationrules"): {"get", "list"},
+        ("networking.istio.io", "gateways"): {"get", "list"},
+        ("spire.spiffe.io", "clusterspiffeids"): {"get", "list"},
+        ("openreports.io", "reports"): {"get", "list", "create", "patch", "delete"},
+        ("openreports.io", "clusterreports"): {"get", "list", "create", "patch", "delete"},
     }
     granted = {}
     for b in by_kind.get("ClusterRoleBinding", []):

@@ -31,6 +31,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Keep the objects `render` would print for the cluster applied, and prune the rest.
     Controller(ControllerArgs),
+    /// What is wrong with what is already there: every finding over a whole set of objects.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +163,55 @@ pub struct RenderArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuditOutput {
+    /// The findings grouped by namespace, one line each.
+    Table,
+    /// A JSON array of `{rule, level, object, message}` (docs/audit.md).
+    Json,
+    /// The OpenReports Report and ClusterReport objects the controller writes, as a YAML stream.
+    Reports,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Input: YAML or JSON, multi-document, List kinds flattened, from every -f in turn, read as one set
+(as if stored together in one cluster). Objects without a namespace are in `default`. Namespaces
+and pods are judged as admission stores them (labels the webhook adds included).
+
+Findings: every section 4, 5 and 10 finding of the webhook for each object, with its message, and
+the findings only the set shows: spire-registration-missing, spire-registration-ambiguous,
+spire-id-format, principal-unknown, selector-matches-nothing, port-not-declared,
+second-namespace-peer-authentication, route-destination-missing (docs/audit.md).
+
+Exit status:
+  0  no error found (warnings alone leave it 0)
+  1  some error found
+  2  unreadable input or configuration, no objects at all (unless --allow-empty), or with
+     --cluster a cluster that cannot be read")]
+pub struct AuditArgs {
+    /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
+    /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
+    /// several files; without it, standard input is read.
+    #[arg(short = 'f', long = "filename", conflicts_with = "cluster")]
+    pub files: Vec<String>,
+    /// Read the live cluster of KUBECONFIG (or the in-cluster service account) instead of files:
+    /// every kind audit reads, listed once, read-only. Kinds whose CRDs are not installed are left
+    /// out (said on stderr).
+    #[arg(long)]
+    pub cluster: bool,
+    /// Configuration file (YAML): the webhook's settings and `mesh` (trust domain, rootNamespace,
+    /// spireClassName); the embedded default is used without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = AuditOutput::Table)]
+    pub output: AuditOutput,
+    /// Succeed on input with no objects (by default that is exit 2, as for `render`).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
     Json,
@@ -245,6 +296,10 @@ pub struct ControllerArgs {
     /// Reconcile this often even when nothing changed (it writes only what differs).
     #[arg(long, env = "MESH_ADMISSION_RESYNC", default_value = "5m", value_parser = humantime::parse_duration)]
     pub resync: Duration,
+    /// How often the leader audits the cluster and writes the OpenReports Reports (only those
+    /// that changed), when their CRDs are installed, besides after every reconcile.
+    #[arg(long, env = "MESH_ADMISSION_REPORT_INTERVAL", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub report_interval: Duration,
     /// The version of Flux's HelmRelease to watch (e.g. `v2`); default: the one the apiserver
     /// prefers, asked at start-up.
     #[arg(long, env = "MESH_ADMISSION_HELM_RELEASE_VERSION")]

@@ -8,7 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{RenderArgs, RenderOutput, ReviewArgs, ReviewOutput, WebhookConfigArgs};
+use crate::audit::{self, AuditFinding, report};
+use crate::cli::{
+    AuditArgs, AuditOutput, RenderArgs, RenderOutput, ReviewArgs, ReviewOutput, WebhookConfigArgs,
+};
 use crate::config::Config;
 use crate::manifests::Manifests;
 use crate::model::Model;
@@ -209,54 +212,9 @@ pub fn render(args: &RenderArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let files = if args.files.is_empty() {
-        vec!["-".to_owned()]
-    } else {
-        args.files.clone()
-    };
-    let mut inputs = Vec::new();
-    for arg in &files {
-        let expanded = match input_files(arg) {
-            Ok(expanded) => expanded,
-            Err(error) => {
-                eprintln!("mesh-admission: cannot read {}: {error}", display_name(arg));
-                return ExitCode::from(2);
-            }
-        };
-        for file in &expanded {
-            let name = display_name(file);
-            let reader = match open(file) {
-                Ok(reader) => reader,
-                Err(error) => {
-                    eprintln!("mesh-admission: cannot read {name}: {error}");
-                    return ExitCode::from(2);
-                }
-            };
-            for document in Manifests::new(reader) {
-                match document {
-                    Ok(object) => inputs.push(object),
-                    Err(error) => {
-                        eprintln!(
-                            "mesh-admission: {name}: {error:#}",
-                            error = anyhow::Error::new(error)
-                        );
-                        return ExitCode::from(2);
-                    }
-                }
-            }
-        }
-    }
-    if inputs.is_empty() && !args.allow_empty {
-        eprintln!(
-            "mesh-admission: no objects in {} (pass --allow-empty to accept that)",
-            files
-                .iter()
-                .map(|f| display_name(f))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+    let Some(inputs) = read_inputs(&args.files, args.allow_empty) else {
         return ExitCode::from(2);
-    }
+    };
     let rendered = render::render(&Model::from_manifests(&inputs), &config);
     for problem in &rendered.problems {
         match problem.issue.severity() {
@@ -308,5 +266,193 @@ pub fn render_text(objects: &[MeshObject], output: RenderOutput) -> anyhow::Resu
             text.push('\n');
             text
         }
+    })
+}
+
+/// Every object of the files `-f` names (standard input without any), in order; `None` (exit 2)
+/// when something cannot be read, each reason on stderr, or when there are no objects and
+/// `allow_empty` is not set.
+fn read_inputs(files: &[String], allow_empty: bool) -> Option<Vec<serde_json::Value>> {
+    let files = if files.is_empty() {
+        vec!["-".to_owned()]
+    } else {
+        files.to_vec()
+    };
+    let mut inputs = Vec::new();
+    for arg in &files {
+        let expanded = match input_files(arg) {
+            Ok(expanded) => expanded,
+            Err(error) => {
+                eprintln!("mesh-admission: cannot read {}: {error}", display_name(arg));
+                return None;
+            }
+        };
+        for file in &expanded {
+            let name = display_name(file);
+            let reader = match open(file) {
+                Ok(reader) => reader,
+                Err(error) => {
+                    eprintln!("mesh-admission: cannot read {name}: {error}");
+                    return None;
+                }
+            };
+            for document in Manifests::new(reader) {
+                match document {
+                    Ok(object) => inputs.push(object),
+                    Err(error) => {
+                        eprintln!(
+                            "mesh-admission: {name}: {error:#}",
+                            error = anyhow::Error::new(error)
+                        );
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+    if inputs.is_empty() && !allow_empty {
+        eprintln!(
+            "mesh-admission: no objects in {} (pass --allow-empty to accept that)",
+            files
+                .iter()
+                .map(|f| display_name(f))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return None;
+    }
+    Some(inputs)
+}
+
+/// `audit`: exit 0 when no error is found (warnings alone leave it 0), 1 when one is, 2 on
+/// unreadable input or configuration, or no objects.
+pub fn audit(args: &AuditArgs) -> ExitCode {
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("mesh-admission: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let findings = if args.cluster {
+        match cluster_audit(&config) {
+            Ok(findings) => findings,
+            Err(error) => {
+                eprintln!("mesh-admission: {error:#}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        let Some(inputs) = read_inputs(&args.files, args.allow_empty) else {
+            return ExitCode::from(2);
+        };
+        audit::audit_manifests(&inputs, &config)
+    };
+    let text = match audit_text(&findings, args.output, now()) {
+        Ok(text) => text,
+        Err(error) => {
+            eprintln!("mesh-admission: cannot print the findings: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("mesh-admission: cannot write output: {error}");
+        return ExitCode::from(2);
+    }
+    if audit::has_errors(&findings) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Offline every finding is first seen now: what the controller stamps on its first pass.
+fn now() -> report::Timestamp {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    report::Timestamp {
+        seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        nanos: 0,
+    }
+}
+
+/// The findings as `audit` prints them.
+pub fn audit_text(
+    findings: &[AuditFinding],
+    output: AuditOutput,
+    seen: report::Timestamp,
+) -> anyhow::Result<String> {
+    Ok(match output {
+        AuditOutput::Json => {
+            let mut text = serde_json::to_string_pretty(findings)?;
+            text.push('\n');
+            text
+        }
+        AuditOutput::Reports => {
+            let mut text = String::new();
+            for (i, object) in report::reports(findings, &|_| seen).iter().enumerate() {
+                if i > 0 {
+                    text.push_str("---\n");
+                }
+                text.push_str(&yaml_serde::to_string(object)?);
+            }
+            text
+        }
+        AuditOutput::Table => audit_table(findings),
+    })
+}
+
+/// One block per namespace (cluster-scoped objects first), one line per finding, then the counts.
+fn audit_table(findings: &[AuditFinding]) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let mut namespace = None;
+    for f in findings {
+        if namespace != Some(f.object.namespace.as_str()) {
+            namespace = Some(f.object.namespace.as_str());
+            let heading = match f.object.namespace.as_str() {
+                "" => "cluster-scoped".to_owned(),
+                ns => format!("namespace {ns}"),
+            };
+            let _ = writeln!(text, "{}{heading}", if text.is_empty() { "" } else { "\n" });
+        }
+        let _ = writeln!(
+            text,
+            "  {:<7}  {:<36}  {}: {}",
+            f.level.as_str(),
+            f.rule,
+            f.object,
+            f.message
+        );
+    }
+    let errors = findings.iter().filter(|f| f.is_error()).count();
+    let _ = writeln!(
+        text,
+        "{}{errors} errors, {} warnings",
+        if text.is_empty() { "" } else { "\n" },
+        findings.len() - errors
+    );
+    text
+}
+
+/// `audit --cluster`, on a runtime of its own.
+fn cluster_audit(config: &Config) -> anyhow::Result<Vec<AuditFinding>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            anyhow::anyhow!("no Kubernetes API: set KUBECONFIG or run in a cluster: {e}")
+        })?;
+        let (findings, not_served) = crate::live_audit::findings(&client, config).await?;
+        for missing in &not_served {
+            eprintln!(
+                "Warning: {} is not served, not audited: {}",
+                missing.kind, missing.reason
+            );
+        }
+        Ok(findings)
     })
 }

@@ -4,11 +4,13 @@
 //! bytes into reply bytes with it; `server`, `certs` and `cli` are the shell around them.
 
 pub mod admission;
+pub mod audit;
 pub mod certs;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controller;
+pub mod live_audit;
 pub mod manifests;
 pub mod match_conditions;
 pub mod metrics;

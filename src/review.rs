@@ -154,10 +154,15 @@ fn request_review(
         "oldObject": old_object,
         "dryRun": true,
     });
-    if kind != "Namespace" {
+    if !is_cluster_scoped(group, kind) {
         request["namespace"] = json!(namespace);
     }
     json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+}
+
+/// Namespaces and ClusterSPIFFEIDs: the apiserver names no namespace in their requests.
+fn is_cluster_scoped(group: &str, kind: &str) -> bool {
+    kinds::find(group, kind).map_or(kind == "Namespace", |k| k.is_cluster_scoped())
 }
 
 fn group_version_kind(object: &Value) -> (&str, &str, &str) {
@@ -209,7 +214,7 @@ pub fn review_subject(
     let (operation, old_object) = (subject.operation.as_str(), &subject.old_object);
     let mut result = ObjectReview {
         kind: kind.to_owned(),
-        namespace: if kind == "Namespace" {
+        namespace: if is_cluster_scoped(group, kind) {
             String::new()
         } else {
             namespace.clone()

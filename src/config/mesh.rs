@@ -50,6 +50,12 @@ pub struct MeshConfig {
     pub authorization_policies: bool,
     pub istiod_egress: bool,
     pub istiod: Istiod,
+    /// Istio's root namespace: its namespace-wide policies apply to the whole mesh, and its
+    /// policies' selectors select workloads of every namespace.
+    pub root_namespace: String,
+    /// The `className` of the ClusterSPIFFEIDs the mesh's SPIRE controller manager acts on; `None`:
+    /// it acts on every one.
+    pub spire_class_name: Option<String>,
 }
 
 impl MeshConfig {
@@ -76,6 +82,8 @@ pub(super) struct MeshFile {
     authorization_policies: Option<bool>,
     istiod_egress: Option<bool>,
     istiod: Option<IstiodFile>,
+    root_namespace: Option<String>,
+    spire_class_name: Option<String>,
 }
 
 /// A gateway entry. A list replaces the default list whole, so each entry names everything except
@@ -121,6 +129,8 @@ impl MeshFile {
             authorization_policies: self.authorization_policies.or(base.authorization_policies),
             istiod_egress: self.istiod_egress.or(base.istiod_egress),
             istiod,
+            root_namespace: self.root_namespace.or(base.root_namespace),
+            spire_class_name: self.spire_class_name.or(base.spire_class_name),
         }
     }
 
@@ -183,6 +193,16 @@ impl MeshFile {
             )?,
             istiod_egress: required(self.istiod_egress, "mesh.istiodEgress")?,
             istiod,
+            root_namespace: label(
+                required(self.root_namespace, "mesh.rootNamespace")?,
+                "mesh.rootNamespace",
+            )?,
+            spire_class_name: match self.spire_class_name {
+                Some(name) if name.is_empty() => {
+                    return Err(invalid("mesh.spireClassName", "must not be empty"));
+                }
+                name => name,
+            },
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod apply;
 pub mod events;
 pub mod leader;
+pub mod reports;
 pub mod watch;
 
 use std::sync::Arc;
@@ -82,7 +83,16 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         awaited: plan::Unseen::default(),
         parallel: usize::from(args.parallel),
+        reconciled: Arc::new(tokio::sync::Notify::new()),
     };
+    let reporting = tokio::spawn(reports::run(
+        controller.client.clone(),
+        controller.config.clone(),
+        args.report_interval,
+        election.leading.clone(),
+        controller.reconciled.clone(),
+        stop.clone(),
+    ));
     let leading = election.leading.clone();
     let signalled = signals.shutdown.cancelled();
     controller.run(leading, &ready, &args, signalled).await;
@@ -97,6 +107,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     metrics.leader.set(0);
     stop.cancel();
     let _ = admin.await;
+    let _ = reporting.await;
     Ok(())
 }
 
@@ -119,6 +130,8 @@ struct Controller {
     /// The last reconcile's writes, until the reflectors show them.
     awaited: plan::Unseen,
     parallel: usize,
+    /// Told after each reconcile: the reports follow the same changes.
+    reconciled: Arc<tokio::sync::Notify>,
 }
 
 impl Controller {
@@ -171,6 +184,7 @@ impl Controller {
             );
             let result = self.reconcile().instrument(span).await;
             self.metrics.reconciled(result.is_ok());
+            self.reconciled.notify_one();
             retry = match result {
                 Ok(()) => None,
                 Err(error) => {

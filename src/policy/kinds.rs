@@ -45,6 +45,8 @@ pub enum Validator {
     DestinationRule,
     VirtualService,
     Gateway,
+    /// SPIRE's registrations (DESIGN.md section 13): selector syntax, and the mesh's ID form.
+    ClusterSpiffeId,
 }
 
 impl Validator {
@@ -57,7 +59,8 @@ impl Validator {
             | Validator::PeerAuthentication
             | Validator::DestinationRule
             | Validator::VirtualService
-            | Validator::Gateway => true,
+            | Validator::Gateway
+            | Validator::ClusterSpiffeId => true,
         }
     }
 }
@@ -406,6 +409,7 @@ pub static CLUSTER_SPIFFE_ID: Kind = Kind::custom(
     "clusterspiffeids",
 )
 .cluster_scoped()
+.validated(Validator::ClusterSpiffeId)
 .modeled(Modeled::ClusterSpiffeId);
 
 /// Every kind mesh-admission reads.
@@ -537,7 +541,11 @@ mod tests {
         assert_eq!(find("gateway.networking.k8s.io", "Gateway"), None);
         assert_eq!(
             spec_validated_groups(),
-            ["security.istio.io", "networking.istio.io"]
+            [
+                "security.istio.io",
+                "networking.istio.io",
+                "spire.spiffe.io"
+            ]
         );
         assert!(!Validator::HelmRelease.reads_spec());
     }

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod pod;
 pub mod podtemplate;
 pub mod render;
+pub mod spire;
 pub mod syntax;
 pub mod validate;
 

@@ -35,15 +35,47 @@ pub enum InjectChoice<'a> {
 impl<'a> InjectChoice<'a> {
     /// The label wins over the annotation, as in Istio.
     pub fn of(meta: &'a ObjectMeta<'_>) -> Self {
-        match meta
-            .label(INJECT_KEY)
-            .or_else(|| meta.annotation(INJECT_KEY))
-        {
+        Self::from_values(meta.label(INJECT_KEY), meta.annotation(INJECT_KEY))
+    }
+
+    /// From the pod's `sidecar.istio.io/inject` label and annotation; the label wins.
+    pub fn from_values(label: Option<&'a str>, annotation: Option<&'a str>) -> Self {
+        match label.or(annotation) {
             None => InjectChoice::Unset,
             Some(v) if v.eq_ignore_ascii_case("true") => InjectChoice::Enabled,
             Some(v) if v.eq_ignore_ascii_case("false") => InjectChoice::Disabled,
             Some(v) => InjectChoice::Unrecognised(v),
         }
+    }
+}
+
+/// What the Pod table makes of a pod, before any patch: the one decision the webhook and `audit`
+/// (which workloads are meshed) share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meshing {
+    /// Not injected: an excluded namespace, the host network, or `sidecar.istio.io/inject=false`.
+    Untouched,
+    /// Injected, but opted out of SPIRE (its identity label is `false`): no template, no volume.
+    WithoutSpire,
+    /// Injected, with a SPIRE identity.
+    Spire,
+}
+
+/// Decides the Pod table's first rows and step 2's opt-out for a pod in `namespace`;
+/// `spire_label` is the pod's own value of the configured SPIRE identity label.
+pub fn meshing(
+    namespace: &str,
+    host_network: bool,
+    inject: InjectChoice<'_>,
+    spire_label: Option<&str>,
+    cfg: &Config,
+) -> Meshing {
+    if cfg.is_excluded_namespace(namespace) || host_network || inject == InjectChoice::Disabled {
+        Meshing::Untouched
+    } else if spire_label.is_some_and(|v| v.eq_ignore_ascii_case("false")) {
+        Meshing::WithoutSpire
+    } else {
+        Meshing::Spire
     }
 }
 
@@ -102,18 +134,18 @@ pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Result<Mutation, 
     let meta = pod.metadata.as_ref().unwrap_or(&no_meta);
     let spec = pod.spec.as_ref();
 
-    // Istio never injects these.
-    if cfg.is_excluded_namespace(namespace) || spec.and_then(|s| s.host_network) == Some(true) {
-        return Ok(Mutation::default());
-    }
-
+    let inject = InjectChoice::of(meta);
+    let host_network = spec.and_then(|s| s.host_network) == Some(true);
+    let spire_label = meta.label(&cfg.spire_identity_label);
+    let meshing = meshing(namespace, host_network, inject, spire_label, cfg);
     let mut out = Mutation::default();
-    match InjectChoice::of(meta) {
-        InjectChoice::Disabled => return Ok(out),
-        InjectChoice::Unrecognised(value) => out.warnings.push(warning(format!(
+    if meshing == Meshing::Untouched {
+        return Ok(out);
+    }
+    if let InjectChoice::Unrecognised(value) = inject {
+        out.warnings.push(warning(format!(
             "{INJECT_KEY}={value:?} is neither true nor false: Istio ignores it, so the pod is injected"
-        ))),
-        InjectChoice::Unset | InjectChoice::Enabled => {}
+        )));
     }
 
     if pod.metadata.is_none() {
@@ -124,11 +156,8 @@ pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Result<Mutation, 
     let mut labels = MapEdit::new(["metadata", "labels"], meta.labels.as_ref());
     labels.set_if_absent(INJECT_KEY, "true");
     labels.set_if_absent(&cfg.spire_identity_label, "true");
-    let spire_opt_out = labels
-        .get(&cfg.spire_identity_label)
-        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
     labels.into_ops(&mut out.patch);
-    if spire_opt_out {
+    if meshing == Meshing::WithoutSpire {
         return Ok(out);
     }
 

@@ -8,7 +8,7 @@ use super::istio::{
 };
 use super::kinds::{self, Validator};
 use super::object::{DecodeError, Pod, decode, decode_at};
-use super::{helmrelease, podtemplate};
+use super::{helmrelease, podtemplate, spire};
 use crate::config::Config;
 
 /// Every finding for one object of the given group and kind. A field the rules read that has the wrong
@@ -44,6 +44,7 @@ pub fn validate(
             Ok(virtual_service::validate(&decode(object_json)?))
         }
         (Some(Validator::Gateway), _) => Ok(gateway::validate(&decode(object_json)?)),
+        (Some(Validator::ClusterSpiffeId), _) => Ok(spire::validate(&decode(object_json)?, cfg)),
         (Some(Validator::PodTemplate), None) | (None, _) => Ok(Vec::new()),
     }
 }
