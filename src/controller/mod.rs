@@ -13,7 +13,6 @@ pub mod admin;
 pub mod apply;
 pub mod events;
 pub mod leader;
-pub mod reports;
 pub mod watch;
 
 use std::sync::Arc;
@@ -85,7 +84,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         parallel: usize::from(args.parallel),
         reconciled: Arc::new(tokio::sync::Notify::new()),
     };
-    let reporting = tokio::spawn(reports::run(
+    let reporting = tokio::spawn(crate::live_audit::reports::run(
         controller.client.clone(),
         controller.config.clone(),
         args.report_interval,

@@ -3,6 +3,8 @@
 //! the API serves them for the webhook's own findings (the model leaves out fields those rules
 //! read). Read-only; the findings come from the pure `audit` core.
 
+pub mod reports;
+
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::error::DiscoveryError;
 use serde_json::Value;
