@@ -9,6 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controller;
+pub mod graph;
 pub mod manifests;
 pub mod match_conditions;
 pub mod metrics;

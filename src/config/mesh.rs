@@ -45,6 +45,8 @@ pub struct MeshConfig {
     pub trust_domain: String,
     pub trust_domain_aliases: Vec<String>,
     pub federated_trust_domains: Vec<String>,
+    /// istiod's root namespace: its PeerAuthentications and AuthorizationPolicies apply mesh-wide.
+    pub root_namespace: String,
     /// Whether to generate AuthorizationPolicies (an ALLOW policy denies every other caller of the
     /// workload, so it is a choice, not a default).
     pub authorization_policies: bool,
@@ -73,6 +75,7 @@ pub(super) struct MeshFile {
     trust_domain: Option<String>,
     trust_domain_aliases: Option<Vec<String>>,
     federated_trust_domains: Option<Vec<String>>,
+    root_namespace: Option<String>,
     authorization_policies: Option<bool>,
     istiod_egress: Option<bool>,
     istiod: Option<IstiodFile>,
@@ -118,6 +121,7 @@ impl MeshFile {
             federated_trust_domains: self
                 .federated_trust_domains
                 .or(base.federated_trust_domains),
+            root_namespace: self.root_namespace.or(base.root_namespace),
             authorization_policies: self.authorization_policies.or(base.authorization_policies),
             istiod_egress: self.istiod_egress.or(base.istiod_egress),
             istiod,
@@ -177,6 +181,10 @@ impl MeshFile {
             trust_domain,
             trust_domain_aliases: aliases,
             federated_trust_domains: federated,
+            root_namespace: label(
+                required(self.root_namespace, "mesh.rootNamespace")?,
+                "mesh.rootNamespace",
+            )?,
             authorization_policies: required(
                 self.authorization_policies,
                 "mesh.authorizationPolicies",

@@ -35,10 +35,12 @@ pub enum InjectChoice<'a> {
 impl<'a> InjectChoice<'a> {
     /// The label wins over the annotation, as in Istio.
     pub fn of(meta: &'a ObjectMeta<'_>) -> Self {
-        match meta
-            .label(INJECT_KEY)
-            .or_else(|| meta.annotation(INJECT_KEY))
-        {
+        Self::from_values(meta.label(INJECT_KEY), meta.annotation(INJECT_KEY))
+    }
+
+    /// From the pod's `sidecar.istio.io/inject` label and annotation (a pod template's too).
+    pub fn from_values(label: Option<&'a str>, annotation: Option<&'a str>) -> Self {
+        match label.or(annotation) {
             None => InjectChoice::Unset,
             Some(v) if v.eq_ignore_ascii_case("true") => InjectChoice::Enabled,
             Some(v) if v.eq_ignore_ascii_case("false") => InjectChoice::Disabled,
@@ -95,6 +97,36 @@ impl fmt::Display for TemplateList {
     }
 }
 
+/// Whether the Pod table injects a pod, before the SPIRE opt-out: the webhook and `graph` (which
+/// asks it of every workload's pod template) decide with this one function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injection<'a> {
+    /// Left untouched: an excluded namespace, the host network, or `sidecar.istio.io/inject: false`.
+    Untouched,
+    /// Injected; `unrecognised` holds an inject value that is neither `true` nor `false`.
+    Injected { unrecognised: Option<&'a str> },
+}
+
+/// The first rows of the Pod table, for a pod in `namespace`.
+pub fn injection<'a>(
+    namespace: &str,
+    host_network: bool,
+    choice: InjectChoice<'a>,
+    cfg: &Config,
+) -> Injection<'a> {
+    // Istio never injects these.
+    if cfg.is_excluded_namespace(namespace) || host_network {
+        return Injection::Untouched;
+    }
+    match choice {
+        InjectChoice::Disabled => Injection::Untouched,
+        InjectChoice::Unrecognised(value) => Injection::Injected {
+            unrecognised: Some(value),
+        },
+        InjectChoice::Unset | InjectChoice::Enabled => Injection::Injected { unrecognised: None },
+    }
+}
+
 /// Applies the Pod table to a pod being created in `namespace`. Fails only when a part the rules
 /// must read (the containers, when mounts are asked for) cannot be read.
 pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Result<Mutation, DecodeError> {
@@ -102,18 +134,16 @@ pub fn mutate(pod: &Pod<'_>, namespace: &str, cfg: &Config) -> Result<Mutation, 
     let meta = pod.metadata.as_ref().unwrap_or(&no_meta);
     let spec = pod.spec.as_ref();
 
-    // Istio never injects these.
-    if cfg.is_excluded_namespace(namespace) || spec.and_then(|s| s.host_network) == Some(true) {
-        return Ok(Mutation::default());
-    }
-
+    let host_network = spec.and_then(|s| s.host_network) == Some(true);
     let mut out = Mutation::default();
-    match InjectChoice::of(meta) {
-        InjectChoice::Disabled => return Ok(out),
-        InjectChoice::Unrecognised(value) => out.warnings.push(warning(format!(
+    match injection(namespace, host_network, InjectChoice::of(meta), cfg) {
+        Injection::Untouched => return Ok(out),
+        Injection::Injected {
+            unrecognised: Some(value),
+        } => out.warnings.push(warning(format!(
             "{INJECT_KEY}={value:?} is neither true nor false: Istio ignores it, so the pod is injected"
         ))),
-        InjectChoice::Unset | InjectChoice::Enabled => {}
+        Injection::Injected { unrecognised: None } => {}
     }
 
     if pod.metadata.is_none() {

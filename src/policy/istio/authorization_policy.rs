@@ -236,6 +236,42 @@ fn check_principal(field: &str, value: &str, trust: &TrustDomains<'_>) -> Vec<Fi
     )]
 }
 
+/// Whether the principal `pattern`, as written in a rule, matches a peer whose identity is
+/// `identity` (`<mesh.trustDomain>/ns/<namespace>/sa/<service account>`), as Istio matches it: exact,
+/// `*` prefix or suffix, `*` alone; `cluster.local` and the aliases stand for `mesh.trustDomain`.
+/// Anything the rows above refuse (a `spiffe://` scheme, a `*` inside, a typo of the trust domain)
+/// never matches, as in Istio.
+pub fn principal_matches(pattern: &str, identity: &str, mesh: &MeshConfig) -> bool {
+    let local = |domain: &str| {
+        domain == mesh.trust_domain
+            || domain == LOCAL_TRUST_DOMAIN
+            || mesh.trust_domain_aliases.iter().any(|a| a == domain)
+    };
+    // `alias/ns/a/sa/b` is rewritten to the trust domain's, so compare in the trust domain's terms.
+    let in_trust_domain = |value: &str| match trust_domain_of(value) {
+        Some(domain) if local(domain) => format!("{}{}", mesh.trust_domain, &value[domain.len()..]),
+        _ => value.to_owned(),
+    };
+    match Pattern::of(pattern) {
+        Pattern::Any => true,
+        Pattern::Literal => false,
+        Pattern::Exact(exact) => in_trust_domain(exact) == identity,
+        Pattern::Prefix(start) => identity.starts_with(&in_trust_domain(start)),
+        Pattern::Suffix(end) => identity.ends_with(end),
+    }
+}
+
+/// Whether a `namespaces` entry matches the namespace `namespace` (exact, `*` prefix or suffix).
+pub fn namespace_matches(pattern: &str, namespace: &str) -> bool {
+    match Pattern::of(pattern) {
+        Pattern::Any => true,
+        Pattern::Literal => false,
+        Pattern::Exact(exact) => exact == namespace,
+        Pattern::Prefix(start) => namespace.starts_with(start),
+        Pattern::Suffix(end) => namespace.ends_with(end),
+    }
+}
+
 /// The principal without a `spiffe://` scheme (any case), when it has one.
 fn strip_scheme(value: &str) -> Option<&str> {
     let head = value.get(..SPIFFE_SCHEME.len())?;
