@@ -1,5 +1,5 @@
 //! The offline commands' I/O: read files, print results, choose exit codes. The work itself is in
-//! `review`, `policy::render` and `webhook_config`.
+//! `review`, `policy::render`, `graph` and `webhook_config`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -8,8 +8,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{RenderArgs, RenderOutput, ReviewArgs, ReviewOutput, WebhookConfigArgs};
+use crate::cli::{
+    GraphArgs, GraphOutput, RenderArgs, RenderOutput, ReviewArgs, ReviewOutput, WebhookConfigArgs,
+};
 use crate::config::Config;
+use crate::graph::{self, Decision, Topology};
 use crate::manifests::Manifests;
 use crate::model::Model;
 use crate::policy::finding::Severity;
@@ -309,4 +312,184 @@ pub fn render_text(objects: &[MeshObject], output: RenderOutput) -> anyhow::Resu
             text
         }
     })
+}
+
+/// Every object of every file `files` names (standard input when none), or the message to print
+/// before exit 2.
+fn read_manifests(files: &[String]) -> Result<Vec<serde_json::Value>, String> {
+    let files = if files.is_empty() {
+        vec!["-".to_owned()]
+    } else {
+        files.to_vec()
+    };
+    let mut inputs = Vec::new();
+    for arg in &files {
+        let expanded =
+            input_files(arg).map_err(|e| format!("cannot read {}: {e}", display_name(arg)))?;
+        for file in &expanded {
+            let name = display_name(file);
+            let reader = open(file).map_err(|e| format!("cannot read {name}: {e}"))?;
+            for document in Manifests::new(reader) {
+                let object =
+                    document.map_err(|e| format!("{name}: {:#}", anyhow::Error::new(e)))?;
+                inputs.push(object);
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+/// The model `graph` reads from manifests: with `render`'s objects unless `no_generated`. An object
+/// the model cannot read is an error: leaving a policy out would change the verdicts unseen.
+fn graph_model(
+    files: &[String],
+    config: &Config,
+    no_generated: bool,
+    allow_empty: bool,
+) -> Result<Model, String> {
+    let inputs = read_manifests(files)?;
+    if inputs.is_empty() && !allow_empty {
+        return Err("no objects in the input (pass --allow-empty to accept that)".into());
+    }
+    let model = Model::from_manifests(&inputs);
+    if !model.problems.is_empty() {
+        let lines: Vec<String> = model
+            .problems
+            .iter()
+            .map(|p| match &p.issue {
+                crate::model::ReadIssue::Unreadable(why) => {
+                    format!("{}: cannot be read: {why}", p.subject)
+                }
+                crate::model::ReadIssue::Duplicate => format!(
+                    "{}: is in the input more than once with different content",
+                    p.subject
+                ),
+            })
+            .collect();
+        return Err(lines.join("\nmesh-admission: "));
+    }
+    Ok(if no_generated {
+        model
+    } else {
+        graph::with_generated(&model, config)
+    })
+}
+
+/// `SRC` and `DST[:PORT]` of `--explain`.
+fn explain_ends(topology: &Topology<'_>, ends: &[String]) -> Result<Vec<Decision>, String> {
+    let [src, dst] = ends else {
+        return Err("--explain takes SRC and DST[:PORT]".into());
+    };
+    let (dst, port) = match dst.rsplit_once(':') {
+        Some((name, port)) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("--explain: {port:?} is not a port number"))?;
+            (name, Some(port))
+        }
+        None => (dst.as_str(), None),
+    };
+    let find = |name: &str| {
+        topology.node(name).ok_or_else(|| {
+            format!("--explain: no workload {name:?} (workloads are named namespace/name; `outside` is any other client)")
+        })
+    };
+    let (from, to) = (find(src)?, find(dst)?);
+    let ports: Vec<u16> = match port {
+        Some(port) => vec![port],
+        None => topology.nodes[to].ports.iter().map(|p| p.port).collect(),
+    };
+    if ports.is_empty() {
+        return Err(format!(
+            "--explain: {dst} declares no TCP port; name one as {dst}:PORT"
+        ));
+    }
+    Ok(ports
+        .into_iter()
+        .map(|port| topology.decide(from, to, port, true))
+        .collect())
+}
+
+/// `graph`: exit 0, or 1 when `--diff` finds a connection more open, 2 on unreadable input.
+pub fn graph(args: &GraphArgs) -> ExitCode {
+    let fail = |message: &str| {
+        eprintln!("mesh-admission: {message}");
+        ExitCode::from(2)
+    };
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => return fail(&format!("{error:#}")),
+    };
+    let model = match graph_model(&args.files, &config, args.no_generated, args.allow_empty) {
+        Ok(model) => model,
+        Err(message) => return fail(&message),
+    };
+    let topology = Topology::new(&model, &config);
+    let mut code = ExitCode::SUCCESS;
+    let text = if let Some(ends) = &args.explain {
+        let decisions = match explain_ends(&topology, ends) {
+            Ok(decisions) => decisions,
+            Err(message) => return fail(&message),
+        };
+        match args.output {
+            GraphOutput::Json => json_text(&decisions),
+            _ => Ok(graph::output::explain(
+                &decisions,
+                &topology.not_evaluated(),
+            )),
+        }
+    } else {
+        let head = topology
+            .graph()
+            .filtered(args.from.as_deref(), args.to.as_deref());
+        if args.diff.is_empty() {
+            match args.output {
+                GraphOutput::Table => Ok(graph::output::table(&head)),
+                GraphOutput::Json => json_text(&head),
+                GraphOutput::Dot => Ok(graph::picture::dot(&head)),
+                GraphOutput::Svg => Ok(graph::picture::svg(&head)),
+                GraphOutput::Html => Ok(graph::picture::html(&head, &|c| match (
+                    topology.node(&c.from),
+                    topology.node(&c.to),
+                ) {
+                    (Some(src), Some(dst)) => {
+                        graph::output::explain(&[topology.decide(src, dst, c.port, true)], &[])
+                    }
+                    _ => String::new(),
+                })),
+            }
+        } else {
+            // The base is read with the same configuration, so only the inputs differ.
+            let base_model = match graph_model(&args.diff, &config, args.no_generated, true) {
+                Ok(model) => model,
+                Err(message) => return fail(&message),
+            };
+            let base = Topology::new(&base_model, &config)
+                .graph()
+                .filtered(args.from.as_deref(), args.to.as_deref());
+            let changes = graph::diff(&base, &head);
+            if changes.more_open() {
+                code = ExitCode::from(1);
+            }
+            match args.output {
+                GraphOutput::Json => json_text(&changes),
+                _ => Ok(graph::output::changes(&changes)),
+            }
+        }
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(error) => return fail(&format!("cannot print the graph: {error:#}")),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        return fail(&format!("cannot write output: {error}"));
+    }
+    code
+}
+
+fn json_text(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text)
 }

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
         Command::WebhookConfig(args) => run_webhook_config(&args),
         Command::Review(args) => return commands::review(&args),
         Command::Render(args) => return commands::render(&args),
+        Command::Graph(args) => return commands::graph(&args),
         Command::Controller(args) => {
             init_tracing(args.log_format, &args.log_level);
             tokio::runtime::Builder::new_multi_thread()
