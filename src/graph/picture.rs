@@ -302,10 +302,8 @@ pub fn svg(graph: &Graph) -> String {
     let max_y = clusters.iter().map(|c| c.y + c.height).fold(0.0, f64::max);
     let margin = 60.0;
     let legend = 70.0;
-    let (width, height) = (
-        max_x - min_x + 2.0 * margin,
-        max_y - min_y + 2.0 * margin + legend,
-    );
+    let width = (max_x - min_x + 2.0 * margin).max(640.0);
+    let height = max_y - min_y + 2.0 * margin + legend;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -386,6 +384,21 @@ pub fn svg(graph: &Graph) -> String {
                 x + 34.0,
                 y,
             )
+        } else if (fx - tx).abs() < 1.0 {
+            // Within one namespace: an arc outside the box's right edge.
+            let (sx, sy, ey) = (fx + fw, fy + mid, ty + mid);
+            // Downward arcs reach further than upward ones, so that a pair's two arcs part.
+            let down = if ey > sy { 16.0 } else { 0.0 };
+            let reach = PADDING + 14.0 + down + (ey - sy).abs() / 4.0;
+            (
+                format!(
+                    "M {sx:.1} {sy:.1} C {:.1} {sy:.1}, {:.1} {ey:.1}, {sx:.1} {ey:.1}",
+                    sx + reach,
+                    sx + reach
+                ),
+                sx + reach * 0.75 + 3.0,
+                (sy + ey) / 2.0 + if ey > sy { 12.0 } else { -6.0 },
+            )
         } else {
             let (sx, sy) = if tx >= fx + fw {
                 (fx + fw, fy + mid)
@@ -429,7 +442,8 @@ pub fn svg(graph: &Graph) -> String {
     let lx = min_x;
     let _ = writeln!(
         out,
-        "<g class=\"legend\" font-size=\"11\"><text x=\"{lx:.1}\" y=\"{ly:.1}\">edges: <tspan fill=\"{a}\">allowed</tspan>, <tspan fill=\"{p}\">partial</tspan>, <tspan fill=\"{d}\">denied after the NetworkPolicy layer</tspan>; solid mTLS, dashed plaintext; dashed box: no sidecar. Pairs the NetworkPolicies keep apart are not drawn.</text></g>",
+        "<g class=\"legend\" font-size=\"11\"><text x=\"{lx:.1}\" y=\"{ly:.1}\">edges: <tspan fill=\"{a}\">allowed</tspan>, <tspan fill=\"{p}\">partial</tspan>, <tspan fill=\"{d}\">denied after the NetworkPolicy layer</tspan>; solid mTLS, dashed plaintext.</text><text x=\"{lx:.1}\" y=\"{ly2:.1}\">Dashed box: no sidecar. Pairs the NetworkPolicies keep apart are not drawn.</text></g>",
+        ly2 = ly + 16.0,
         a = colour(Verdict::Allowed),
         p = colour(Verdict::Partial),
         d = colour(Verdict::Denied),
