@@ -444,8 +444,16 @@ pub fn graph(args: &GraphArgs) -> ExitCode {
             .filtered(args.from.as_deref(), args.to.as_deref());
         if args.diff.is_empty() {
             match args.output {
-                GraphOutput::Table => Ok(graph::output::table(&head)),
-                GraphOutput::Json => json_text(&head),
+                GraphOutput::Table => {
+                    let mut out = BufWriter::new(std::io::stdout().lock());
+                    return match graph::output::table(&head, &mut out).and_then(|()| out.flush()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(error) => fail(&format!("cannot write output: {error}")),
+                    };
+                }
+                // The largest output (hundreds of MB for thousands of workloads): written as it is
+                // made rather than held whole.
+                GraphOutput::Json => return print_json(&head),
                 GraphOutput::Dot => Ok(graph::picture::dot(&head)),
                 GraphOutput::Svg => Ok(graph::picture::svg(&head)),
                 GraphOutput::Html => Ok(graph::picture::html(&head, &|c| match (
@@ -486,6 +494,22 @@ pub fn graph(args: &GraphArgs) -> ExitCode {
         return fail(&format!("cannot write output: {error}"));
     }
     code
+}
+
+/// Writes `value` as pretty JSON to stdout: exit 0, or 2 when it cannot be written.
+fn print_json(value: &impl serde::Serialize) -> ExitCode {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mesh-admission: cannot write output: {error}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn json_text(value: &impl serde::Serialize) -> anyhow::Result<String> {

@@ -2,14 +2,20 @@
 //! layer), `--explain`'s layer-by-layer account, and `--diff`'s changed connections.
 
 use std::fmt::Write as _;
+use std::io::Write;
 
 use super::verdict::{Layer, Outcome, Verdict};
 use super::{Changes, Connection, Decision, Graph};
 
-/// Lines of cells, each column padded to its widest cell.
-fn columns(rows: &[Vec<String>]) -> String {
+/// Writes rows of cells, each column padded to its widest cell. `rows` is asked twice (widths,
+/// then lines), so that no table is ever held whole: a large mesh has hundreds of thousands of rows.
+fn columns<R, F>(out: &mut dyn Write, rows: F) -> std::io::Result<()>
+where
+    F: Fn() -> R,
+    R: Iterator<Item = Vec<String>>,
+{
     let mut widths: Vec<usize> = Vec::new();
-    for row in rows {
+    for row in rows() {
         for (i, cell) in row.iter().enumerate() {
             let width = cell.chars().count();
             match widths.get_mut(i) {
@@ -18,9 +24,9 @@ fn columns(rows: &[Vec<String>]) -> String {
             }
         }
     }
-    let mut text = String::new();
-    for row in rows {
-        let mut line = String::new();
+    let mut line = String::new();
+    for row in rows() {
+        line.clear();
         for (i, cell) in row.iter().enumerate() {
             if i + 1 == row.len() {
                 line.push_str(cell);
@@ -28,10 +34,9 @@ fn columns(rows: &[Vec<String>]) -> String {
                 let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
             }
         }
-        text.push_str(line.trim_end());
-        text.push('\n');
+        writeln!(out, "{}", line.trim_end())?;
     }
-    text
+    Ok(())
 }
 
 fn by(connection: &Connection) -> String {
@@ -43,62 +48,63 @@ fn by(connection: &Connection) -> String {
 }
 
 /// The table: one line per allowed or partial connection, then the denied ones by layer.
-pub fn table(graph: &Graph) -> String {
-    let mut rows = vec![
-        [
-            "FROM",
-            "TO",
-            "PORT",
-            "VERDICT",
-            "SECURITY",
-            "BY / CONDITIONS",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
-    for c in graph
-        .connections
-        .iter()
-        .filter(|c| c.verdict != Verdict::Denied)
-    {
-        let mut last = by(c);
-        if !c.conditions.is_empty() {
-            last = format!("{last}; when: {}", c.conditions.join("; "));
-        }
-        rows.push(vec![
-            c.from.to_string(),
-            c.to.to_string(),
-            c.port.to_string(),
-            c.verdict.as_str().to_owned(),
-            c.security.as_str().to_owned(),
-            last,
-        ]);
-    }
-    let mut text = columns(&rows);
+pub fn table(graph: &Graph, out: &mut dyn Write) -> std::io::Result<()> {
+    let header = [
+        "FROM",
+        "TO",
+        "PORT",
+        "VERDICT",
+        "SECURITY",
+        "BY / CONDITIONS",
+    ]
+    .map(String::from);
+    let open = || {
+        std::iter::once(header.to_vec()).chain(
+            graph
+                .connections
+                .iter()
+                .filter(|c| c.verdict != Verdict::Denied)
+                .map(|c| {
+                    let mut last = by(c);
+                    if !c.conditions.is_empty() {
+                        last = format!("{last}; when: {}", c.conditions.join("; "));
+                    }
+                    vec![
+                        c.from.to_string(),
+                        c.to.to_string(),
+                        c.port.to_string(),
+                        c.verdict.as_str().to_owned(),
+                        c.security.as_str().to_owned(),
+                        last,
+                    ]
+                }),
+        )
+    };
+    columns(out, open)?;
     for layer in [Layer::Networkpolicy, Layer::Mtls, Layer::Authorization] {
-        let denied: Vec<&Connection> = graph
-            .connections
-            .iter()
-            .filter(|c| c.layer == Some(layer))
-            .collect();
-        if denied.is_empty() {
+        let denied = || {
+            graph
+                .connections
+                .iter()
+                .filter(move |c| c.layer == Some(layer))
+        };
+        let count = denied().count();
+        if count == 0 {
             continue;
         }
-        let _ = writeln!(text, "\ndenied by {} ({}):", layer.as_str(), denied.len());
-        let rows: Vec<Vec<String>> = denied
-            .iter()
-            .map(|c| vec![format!("  {} -> {}:{}", c.from, c.to, c.port), by(c)])
-            .collect();
-        text.push_str(&columns(&rows));
+        writeln!(out, "\ndenied by {} ({count}):", layer.as_str())?;
+        columns(out, || {
+            denied().map(|c| vec![format!("  {} -> {}:{}", c.from, c.to, c.port), by(c)])
+        })?;
     }
     for skipped in &graph.not_evaluated {
-        let _ = writeln!(
-            text,
+        writeln!(
+            out,
             "\nnot evaluated: {}: {}",
             skipped.object, skipped.reason
-        );
+        )?;
     }
-    text
+    Ok(())
 }
 
 fn outcome(outcome: Outcome) -> &'static str {
