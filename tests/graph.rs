@@ -390,8 +390,11 @@ fn dot_names_every_namespace_as_a_cluster() {
     );
 }
 
+/// A drawn edge: source, destination, verdict.
+type DrawnEdge = (String, String, String);
+
 /// The SVG's namespaces, nodes and edges, parsed as XML.
-fn svg_parts(svg: &str) -> (Vec<String>, Vec<String>, Vec<(String, String, String)>) {
+fn svg_parts(svg: &str) -> (Vec<String>, Vec<String>, Vec<DrawnEdge>) {
     let document = roxmltree::Document::parse(svg).expect("the SVG is well-formed XML");
     let root = document.root_element();
     assert_eq!(root.tag_name().name(), "svg");

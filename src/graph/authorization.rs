@@ -50,10 +50,11 @@ pub struct NotEvaluated {
 pub struct Policies<'m> {
     policies: Vec<Policy<'m>>,
     applying: Vec<Vec<usize>>,
+    mesh: &'m MeshConfig,
 }
 
 impl<'m> Policies<'m> {
-    pub fn new(model: &'m Model, nodes: &[Node], mesh: &MeshConfig) -> Self {
+    pub fn new(model: &'m Model, nodes: &[Node], mesh: &'m MeshConfig) -> Self {
         let policies: Vec<Policy<'m>> = model
             .authorization_policies
             .iter()
@@ -89,7 +90,11 @@ impl<'m> Policies<'m> {
                     .collect()
             })
             .collect();
-        Policies { policies, applying }
+        Policies {
+            policies,
+            applying,
+            mesh,
+        }
     }
 
     /// The policies attached by `targetRefs`, listed as not evaluated.
@@ -112,9 +117,9 @@ impl<'m> Policies<'m> {
         dst: usize,
         port: u16,
         security: Security,
-        mesh: &MeshConfig,
         explain: bool,
     ) -> LayerDecision {
+        let mesh = self.mesh;
         let (from, to) = (&nodes[src], &nodes[dst]);
         let mut decision = LayerDecision::new(Layer::Authorization, Outcome::Allowed);
         if !to.sidecar {
@@ -239,6 +244,14 @@ struct Peer<'a> {
     mesh: &'a MeshConfig,
 }
 
+/// The source fields decided from the connection's identity.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Principal,
+    Namespace,
+    ServiceAccount,
+}
+
 /// A list field: absent and empty both mean "no constraint".
 fn listed(list: &Option<Vec<String>>) -> Option<&[String]> {
     list.as_deref().filter(|l| !l.is_empty())
@@ -325,21 +338,21 @@ impl Peer<'_> {
 
     fn source(&self, source: &Source) -> Match {
         let mut parts = Vec::new();
-        let decided: [(
-            &Option<Vec<String>>,
-            fn(&Self, &[String], bool) -> Match,
-            bool,
-        ); 6] = [
-            (&source.principals, Self::principal, false),
-            (&source.not_principals, Self::principal, true),
-            (&source.namespaces, Self::namespace, false),
-            (&source.not_namespaces, Self::namespace, true),
-            (&source.service_accounts, Self::service_account, false),
-            (&source.not_service_accounts, Self::service_account, true),
+        let decided = [
+            (&source.principals, Field::Principal, false),
+            (&source.not_principals, Field::Principal, true),
+            (&source.namespaces, Field::Namespace, false),
+            (&source.not_namespaces, Field::Namespace, true),
+            (&source.service_accounts, Field::ServiceAccount, false),
+            (&source.not_service_accounts, Field::ServiceAccount, true),
         ];
-        for (list, check, negated) in decided {
+        for (list, field, negated) in decided {
             if let Some(values) = listed(list) {
-                parts.push(check(self, values, negated));
+                parts.push(match field {
+                    Field::Principal => self.principal(values, negated),
+                    Field::Namespace => self.namespace(values, negated),
+                    Field::ServiceAccount => self.service_account(values, negated),
+                });
             }
         }
         for (field, list) in [

@@ -67,7 +67,6 @@ pub struct Decision {
 /// The model (with what `render` generates, unless asked not to) and the configuration, indexed
 /// for deciding connections.
 pub struct Topology<'m> {
-    cfg: &'m Config,
     pub nodes: Vec<Node>,
     namespaces: nodes::NamespaceLabels,
     network: network::Policies<'m>,
@@ -82,7 +81,6 @@ impl<'m> Topology<'m> {
         let peers = mtls::Peers::new(model, &nodes, cfg);
         let authorization = authorization::Policies::new(model, &nodes, &cfg.mesh);
         Topology {
-            cfg,
             nodes,
             namespaces,
             network,
@@ -103,9 +101,9 @@ impl<'m> Topology<'m> {
             .network
             .decide(nodes, &self.namespaces, src, dst, port, explain);
         let (mtls, security) = self.peers.decide(nodes, src, dst, port, explain);
-        let authorization =
-            self.authorization
-                .decide(nodes, src, dst, port, security, &self.cfg.mesh, explain);
+        let authorization = self
+            .authorization
+            .decide(nodes, src, dst, port, security, explain);
         let layers = vec![network, mtls, authorization];
         let refusing = layers.iter().find(|l| l.outcome == Outcome::Denied);
         let mut connection = Connection {

@@ -182,12 +182,17 @@ struct Cluster<'g> {
     y: f64,
 }
 
+/// Where a node is drawn: its box's top left corner and width.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    x: f64,
+    y: f64,
+    width: f64,
+}
+
 /// The namespaces' boxes, placed by layout-rs's layered layout over the edges between
 /// namespaces; the nodes stacked inside each box.
-fn clusters<'g>(
-    graph: &'g Graph,
-    edges: &[Edge],
-) -> (Vec<Cluster<'g>>, BTreeMap<&'g str, (f64, f64, f64)>) {
+fn clusters<'g>(graph: &'g Graph, edges: &[Edge]) -> (Vec<Cluster<'g>>, BTreeMap<&'g str, Place>) {
     use layout::backends::svg::SVGWriter;
     use layout::core::base::Orientation;
     use layout::core::geometry::Point;
@@ -266,10 +271,13 @@ fn clusters<'g>(
         cluster.y = top_left.y;
         for (i, node) in cluster.nodes.iter().enumerate() {
             let y = cluster.y + HEADER + i as f64 * (NODE_HEIGHT + NODE_GAP);
-            places.insert(
-                &*node.name,
-                (cluster.x + PADDING, y, cluster.width - 2.0 * PADDING),
-            );
+            let width = cluster.width - 2.0 * PADDING;
+            let place = Place {
+                x: cluster.x + PADDING,
+                y,
+                width,
+            };
+            places.insert(&*node.name, place);
         }
     }
     (clusters, places)
@@ -334,7 +342,7 @@ pub fn svg(graph: &Graph) -> String {
             ty = cluster.y + 17.0
         );
         for node in &cluster.nodes {
-            let Some(&(x, y, w)) = places.get(&*node.name) else {
+            let Some(&Place { x, y, width: w }) = places.get(&*node.name) else {
                 continue;
             };
             let dash = if node.sidecar {
@@ -362,8 +370,18 @@ pub fn svg(graph: &Graph) -> String {
     }
     out.push_str("</g>\n<g class=\"edges\" fill=\"none\">\n");
     for edge in &edges {
-        let (Some(&(fx, fy, fw)), Some(&(tx, ty, tw))) =
-            (places.get(edge.from.as_str()), places.get(edge.to.as_str()))
+        let (
+            Some(&Place {
+                x: fx,
+                y: fy,
+                width: fw,
+            }),
+            Some(&Place {
+                x: tx,
+                y: ty,
+                width: tw,
+            }),
+        ) = (places.get(edge.from.as_str()), places.get(edge.to.as_str()))
         else {
             continue;
         };
