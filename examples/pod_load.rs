@@ -59,6 +59,11 @@ struct Args {
     /// HTTP/2 connections.
     #[arg(long, default_value_t = 1)]
     connections: usize,
+    /// Pods per second, open-loop (request `i` due at `i / rate`, its latency counted from then, at
+    /// most `--in-flight` under way), as clients create objects; 0 sends the next request as soon
+    /// as a reply is in, which saturates the apiserver.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
     /// A request without a complete reply after this long fails as `timeout` (seconds, or with a
     /// unit: `500ms`, `2m`); also the limit of each connection's handshakes.
     #[arg(long, default_value = "30", value_parser = parse_duration)]
@@ -101,6 +106,8 @@ fn report(args: &Args, outcome: &Report) -> Value {
         "not_sent": args.count.saturating_sub(sent),
         "connections": args.connections,
         "in_flight": args.in_flight,
+        "rate": args.rate,
+        "overdue_unsent": outcome.overdue_unsent,
         "reconnects": stats.connections_opened.saturating_sub(args.connections as u64),
         "retried_unsent": stats.retried_unsent,
         "lost_lanes": outcome.lost_lanes,
@@ -122,7 +129,7 @@ async fn run(args: Args) -> Result<Value, String> {
     let plan = Plan {
         connections: args.connections,
         in_flight: args.in_flight,
-        rate: 0.0,
+        rate: args.rate,
         duration: args.max_duration,
         max_requests: args.count,
     };
@@ -135,10 +142,11 @@ fn main() -> ExitCode {
     if !(1..=MAX_COUNT).contains(&args.count)
         || !(1..=MAX_IN_FLIGHT).contains(&args.in_flight)
         || !(1..=args.in_flight).contains(&args.connections)
+        || !(0.0..=1e6).contains(&args.rate)
     {
         eprintln!(
             "pod_load: --count must be 1 to {MAX_COUNT}, --in-flight 1 to {MAX_IN_FLIGHT}, \
-             --connections 1 to --in-flight"
+             --connections 1 to --in-flight, --rate 0 to 1000000"
         );
         return ExitCode::from(2);
     }

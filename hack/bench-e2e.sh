@@ -8,11 +8,12 @@
 # 127.0.0.1 URLs over HTTP/2). The modes alternate over the rounds; the table of medians and ratios is
 # printed and written to target/bench-e2e/results.md (every round's figures in results.json beside it).
 #
-#   bash hack/bench-e2e.sh [--pods N] [--in-flight K] [--connections C] [--rounds R] [--modes a,b,b',c]
-#                          [--path service|loopback]
+#   bash hack/bench-e2e.sh [--pods N] [--in-flight K] [--connections C] [--rate P] [--rounds R]
+#                          [--modes a,b,b',c] [--path service|loopback]
 #
 # Each flag has an environment variable: BENCH_E2E_PODS (1000), BENCH_E2E_IN_FLIGHT (16),
-# BENCH_E2E_CONNECTIONS (1), BENCH_E2E_ROUNDS (2), BENCH_E2E_MODES (a,b,b',c,i,i+c,p; a,b,b',c for
+# BENCH_E2E_CONNECTIONS (1), BENCH_E2E_RATE (0: as fast as the apiserver goes; P: P pods per second,
+# open-loop, as clients create objects, latency counted from each pod's due time), BENCH_E2E_ROUNDS (2), BENCH_E2E_MODES (a,b,b',c,i,i+c,p; a,b,b',c for
 # loopback), BENCH_E2E_PATH (service), BENCH_E2E_OUT (target/bench-e2e), BENCH_E2E_MATCH_CONDITIONS=0
 # (register every webhook without its matchConditions, to measure what they save),
 # BENCH_E2E_BASELINE_BIN (another mesh-admission build, served as mode c0 to compare two builds in
@@ -24,7 +25,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ "$#" -gt 0 ]; do
@@ -32,6 +33,7 @@ while [ "$#" -gt 0 ]; do
     --pods) BENCH_E2E_PODS=${2:?--pods needs a number}; shift 2 ;;
     --in-flight) BENCH_E2E_IN_FLIGHT=${2:?--in-flight needs a number}; shift 2 ;;
     --connections) BENCH_E2E_CONNECTIONS=${2:?--connections needs a number}; shift 2 ;;
+    --rate) BENCH_E2E_RATE=${2:?--rate needs a number of pods per second}; shift 2 ;;
     --rounds) BENCH_E2E_ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
     --modes) BENCH_E2E_MODES=${2:?--modes needs a list such as a,b,c}; shift 2 ;;
     --path) BENCH_E2E_PATH=${2:?--path needs service or loopback}; shift 2 ;;
@@ -43,6 +45,7 @@ done
 export BENCH_E2E_PODS="${BENCH_E2E_PODS:-1000}"
 export BENCH_E2E_IN_FLIGHT="${BENCH_E2E_IN_FLIGHT:-16}"
 export BENCH_E2E_CONNECTIONS="${BENCH_E2E_CONNECTIONS:-1}"
+export BENCH_E2E_RATE="${BENCH_E2E_RATE:-0}"
 export BENCH_E2E_ROUNDS="${BENCH_E2E_ROUNDS:-2}"
 export BENCH_E2E_PATH="${BENCH_E2E_PATH:-service}"
 case "$BENCH_E2E_PATH" in
@@ -67,6 +70,6 @@ esac
 echo "== building release binaries (mesh-admission, examples null_webhook and pod_load)"
 cargo build --quiet --release --locked --bin mesh-admission --example null_webhook --example pod_load
 
-echo "== benchmark ($BENCH_E2E_PATH path): $BENCH_E2E_PODS pods per round, $BENCH_E2E_IN_FLIGHT in flight, $BENCH_E2E_ROUNDS rounds of $BENCH_E2E_MODES"
+echo "== benchmark ($BENCH_E2E_PATH path): $BENCH_E2E_PODS pods per round, $BENCH_E2E_IN_FLIGHT in flight, rate $BENCH_E2E_RATE/s (0: saturating), $BENCH_E2E_ROUNDS rounds of $BENCH_E2E_MODES"
 # In a process group of its own, stopped as a whole on Ctrl-C or failure (hack/in-group.sh).
 exec bash hack/in-group.sh cargo test --quiet --release --locked --test bench_e2e -- --ignored --nocapture

@@ -26,6 +26,7 @@
 //! empty namespace (so etcd holds as much in each), and the results are the medians over the rounds.
 //! Settings come from the environment (the script's flags set them):
 //! `BENCH_E2E_PODS` (1000), `BENCH_E2E_IN_FLIGHT` (16), `BENCH_E2E_CONNECTIONS` (1),
+//! `BENCH_E2E_RATE` (0: saturate; else pods per second, open-loop, as clients create objects),
 //! `BENCH_E2E_ROUNDS` (2), `BENCH_E2E_MODES` (`a,b,b',c,i,i+c,p`; `a,b,b',c` for the loopback path),
 //! `BENCH_E2E_PATH` (`service`), `BENCH_E2E_OUT` (`target/bench-e2e`).
 
@@ -202,6 +203,8 @@ struct Settings {
     pods: u64,
     in_flight: usize,
     connections: usize,
+    /// Pods per second, open-loop; 0 saturates.
+    rate: f64,
     rounds: usize,
     modes: Vec<Mode>,
     out: PathBuf,
@@ -272,6 +275,7 @@ impl Settings {
             pods: env_number("BENCH_E2E_PODS", 1000, 1, 100_000),
             in_flight,
             connections: env_number("BENCH_E2E_CONNECTIONS", 1, 1, in_flight),
+            rate: env_number("BENCH_E2E_RATE", 0.0, 0.0, 10_000.0),
             rounds: env_number("BENCH_E2E_ROUNDS", 2, 1, 20),
             modes,
             out: std::env::var_os("BENCH_E2E_OUT").map_or(default_out, PathBuf::from),
@@ -482,6 +486,7 @@ fn pod_creation_through_the_apiserver_per_webhook_mode() {
         count,
         in_flight: settings.in_flight,
         connections: settings.connections,
+        rate: settings.rate,
         max_duration: MAX_RUN,
     };
     // The first pods through a fresh apiserver pay for its caches and heap growth: not timed.
@@ -862,13 +867,19 @@ fn results_markdown(context: &Context, samples: &[Sample]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Pod creations through kube-apiserver {} ({} CPUs): {} pods per round, {} in flight over {} \
+        "Pod creations through kube-apiserver {} ({} CPUs): {} pods per round, {} over {} \
          HTTP/2 connection{}, {} round{} alternating {}; medians over the rounds. Load average {} \
          before the rounds, {} after.",
         context.server_version,
         cpus,
         settings.pods,
-        settings.in_flight,
+        match settings.rate {
+            0.0 => format!("{} in flight (saturating)", settings.in_flight),
+            rate => format!(
+                "paced at {rate} pods/s open-loop (at most {} in flight)",
+                settings.in_flight
+            ),
+        },
         settings.connections,
         if settings.connections == 1 { "" } else { "s" },
         settings.rounds,

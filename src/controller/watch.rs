@@ -15,6 +15,7 @@ use kube::{Api, Client};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::cluster::served_version;
 use crate::model::{KindVisitor, Model, Served, Stored, with_type};
 use crate::policy::kinds::{self, Kind};
 
@@ -221,17 +222,11 @@ fn only_changes<T: Stored>(
 
 /// The configured HelmRelease version, or the one the API prefers (asked until it answers).
 async fn helm_release_version(client: &Client, kind: &Kind, configured: Option<String>) -> String {
-    if let Some(version) = configured {
-        return version;
-    }
     let mut delay = std::time::Duration::from_millis(500);
     let mut last_error = None;
     loop {
-        let error = match kube::discovery::group(client, kind.group).await {
-            Ok(group) => match group.recommended_kind(kind.kind) {
-                Some((resource, _)) => return resource.version,
-                None => format!("{} is not served by {}", kind.kind, kind.group),
-            },
+        let error = match served_version(client, kind, configured.as_deref()).await {
+            Ok(version) => return version,
             Err(error) => error.to_string(),
         };
         if last_error.as_ref() != Some(&error) {

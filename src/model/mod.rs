@@ -6,6 +6,7 @@
 //! controller's kube-runtime reflectors, which keep objects of these same types; the rules never know
 //! which. Which type a kind is held as comes from the kinds table ([`with_type`]).
 
+pub mod cluster;
 pub mod core;
 pub mod istio;
 pub mod labels;

@@ -462,6 +462,11 @@ pub fn mutated_by(mutator: Mutator) -> impl Iterator<Item = &'static Kind> {
         .filter(move |k| k.mutate == Some(mutator))
 }
 
+/// The kinds the model of the mesh holds.
+pub fn modeled() -> impl Iterator<Item = &'static Kind> {
+    KINDS.iter().copied().filter(|k| k.model.is_some())
+}
+
 /// The kinds `render` reads or generates: what the controller watches.
 pub fn rendered() -> impl Iterator<Item = &'static Kind> {
     KINDS.iter().copied().filter(|k| k.render.is_some())

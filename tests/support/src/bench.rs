@@ -278,6 +278,8 @@ pub struct Load<'a> {
     pub count: u64,
     pub in_flight: usize,
     pub connections: usize,
+    /// Pods per second, open-loop; 0 saturates (see `pod_load --rate`).
+    pub rate: f64,
     /// No request starts after this long; the run is killed a while after it.
     pub max_duration: Duration,
 }
@@ -309,6 +311,7 @@ pub fn pod_load(cp: &ControlPlane, load: &Load) -> serde_json::Value {
         .args(["--count", &load.count.to_string()])
         .args(["--in-flight", &load.in_flight.to_string()])
         .args(["--connections", &load.connections.to_string()])
+        .args(["--rate", &load.rate.to_string()])
         .args(["--timeout", &request_timeout.as_secs().to_string()])
         .args(["--max-duration", &load.max_duration.as_secs().to_string()])
         .stdin(Stdio::null())
