@@ -32,7 +32,7 @@ pub enum Command {
     /// Keep the objects `render` would print for the cluster applied, and prune the rest.
     Controller(ControllerArgs),
     /// Who may talk to whom, and why: the sum of NetworkPolicies, PeerAuthentications and
-    /// AuthorizationPolicies over manifests.
+    /// AuthorizationPolicies over manifests or the live cluster.
     Graph(GraphArgs),
 }
 
@@ -179,21 +179,26 @@ pub enum GraphOutput {
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
-Input: as for `render`; the objects `render` would generate from the inputs' mesh annotations are
-added (replacing objects of the same name) unless --no-generated. Workloads are named
+Input: as for `render`, or the live cluster with --cluster (kinds whose CRDs are not installed are
+named on stderr and left out); the objects `render` would generate from the inputs' mesh
+annotations are added (replacing objects of the same name) unless --no-generated. Workloads are named
 `namespace/name`, gateways of mesh.gateways `namespace/<gateway name>`, other clients `outside`.
 
 Exit status:
   0  the graph (or the explanation) was printed; with --diff: no connection became more open
   1  with --diff: some connection became more open (denied -> partial or allowed, partial -> allowed)
-  2  unreadable input or configuration, an object the model cannot read, an unknown workload for
-     --explain, or no objects at all (unless --allow-empty)")]
+  2  unreadable input or configuration, an object the model cannot read, the cluster not readable,
+     an unknown workload for --explain, or no objects at all (unless --allow-empty)")]
 pub struct GraphArgs {
     /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
     /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
     /// several files; without it, standard input is read.
-    #[arg(short = 'f', long = "filename")]
+    #[arg(short = 'f', long = "filename", conflicts_with = "cluster")]
     pub files: Vec<String>,
+    /// Read the live cluster instead (kubeconfig as kubectl finds it: KUBECONFIG, ~/.kube/config,
+    /// or the in-cluster service account), read-only: every kind of the model listed once.
+    #[arg(long)]
+    pub cluster: bool,
     /// Configuration file (YAML): mesh.trustDomain, mesh.gateways, mesh.rootNamespace…; the
     /// embedded default is used without it.
     #[arg(long)]

@@ -375,6 +375,35 @@ fn graph_model(
     })
 }
 
+/// The model of the live cluster (`--cluster`), read once through the kubeconfig kubectl would use:
+/// with `render`'s objects unless `no_generated`. Kinds the cluster does not serve are named on
+/// stderr.
+fn cluster_model(config: &Config, no_generated: bool) -> Result<Model, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let read = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+        crate::model::cluster::read(&client, None)
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))
+    })?;
+    for missing in &read.not_served {
+        eprintln!(
+            "note: {} is not served by the cluster, left out: {}",
+            missing.kind, missing.reason
+        );
+    }
+    Ok(if no_generated {
+        read.model
+    } else {
+        graph::with_generated(&read.model, config)
+    })
+}
+
 /// `SRC` and `DST[:PORT]` of `--explain`.
 fn explain_ends(topology: &Topology<'_>, ends: &[String]) -> Result<Vec<Decision>, String> {
     let [src, dst] = ends else {
@@ -420,7 +449,12 @@ pub fn graph(args: &GraphArgs) -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&format!("{error:#}")),
     };
-    let model = match graph_model(&args.files, &config, args.no_generated, args.allow_empty) {
+    let model = if args.cluster {
+        cluster_model(&config, args.no_generated)
+    } else {
+        graph_model(&args.files, &config, args.no_generated, args.allow_empty)
+    };
+    let model = match model {
         Ok(model) => model,
         Err(message) => return fail(&message),
     };
