@@ -13,6 +13,8 @@
 #   .tools/venv/bin/ruff                  PyPI ruff (lint and format check of hack/*.py and fuzz/*.py)
 #   .tools/venv/bin/nca                   PyPI network-config-analyzer (IBM), what `graph` is compared
 #                                         with (tests/graph_nca.rs, hack/bench-graph.sh)
+#   /usr/bin/chromium                     Debian chromium (apt-get, as root, when missing): loads the page
+#                                         of `graph --output html` in tests/graph.rs (about a minute)
 #
 # Usage: hack/install-tools.sh            (TOOLS_DIR=/some/dir to install elsewhere)
 # Afterwards: export PATH="$PWD/.tools/bin:$PATH"   (.tools/bin links every tool)
@@ -75,6 +77,18 @@ for tool in kubernetes-validate hadolint shellcheck ruff nca; do
   ln -sf "../venv/bin/$tool" "$TOOLS_DIR/bin/$tool"
 done
 
+# --- chromium (Debian) ---------------------------------------------------------------------------
+if command -v chromium >/dev/null 2>&1; then
+  log "chromium present"
+elif [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  log "installing chromium from Debian (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+else
+  log "chromium is missing and apt-get cannot run here: install Debian's chromium for tests/graph.rs"
+fi
+
 # --- report ------------------------------------------------------------------------------------
 log "helm:       $("$TOOLS_DIR/bin/helm" version --short 2>/dev/null)"
 log "kubectl:    $("$TOOLS_DIR/bin/kubectl" version --client 2>/dev/null | head -n1)"
@@ -83,3 +97,4 @@ log "hadolint:   $("$TOOLS_DIR/bin/hadolint" --version 2>/dev/null)"
 log "shellcheck: $("$TOOLS_DIR/bin/shellcheck" --version 2>/dev/null | sed -n 2p)"
 log "ruff:       $("$TOOLS_DIR/bin/ruff" --version 2>/dev/null)"
 log "nca:        network-config-analyzer $NCA_VERSION"
+log "chromium:   $(chromium --version 2>/dev/null || echo missing)"

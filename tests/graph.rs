@@ -1,8 +1,9 @@
 //! `graph` (DESIGN.md section 12) from the outside: the command's outputs and exit codes, the
-//! seeds' and the corpus's manifests, and the pictures (the SVG and the HTML page parsed; no
-//! browser is run).
+//! seeds' and the corpus's manifests, and the pictures: the SVG and the HTML page parsed, and the
+//! page loaded in headless Chromium (Debian's `chromium`, which `hack/install-tools.sh` installs).
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use mesh_admission::config::Config;
 use mesh_admission::graph::{self, Topology};
@@ -494,6 +495,57 @@ fn the_html_page_is_self_contained_with_picture_table_filter_and_explanations() 
         .position(|c| c["from"] == "legacy/batch" && c["to"] == "shop/web")
         .unwrap();
     let explanation = explanations[index].as_str().unwrap();
+    assert!(
+        explanation.contains("accepts STRICT on port 8080: refused"),
+        "{explanation}"
+    );
+}
+
+/// The page in a real browser: headless Chromium runs its script, which must fill the table with
+/// every connection and show the explanation a link names.
+#[test]
+fn the_html_page_runs_in_headless_chromium() {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "{} is missing: run `bash hack/install-tools.sh` as root (apt-get install chromium)",
+        chromium.display()
+    );
+    let (code, html, stderr) = run(&["-f", &fixture("shop.yaml"), "--no-generated", "-o", "html"]);
+    assert_eq!(code, 0, "{stderr}");
+    let dir = temp_dir("graph-chromium");
+    let page = dir.join("graph.html");
+    std::fs::write(&page, &html).unwrap();
+    let log = dir.join("chromium.log");
+    let mut browser = testkit::process::spawn_logged(
+        Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+            ])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .args(["--virtual-time-budget=5000", "--dump-dom"])
+            .arg(format!(
+                "file://{}#legacy%2Fbatch->shop%2Fweb:8080",
+                page.display()
+            )),
+        &log,
+    );
+    let status = browser.wait_exit(std::time::Duration::from_secs(120));
+    let output = std::fs::read_to_string(&log).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{output}");
+    let dom_start = output.find("<html").expect("the DOM");
+    let dom = &output[dom_start..];
+    let connections = html.matches("\"from\":").count();
+    assert_eq!(
+        dom.matches("<tr class=\"row\"").count(),
+        connections,
+        "{dom}"
+    );
+    let explanation = &dom[dom.find("id=\"explanation\"").unwrap()..];
+    let explanation = &explanation[..explanation.find("</pre>").unwrap()];
     assert!(
         explanation.contains("accepts STRICT on port 8080: refused"),
         "{explanation}"

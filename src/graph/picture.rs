@@ -520,6 +520,15 @@ function apply() {
 }
 filter.addEventListener('input', apply);
 verdict.addEventListener('change', apply);
+// A link to one connection: page.html#FROM->TO:PORT shows its explanation.
+function linked() {
+  const wanted = decodeURIComponent(location.hash.slice(1));
+  data.connections.forEach((c, i) => {
+    if (wanted === c.from + '->' + c.to + ':' + c.port) explanation.textContent = data.explanations[i];
+  });
+}
+window.addEventListener('hashchange', linked);
+linked();
 document.querySelectorAll('g.edge').forEach(g => g.addEventListener('click', () => {
   const texts = [];
   data.connections.forEach((c, i) => {
@@ -530,7 +539,8 @@ document.querySelectorAll('g.edge').forEach(g => g.addEventListener('click', () 
 "#;
 
 /// One self-contained page (no network): the picture, a filter by namespace or workload and by
-/// verdict, the table of every connection, and `explain`'s account of a connection on click.
+/// verdict, the table of every connection, and `explain`'s account of a connection on click (or
+/// linked as `page.html#FROM->TO:PORT`).
 pub fn html(graph: &Graph, explain: &dyn Fn(&Connection) -> String) -> String {
     let explanations: Vec<String> = graph.connections.iter().map(explain).collect();
     let data = serde_json::json!({
