@@ -151,6 +151,8 @@ const NODE_GAP: f64 = 10.0;
 const HEADER: f64 = 26.0;
 const PADDING: f64 = 12.0;
 const CHAR_WIDTH: f64 = 7.2;
+/// Up to this many edges, each carries its ports as a label.
+const MAX_LABELLED_EDGES: usize = 60;
 
 /// Whether the picture draws an edge: allowed and partial ones, and denied ones refused after the
 /// NetworkPolicy layer (traffic the network lets through that the mesh then refuses: the
@@ -264,11 +266,14 @@ fn clusters<'g>(graph: &'g Graph, edges: &[Edge]) -> (Vec<Cluster<'g>>, BTreeMap
         // The layout's own drawing is not used: the boxes are drawn below, with their nodes.
         layered.do_it(false, false, false, &mut SVGWriter::new());
     }
-    let mut places = BTreeMap::new();
     for (cluster, handle) in clusters.iter_mut().zip(&handles) {
         let (top_left, _) = layered.pos(*handle).bbox(false);
         cluster.x = top_left.x;
         cluster.y = top_left.y;
+    }
+    wrap_columns(&mut clusters);
+    let mut places = BTreeMap::new();
+    for cluster in &clusters {
         for (i, node) in cluster.nodes.iter().enumerate() {
             let y = cluster.y + HEADER + i as f64 * (NODE_HEIGHT + NODE_GAP);
             let width = cluster.width - 2.0 * PADDING;
@@ -281,6 +286,52 @@ fn clusters<'g>(graph: &'g Graph, edges: &[Edge]) -> (Vec<Cluster<'g>>, BTreeMap
         }
     }
     (clusters, places)
+}
+
+/// Namespaces that no edge links end up in one column of the layered layout, one above the other:
+/// when the picture is far taller than wide, its boxes are put in columns of about the height that
+/// makes it square, in the layout's order (left to right, top to bottom).
+fn wrap_columns(clusters: &mut [Cluster<'_>]) {
+    const GAP: f64 = 40.0;
+    let extent = |f: fn(&Cluster<'_>) -> (f64, f64)| {
+        clusters
+            .iter()
+            .map(f)
+            .fold((f64::INFINITY, 0.0_f64), |(lo, hi), (a, b)| {
+                (lo.min(a), hi.max(b))
+            })
+    };
+    let (top, bottom) = extent(|c| (c.y, c.y + c.height));
+    let (left, right) = extent(|c| (c.x, c.x + c.width));
+    if clusters.is_empty() || bottom - top <= 2.5 * (right - left) {
+        return;
+    }
+    let area: f64 = clusters
+        .iter()
+        .map(|c| (c.width + GAP) * (c.height + GAP))
+        .sum();
+    let tallest = clusters.iter().map(|c| c.height).fold(0.0, f64::max);
+    let limit = area.sqrt().max(tallest);
+    let mut order: Vec<usize> = (0..clusters.len()).collect();
+    order.sort_by(|a, b| {
+        let (a, b) = (&clusters[*a], &clusters[*b]);
+        (a.x, a.y)
+            .partial_cmp(&(b.x, b.y))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let (mut x, mut y, mut column_width) = (left, top, 0.0_f64);
+    for i in order {
+        let cluster = &mut clusters[i];
+        if y > top && y + cluster.height > top + limit {
+            x += column_width + GAP;
+            y = top;
+            column_width = 0.0;
+        }
+        cluster.x = x;
+        cluster.y = y;
+        y += cluster.height + GAP;
+        column_width = column_width.max(cluster.width + 2.0 * GAP);
+    }
 }
 
 /// A node's label: its name without the namespace.
@@ -310,7 +361,8 @@ pub fn svg(graph: &Graph) -> String {
     let max_y = clusters.iter().map(|c| c.y + c.height).fold(0.0, f64::max);
     let margin = 60.0;
     let legend = 70.0;
-    let width = (max_x - min_x + 2.0 * margin).max(640.0);
+    // Arcs within a namespace reach out of its box's right edge: room for them.
+    let width = (max_x - min_x + 2.0 * margin + 100.0).max(640.0);
     let height = max_y - min_y + 2.0 * margin + legend;
     let mut out = String::new();
     let _ = writeln!(
@@ -329,6 +381,7 @@ pub fn svg(graph: &Graph) -> String {
         );
     }
     out.push_str("</defs>\n<g class=\"clusters\">\n");
+    let labelled = edges.len() <= MAX_LABELLED_EDGES;
     for cluster in &clusters {
         let _ = writeln!(
             out,
@@ -445,9 +498,19 @@ pub fn svg(graph: &Graph) -> String {
             Security::Plaintext => " stroke-dasharray=\"6 4\"",
         };
         let v = edge.verdict.as_str();
+        // Past a few dozen edges the port labels only hide each other: the tooltip keeps them.
+        let label = if labelled {
+            format!(
+                "<text x=\"{label_x:.1}\" y=\"{label_y:.1}\" font-size=\"10\" fill=\"{}\" stroke=\"none\">{}</text>",
+                colour(edge.verdict),
+                edge.label()
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "<g class=\"edge\" data-from=\"{f}\" data-to=\"{t}\" data-verdict=\"{v}\" data-security=\"{s}\"><title>{f} -> {t}: {p} {v} ({s})</title><path d=\"{path}\" stroke=\"{c}\" stroke-width=\"1.6\"{dash} marker-end=\"url(#arrow-{v})\"/><text x=\"{label_x:.1}\" y=\"{label_y:.1}\" font-size=\"10\" fill=\"{c}\" stroke=\"none\">{p}</text></g>",
+            "<g class=\"edge\" data-from=\"{f}\" data-to=\"{t}\" data-verdict=\"{v}\" data-security=\"{s}\"><title>{f} -> {t}: {p} {v} ({s})</title><path d=\"{path}\" stroke=\"{c}\" stroke-width=\"1.6\"{dash} marker-end=\"url(#arrow-{v})\"/>{label}</g>",
             f = escape(&edge.from),
             t = escape(&edge.to),
             s = edge.security.as_str(),
