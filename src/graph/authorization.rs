@@ -128,7 +128,8 @@ impl<'m> Policies<'m> {
                 decision.why = format!(
                     "{} has no sidecar: nothing enforces AuthorizationPolicies",
                     to.name
-                );
+                )
+                .into();
             }
             return decision;
         }
@@ -294,46 +295,34 @@ impl Peer<'_> {
     }
 
     /// `principals` and `namespaces` need an identity; their `not` forms match a connection without
-    /// one (no identity is in no list), as Istio's `notPrincipals: ["*"]` relies on.
-    fn names(
-        &self,
-        values: &[String],
-        negated: bool,
-        matches: impl Fn(&str, &str) -> bool,
-        of: impl Fn(&str) -> String,
-    ) -> Match {
+    /// one (no identity is in no list), as Istio's `notPrincipals: ["*"]` relies on. `matches`
+    /// compares one listed value with the source.
+    fn names(&self, values: &[String], negated: bool, matches: impl Fn(&str) -> bool) -> Match {
         match self.identity() {
             None => Match::of(negated),
-            Some(identity) => {
-                let found = values.iter().any(|v| matches(v, &of(identity)));
-                Match::of(found != negated)
-            }
+            Some(_) => Match::of(values.iter().any(|v| matches(v)) != negated),
         }
     }
 
     fn principal(&self, values: &[String], negated: bool) -> Match {
-        let mesh = self.mesh;
-        self.names(
-            values,
-            negated,
-            |v, id| principal_matches(v, id, mesh),
-            str::to_owned,
-        )
-    }
-
-    fn namespace(&self, values: &[String], negated: bool) -> Match {
-        self.names(values, negated, namespace_matches, |_| {
-            self.from.namespace.clone()
+        let identity = self.identity().unwrap_or_default();
+        self.names(values, negated, |v| {
+            principal_matches(v, identity, self.mesh)
         })
     }
 
+    fn namespace(&self, values: &[String], negated: bool) -> Match {
+        let namespace = self.from.namespace.as_str();
+        self.names(values, negated, |v| namespace_matches(v, namespace))
+    }
+
     fn service_account(&self, values: &[String], negated: bool) -> Match {
-        let account = format!(
-            "{}/{}",
-            self.from.namespace,
-            self.from.service_account.as_deref().unwrap_or_default()
-        );
-        self.names(values, negated, |v, a| v == a, |_| account.clone())
+        let namespace = self.from.namespace.as_str();
+        let account = self.from.service_account.as_deref().unwrap_or_default();
+        // `namespace/name`.
+        self.names(values, negated, |v| {
+            v.split_once('/') == Some((namespace, account))
+        })
     }
 
     fn source(&self, source: &Source) -> Match {

@@ -140,7 +140,8 @@ impl<'m> Topology<'m> {
 
     /// Every connection, by source, destination and port.
     pub fn graph(&self) -> Graph {
-        let mut connections = Vec::new();
+        let ports: usize = self.nodes.iter().map(|n| n.ports.len()).sum();
+        let mut connections = Vec::with_capacity(ports * self.nodes.len());
         for (src, _) in self.nodes.iter().enumerate() {
             for (dst, to) in self.nodes.iter().enumerate() {
                 for port in &to.ports {

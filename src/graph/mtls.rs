@@ -2,6 +2,7 @@
 //! PeerAuthentication mode), against what the source sends (Istio's auto mTLS, or a
 //! DestinationRule's `tls.mode`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -208,11 +209,11 @@ impl<'m> Peers<'m> {
     fn mode(&self, dst: usize, port: u16) -> (Mode, Option<Arc<str>>) {
         let applying = &self.applying[dst];
         let pa = |i: Option<usize>| i.map(|i| &self.peer_authentications[i]);
-        let key = port.to_string();
         let workload = pa(applying.workload);
         let found = [
             workload.and_then(|w| {
-                let port_mode = w.spec.port_level_mtls.as_ref()?.get(&key)?.mode.as_deref();
+                let levels = w.spec.port_level_mtls.as_ref()?;
+                let port_mode = levels.get(&port.to_string())?.mode.as_deref();
                 Some((Mode::parse(port_mode)?, w))
             }),
             workload.and_then(|w| Some((Mode::parse(w.spec.mtls.as_ref()?.mode.as_deref())?, w))),
@@ -245,7 +246,7 @@ impl<'m> Peers<'m> {
         dst: usize,
         node: &Node,
         port: u16,
-    ) -> (Security, Option<Arc<str>>, String) {
+    ) -> (Security, Option<Arc<str>>, Cow<'static, str>) {
         if let Some((tls, by)) = self.destination_rule(src_namespace, dst, node, port) {
             let security = match tls.mode.as_deref() {
                 Some("ISTIO_MUTUAL") => Security::Mtls,
@@ -256,7 +257,7 @@ impl<'m> Peers<'m> {
             return (
                 security,
                 Some(by),
-                format!("tls.mode {mode} of the DestinationRule"),
+                format!("tls.mode {mode} of the DestinationRule").into(),
             );
         }
         if !node.sidecar {
@@ -387,7 +388,8 @@ impl<'m> Peers<'m> {
                 from.name,
                 to.name,
                 if accepted { "" } else { ": refused" }
-            );
+            )
+            .into();
         }
         (decision, security)
     }

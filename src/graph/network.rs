@@ -148,7 +148,8 @@ impl<'m> Policies<'m> {
             decision.why = format!(
                 "ingress of {}: {}; egress of {}: {}",
                 to.name, ingress.why, from.name, egress.why
-            );
+            )
+            .into();
         }
         decision
     }

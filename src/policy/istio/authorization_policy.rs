@@ -247,16 +247,23 @@ pub fn principal_matches(pattern: &str, identity: &str, mesh: &MeshConfig) -> bo
             || domain == LOCAL_TRUST_DOMAIN
             || mesh.trust_domain_aliases.iter().any(|a| a == domain)
     };
-    // `alias/ns/a/sa/b` is rewritten to the trust domain's, so compare in the trust domain's terms.
-    let in_trust_domain = |value: &str| match trust_domain_of(value) {
-        Some(domain) if local(domain) => format!("{}{}", mesh.trust_domain, &value[domain.len()..]),
-        _ => value.to_owned(),
+    // `alias/ns/a/sa/b` is rewritten to the trust domain's: compare what follows the trust domain.
+    let after_local = |value: &'_ str| -> Option<usize> {
+        let domain = trust_domain_of(value)?;
+        local(domain).then_some(domain.len())
     };
+    let own_rest = identity.strip_prefix(mesh.trust_domain.as_str());
     match Pattern::of(pattern) {
         Pattern::Any => true,
         Pattern::Literal => false,
-        Pattern::Exact(exact) => in_trust_domain(exact) == identity,
-        Pattern::Prefix(start) => identity.starts_with(&in_trust_domain(start)),
+        Pattern::Exact(exact) => match after_local(exact) {
+            Some(at) => own_rest == Some(&exact[at..]),
+            None => exact == identity,
+        },
+        Pattern::Prefix(start) => match after_local(start) {
+            Some(at) => own_rest.is_some_and(|rest| rest.starts_with(&start[at..])),
+            None => identity.starts_with(start),
+        },
         Pattern::Suffix(end) => identity.ends_with(end),
     }
 }
