@@ -72,7 +72,7 @@ impl Layer {
     }
 }
 
-fn no_words(why: &Cow<'static, str>) -> bool {
+fn no_words(why: &str) -> bool {
     why.is_empty()
 }
 
