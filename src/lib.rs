@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controller;
+pub mod graph;
 pub mod live_audit;
 pub mod manifests;
 pub mod match_conditions;

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Review(args) => return commands::review(&args),
         Command::Render(args) => return commands::render(&args),
         Command::Audit(args) => return commands::audit(&args),
+        Command::Graph(args) => return commands::graph(&args),
         Command::Controller(args) => {
             init_tracing(args.log_format, &args.log_level);
             tokio::runtime::Builder::new_multi_thread()

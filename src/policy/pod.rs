@@ -49,8 +49,8 @@ impl<'a> InjectChoice<'a> {
     }
 }
 
-/// What the Pod table makes of a pod, before any patch: the one decision the webhook and `audit`
-/// (which workloads are meshed) share.
+/// What the Pod table makes of a pod, before any patch: the one decision the webhook, `audit` (which
+/// workloads are meshed) and `graph` (which have a sidecar) share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Meshing {
     /// Not injected: an excluded namespace, the host network, or `sidecar.istio.io/inject=false`.

@@ -236,6 +236,49 @@ fn check_principal(field: &str, value: &str, trust: &TrustDomains<'_>) -> Vec<Fi
     )]
 }
 
+/// Whether the principal `pattern`, as written in a rule, matches a peer whose identity is
+/// `identity` (`<mesh.trustDomain>/ns/<namespace>/sa/<service account>`), as Istio matches it: exact,
+/// `*` prefix or suffix, `*` alone; `cluster.local` and the aliases stand for `mesh.trustDomain`.
+/// Anything the rows above refuse (a `spiffe://` scheme, a `*` inside, a typo of the trust domain)
+/// never matches, as in Istio.
+pub fn principal_matches(pattern: &str, identity: &str, mesh: &MeshConfig) -> bool {
+    let local = |domain: &str| {
+        domain == mesh.trust_domain
+            || domain == LOCAL_TRUST_DOMAIN
+            || mesh.trust_domain_aliases.iter().any(|a| a == domain)
+    };
+    // `alias/ns/a/sa/b` is rewritten to the trust domain's: compare what follows the trust domain.
+    let after_local = |value: &'_ str| -> Option<usize> {
+        let domain = trust_domain_of(value)?;
+        local(domain).then_some(domain.len())
+    };
+    let own_rest = identity.strip_prefix(mesh.trust_domain.as_str());
+    match Pattern::of(pattern) {
+        Pattern::Any => true,
+        Pattern::Literal => false,
+        Pattern::Exact(exact) => match after_local(exact) {
+            Some(at) => own_rest == Some(&exact[at..]),
+            None => exact == identity,
+        },
+        Pattern::Prefix(start) => match after_local(start) {
+            Some(at) => own_rest.is_some_and(|rest| rest.starts_with(&start[at..])),
+            None => identity.starts_with(start),
+        },
+        Pattern::Suffix(end) => identity.ends_with(end),
+    }
+}
+
+/// Whether a `namespaces` entry matches the namespace `namespace` (exact, `*` prefix or suffix).
+pub fn namespace_matches(pattern: &str, namespace: &str) -> bool {
+    match Pattern::of(pattern) {
+        Pattern::Any => true,
+        Pattern::Literal => false,
+        Pattern::Exact(exact) => exact == namespace,
+        Pattern::Prefix(start) => namespace.starts_with(start),
+        Pattern::Suffix(end) => namespace.ends_with(end),
+    }
+}
+
 /// The principal without a `spiffe://` scheme (any case), when it has one.
 fn strip_scheme(value: &str) -> Option<&str> {
     let head = value.get(..SPIFFE_SCHEME.len())?;

@@ -352,3 +352,38 @@ fn wrong_types_are_decode_errors_naming_the_field() {
     let err = decode::<AuthorizationPolicy>(r#"{"spec":{"rules":[[]]}}"#).unwrap_err();
     assert_eq!(err.path, "spec.rules[0]");
 }
+
+#[test]
+fn principals_match_as_istio_matches_them() {
+    let mesh = spire_mesh();
+    let me = "democluster.internal/ns/shop/sa/checkout";
+    let cases = [
+        ("*", true),
+        ("democluster.internal/ns/shop/sa/checkout", true),
+        // `cluster.local` and an alias stand for the trust domain.
+        ("cluster.local/ns/shop/sa/checkout", true),
+        ("old-cluster.internal/ns/shop/sa/checkout", true),
+        ("cluster.local/ns/shop/*", true),
+        ("*/sa/checkout", true),
+        ("*/ns/shop/sa/cart", false),
+        // A typo of the trust domain, a foreign one, the scheme, a `*` inside: never.
+        ("democluster.intenral/ns/shop/sa/checkout", false),
+        ("other.example/ns/shop/sa/checkout", false),
+        ("spiffe://democluster.internal/ns/shop/sa/checkout", false),
+        ("democluster.internal/ns/*/sa/checkout", false),
+        ("cluster.local/ns/shop/sa/cart", false),
+    ];
+    for (pattern, want) in cases {
+        assert_eq!(principal_matches(pattern, me, &mesh), want, "{pattern}");
+    }
+    for (pattern, want) in [
+        ("*", true),
+        ("shop", true),
+        ("sh*", true),
+        ("*op", true),
+        ("s*p", false),
+        ("other", false),
+    ] {
+        assert_eq!(namespace_matches(pattern, "shop"), want, "{pattern}");
+    }
+}
