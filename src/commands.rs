@@ -33,16 +33,10 @@ pub fn webhook_config(args: &WebhookConfigArgs) -> anyhow::Result<String> {
         args.ca_bundle.display()
     );
     let options = WebhookOptions {
-        service: args.service.clone(),
-        namespace: args.namespace.clone(),
         ca_bundle,
         failure_policy: args.failure_policy.as_str().into(),
-        excluded_namespaces: config.excluded_namespaces.clone(),
-        injection_label: (
-            config.namespace_label.key.clone(),
-            config.namespace_label.value.clone(),
-        ),
         url: args.url.clone(),
+        ..WebhookOptions::new(&args.service, &args.namespace, &config)
     };
     Ok(render_yaml(&options)?)
 }

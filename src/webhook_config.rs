@@ -38,6 +38,23 @@ pub struct WebhookOptions {
 }
 
 impl WebhookOptions {
+    /// The webhooks of the Service `service` in `namespace` for `config` (its excluded namespaces and
+    /// injection label), `Fail`, registered by Service, without a CA bundle yet.
+    pub fn new(service: &str, namespace: &str, config: &crate::config::Config) -> Self {
+        WebhookOptions {
+            service: service.to_owned(),
+            namespace: namespace.to_owned(),
+            ca_bundle: Vec::new(),
+            failure_policy: "Fail".into(),
+            excluded_namespaces: config.excluded_namespaces.clone(),
+            injection_label: (
+                config.namespace_label.key.clone(),
+                config.namespace_label.value.clone(),
+            ),
+            url: None,
+        }
+    }
+
     /// The excluded list, with the webhook's own namespace added so it can never lock out its own recovery.
     fn excluded(&self) -> Vec<String> {
         let mut list = self.excluded_namespaces.clone();

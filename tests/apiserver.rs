@@ -175,8 +175,9 @@ async fn every_fixture_and_corpus_object_through_the_apiserver_flow() {
         check_file(path, &mut clients, &cfg, &mut tally).await;
     }
     println!("fixtures: {tally:?}");
+    // The graph fixtures bring a Namespace each for their verdicts; every one is seen here.
     assert!(
-        tally.objects >= 15 && tally.pods >= 5 && tally.namespaces == 3,
+        tally.objects >= 15 && tally.pods >= 5 && tally.namespaces >= 3,
         "{tally:?}"
     );
     assert_eq!(tally.unreadable_files, 0);

@@ -13,7 +13,7 @@ use mesh_admission::config::Config;
 use mesh_admission::manifests::parse_objects;
 use serde::Deserialize as _;
 use serde_json::{Value, json};
-use testkit::fixtures::{header, render_cases};
+use testkit::fixtures::{code_blocks, header, render_cases};
 use testkit::istiod::{
     ISTIOD_DENIED, ISTIOD_ONLY_REFUSES, Istiod, apply_objects, chart_documented_istiod_values,
     names, rendered_injection_templates,
@@ -570,25 +570,6 @@ fn everything_render_generates_for_the_golden_cases_passes_istiods_validator() {
         "{}",
         cp.report(&output)
     );
-}
-
-/// The fenced code blocks of a Markdown text (`...` lines, which elide the rest of a list, dropped).
-fn code_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<&str>> = None;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            match current.take() {
-                Some(lines) => blocks.push(lines.join("\n")),
-                None => current = Some(Vec::new()),
-            }
-        } else if let Some(lines) = &mut current
-            && line.trim() != "..."
-        {
-            lines.push(line);
-        }
-    }
-    blocks
 }
 
 /// The Istio objects the seeds write by hand, as objects: a `spec:` fragment without `kind` is

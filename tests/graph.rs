@@ -10,6 +10,7 @@ use mesh_admission::graph::{self, Topology};
 use mesh_admission::manifests::parse_objects;
 use mesh_admission::model::Model;
 use serde_json::Value;
+use testkit::fixtures::code_blocks;
 use testkit::temp_dir;
 
 fn fixture(name: &str) -> String {
@@ -206,25 +207,6 @@ fn from_and_to_keep_the_connections_they_name() {
         .map(|w| w["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["legacy/batch", "shop/web"]);
-}
-
-/// The fenced code blocks of a Markdown text (the seeds are Markdown).
-fn code_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<&str>> = None;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            match current.take() {
-                Some(lines) => blocks.push(lines.join("\n")),
-                None => current = Some(Vec::new()),
-            }
-        } else if let Some(lines) = &mut current
-            && line.trim() != "..."
-        {
-            lines.push(line);
-        }
-    }
-    blocks
 }
 
 /// The AuthorizationPolicy `spec:` fragments of a seed (the per-service principals of

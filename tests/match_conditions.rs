@@ -61,18 +61,7 @@ fn is_validated(object: &Value) -> bool {
 }
 
 fn hooks(cfg: &Config) -> Vec<Hook> {
-    let options = WebhookOptions {
-        service: "mesh-admission".into(),
-        namespace: "mesh-system".into(),
-        ca_bundle: Vec::new(),
-        failure_policy: "Fail".into(),
-        excluded_namespaces: cfg.excluded_namespaces.clone(),
-        injection_label: (
-            cfg.namespace_label.key.clone(),
-            cfg.namespace_label.value.clone(),
-        ),
-        url: None,
-    };
+    let options = WebhookOptions::new("mesh-admission", "mesh-system", cfg);
     let compile = |conditions: Option<Vec<MatchCondition>>| -> Vec<(MatchCondition, Program)> {
         conditions
             .unwrap_or_default()

@@ -61,6 +61,7 @@ impl Election {
     }
 
     /// Gives the Lease up (when held), so that another replica need not wait for it to expire.
+    /// Every clone of `leading` must be dropped first: the channel closes with its last receiver.
     pub async fn release(self) {
         // Closing the channel makes the manager's task release the Lease and end.
         drop(self.leading);

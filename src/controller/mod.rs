@@ -84,19 +84,23 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         parallel: usize::from(args.parallel),
         reconciled: Arc::new(tokio::sync::Notify::new()),
     };
+    // Its own stop: it holds a receiver of the election, which must be gone before the release.
+    let reporting_stop = stop.child_token();
     let reporting = tokio::spawn(crate::live_audit::reports::run(
         controller.client.clone(),
         controller.config.clone(),
         args.report_interval,
         election.leading.clone(),
         controller.reconciled.clone(),
-        stop.clone(),
+        reporting_stop.clone(),
     ));
     let leading = election.leading.clone();
     let signalled = signals.shutdown.cancelled();
     controller.run(leading, &ready, &args, signalled).await;
 
     ready.store(false, Ordering::Release);
+    reporting_stop.cancel();
+    let _ = reporting.await;
     // Releasing the Lease lets the other replica take over at once rather than after the lease
     // duration; a second signal gives that up.
     tokio::select! {
@@ -106,7 +110,6 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     metrics.leader.set(0);
     stop.cancel();
     let _ = admin.await;
-    let _ = reporting.await;
     Ok(())
 }
 

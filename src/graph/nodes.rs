@@ -316,18 +316,7 @@ mod tests {
     #[test]
     fn the_sidecar_decision_follows_the_webhook_selectors_and_the_pod_table() {
         let cfg = Config::default();
-        let options = WebhookOptions {
-            service: "mesh-admission".into(),
-            namespace: "mesh-system".into(),
-            ca_bundle: Vec::new(),
-            failure_policy: "Fail".into(),
-            excluded_namespaces: cfg.excluded_namespaces.clone(),
-            injection_label: (
-                cfg.namespace_label.key.clone(),
-                cfg.namespace_label.value.clone(),
-            ),
-            url: None,
-        };
+        let options = WebhookOptions::new("mesh-admission", "mesh-system", &cfg);
         let config = mutating(&options);
         let webhooks: Vec<_> = config
             .webhooks

@@ -60,7 +60,12 @@ pub async fn run(
         if !*leading.borrow() {
             continue;
         }
-        match write_reports(&client, &config).await {
+        // Stopping must not wait for an audit of the whole cluster: the next leader writes anew.
+        let written = tokio::select! {
+            () = stop.cancelled() => return,
+            written = write_reports(&client, &config) => written,
+        };
+        match written {
             Ok(writes) if writes > 0 => tracing::info!(writes, "reports written"),
             Ok(_) => tracing::debug!("reports unchanged"),
             Err(error) => tracing::warn!(error = format!("{error:#}"), "reports not written"),

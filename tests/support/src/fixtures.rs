@@ -25,3 +25,23 @@ pub fn header<'t>(text: &'t str, key: &str) -> Option<&'t str> {
         .find_map(|line| line.strip_prefix(&prefix))
         .map(str::trim)
 }
+
+/// The fenced code blocks of a Markdown text, such as the seeds (`...` lines, which elide the rest
+/// of a list, dropped).
+pub fn code_blocks(text: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            match current.take() {
+                Some(lines) => blocks.push(lines.join("\n")),
+                None => current = Some(Vec::new()),
+            }
+        } else if let Some(lines) = &mut current
+            && line.trim() != "..."
+        {
+            lines.push(line);
+        }
+    }
+    blocks
+}
