@@ -9,11 +9,8 @@ use crate::config::Config;
 use crate::model::core::Workload;
 use crate::model::{Labels, Model};
 use crate::policy::kinds;
-use crate::policy::namespace::ISTIO_REVISION_LABEL;
-use crate::policy::pod::{INJECT_KEY, InjectChoice, Meshing, meshing};
-
-/// The label the apiserver gives every namespace, with its name.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+use crate::policy::namespace;
+use crate::policy::pod::{self, INJECT_KEY, InjectChoice, Meshing, meshing};
 
 /// A workload whose pods are injected with a SPIRE identity.
 #[derive(Debug)]
@@ -31,14 +28,7 @@ pub fn namespace_labels(model: &Model, namespace: &str, cfg: &Config) -> Labels 
         .get(&kinds::NAMESPACE, "", namespace)
         .map(|ns| ns.metadata.labels.clone())
         .unwrap_or_default();
-    let key = cfg.namespace_label.key.as_str();
-    let labelled = own.get(key).is_some() || own.get(ISTIO_REVISION_LABEL).is_some();
-    let mut added = vec![(NAMESPACE_NAME_LABEL, namespace)];
-    if !labelled && !cfg.is_excluded_namespace(namespace) {
-        added.push((key, cfg.namespace_label.value.as_str()));
-    }
-    // Later entries win: the apiserver's name label over anything written.
-    own.iter().chain(added).collect()
+    namespace::stored_labels(namespace, &own, cfg)
 }
 
 /// Whether the Pod webhooks (as `webhook-config` registers them, and as Istio selects pods) are
@@ -84,12 +74,7 @@ pub fn decide(model: &Model, workload: &Workload, cfg: &Config) -> (Meshing, Lab
     if decided == Meshing::Untouched {
         return (decided, labels.clone());
     }
-    // Steps 1 and 2 of the Pod table: each label unless the key is there; written ones win.
-    let added = [
-        (INJECT_KEY, "true"),
-        (cfg.spire_identity_label.as_str(), "true"),
-    ];
-    (decided, added.into_iter().chain(labels.iter()).collect())
+    (decided, pod::stored_labels(labels, cfg))
 }
 
 /// Every top-level workload whose pods get a SPIRE identity.
@@ -212,7 +197,7 @@ mod tests {
             namespace_labels(&model, "shop", &Config::default()),
             Labels::from([
                 ("istio-injection", "enabled"),
-                (NAMESPACE_NAME_LABEL, "shop")
+                (namespace::NAMESPACE_NAME_LABEL, "shop")
             ])
         );
     }

@@ -11,11 +11,10 @@ use crate::config::{Config, Gateway};
 use crate::model::core::PodTemplate;
 use crate::model::{Labels, Model, Namespace, Workload};
 use crate::policy::kinds;
-use crate::policy::namespace::ISTIO_REVISION_LABEL;
+use crate::policy::namespace::{ISTIO_REVISION_LABEL, stored_labels as stored_namespace_labels};
 use crate::policy::pod::{self, INJECT_KEY, InjectChoice, Meshing};
 
 /// The label the apiserver puts on every Namespace, which NetworkPolicies select namespaces by.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// The node that stands for every client that is not a workload.
 pub const OUTSIDE: &str = "outside";
 
@@ -102,18 +101,6 @@ impl NamespaceLabels {
     }
 }
 
-/// A namespace's labels as the apiserver and the Namespace rows of section 4 store them: the
-/// `kubernetes.io/metadata.name` label, and the injection label unless excluded or already chosen.
-fn stored_namespace_labels(name: &str, labels: &Labels, cfg: &Config) -> Labels {
-    let key = &cfg.namespace_label.key;
-    let chosen = labels.get(key).is_some() || labels.get(ISTIO_REVISION_LABEL).is_some();
-    let mut added = vec![(NAMESPACE_NAME_LABEL, name)];
-    if !cfg.is_excluded_namespace(name) && !chosen {
-        added.push((key.as_str(), cfg.namespace_label.value.as_str()));
-    }
-    labels.iter().chain(added).collect()
-}
-
 /// Whether a pod of `template` in `namespace` gets a sidecar: it must reach the injector (the
 /// webhook configuration's selectors, which are Istio's: a namespace labelled for injection or for a
 /// revision unless the pod says `false`; an unlabelled one only when the pod's label says `true`),
@@ -136,18 +123,12 @@ pub fn has_sidecar(
     reached && pod::meshing(namespace, host_network, choice, None, cfg) != Meshing::Untouched
 }
 
-/// A pod's labels as admission stores them: section 4 adds the inject and SPIRE labels when absent.
+/// A pod's labels as admission stores them: section 4's when it injects the pod.
 fn stored_pod_labels(labels: &Labels, sidecar: bool, cfg: &Config) -> Labels {
-    if !sidecar {
-        return labels.clone();
+    match sidecar {
+        true => pod::stored_labels(labels, cfg),
+        false => labels.clone(),
     }
-    let mut added = Vec::new();
-    for key in [INJECT_KEY, cfg.spire_identity_label.as_str()] {
-        if labels.get(key).is_none() {
-            added.push((key, "true"));
-        }
-    }
-    labels.iter().chain(added).collect()
 }
 
 /// The declared TCP ports of a template: its containers' and native sidecars' `containerPort`s
@@ -370,7 +351,10 @@ mod tests {
     fn admission_adds_the_mesh_labels_and_the_namespace_name() {
         let cfg = Config::default();
         let stored = stored_namespace_labels("apps", &Labels::default(), &cfg);
-        assert_eq!(stored.get(NAMESPACE_NAME_LABEL), Some("apps"));
+        assert_eq!(
+            stored.get(crate::policy::namespace::NAMESPACE_NAME_LABEL),
+            Some("apps")
+        );
         assert_eq!(stored.get("istio-injection"), Some("enabled"));
         let pod = stored_pod_labels(&Labels::from([("app", "web")]), true, &cfg);
         assert_eq!(pod.get("spire-managed-identity"), Some("true"));

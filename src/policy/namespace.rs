@@ -4,9 +4,27 @@ use super::Mutation;
 use super::object::Namespace;
 use super::patch::MapEdit;
 use crate::config::Config;
+use crate::model::Labels;
 
 /// The label of Istio's revision-based injection; `istio-injection` would override it.
 pub const ISTIO_REVISION_LABEL: &str = "istio.io/rev";
+
+/// The label the apiserver gives every namespace, with its name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// A namespace's labels as stored: `labels` as written, the injection label this table adds unless
+/// excluded or already chosen, and the name label the apiserver adds (over anything written). The
+/// commands that read many objects (`graph`, `audit`) judge manifests and stored objects alike so.
+pub fn stored_labels(name: &str, labels: &Labels, cfg: &Config) -> Labels {
+    let key = &cfg.namespace_label.key;
+    let chosen = labels.get(key).is_some() || labels.get(ISTIO_REVISION_LABEL).is_some();
+    let mut added = vec![(NAMESPACE_NAME_LABEL, name)];
+    if !cfg.is_excluded_namespace(name) && !chosen {
+        added.push((key.as_str(), cfg.namespace_label.value.as_str()));
+    }
+    // Later entries win.
+    labels.iter().chain(added).collect()
+}
 
 /// Applies the Namespace table. `name` is the namespace's name (from the object, or the request).
 pub fn mutate(ns: &Namespace<'_>, name: &str, cfg: &Config) -> Mutation {

@@ -12,6 +12,7 @@ use super::object::{DecodeError, ObjectMeta, Pod, PodSpec, Volume};
 use super::patch::{MapEdit, add, pointer, remove, replace};
 use super::{Mutation, warning};
 use crate::config::Config;
+use crate::model::Labels;
 
 /// Istio's per-pod injection switch, as a label (which wins) or an annotation.
 pub const INJECT_KEY: &str = "sidecar.istio.io/inject";
@@ -125,6 +126,17 @@ impl fmt::Display for TemplateList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0.join(","))
     }
+}
+
+/// The labels of a pod the table injects, as stored: steps 1 and 2 add each label unless its key
+/// is there (a written value wins).
+pub fn stored_labels(labels: &Labels, cfg: &Config) -> Labels {
+    let added = [
+        (INJECT_KEY, "true"),
+        (cfg.spire_identity_label.as_str(), "true"),
+    ];
+    // Later entries win.
+    added.into_iter().chain(labels.iter()).collect()
 }
 
 /// Applies the Pod table to a pod being created in `namespace`. Fails only when a part the rules

@@ -19,9 +19,7 @@ use crate::model::istio::{
 use crate::model::ownership::{self, sha256_hex};
 use crate::model::{LabelSelector, Labels, ObjectRef};
 use crate::policy::kinds::{self, Kind};
-
-/// The label the apiserver puts on every Namespace, which a NetworkPolicy selects namespaces by.
-pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+use crate::policy::namespace::NAMESPACE_NAME_LABEL;
 
 /// The most characters a generated name may have, and what a longer one is cut to before its suffix.
 pub const MAX_NAME_CHARS: usize = 63;
