@@ -111,18 +111,29 @@ fn key(object: &Value) -> Key {
     )
 }
 
-/// What `mesh-admission render` gives for `inputs`: each object's spec by key.
-fn render(inputs: &[Value]) -> BTreeMap<Key, Value> {
+/// What `mesh-admission <args> -o json -f -` prints for `inputs` (a List on its standard input).
+fn command_json(args: &[&str], inputs: &[Value]) -> Value {
     let list = json!({"apiVersion": "v1", "kind": "List", "items": inputs}).to_string();
-    let output = mesh_admission_stdin(&["render", "-o", "json", "-f", "-"], &list);
-    let rendered: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+    let mut args = args.to_vec();
+    args.extend(["-o", "json", "-f", "-"]);
+    let output = mesh_admission_stdin(&args, &list);
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
         panic!(
-            "render printed no JSON ({e}): {}",
+            "{args:?} printed no JSON ({e}): {}",
             String::from_utf8_lossy(&output.stderr)
         )
-    });
-    let items = rendered["items"].as_array().cloned().unwrap_or_default();
-    items
+    })
+}
+
+/// The objects `mesh-admission render` gives for `inputs`.
+fn rendered(inputs: &[Value]) -> Vec<Value> {
+    let rendered = command_json(&["render"], inputs);
+    rendered["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// What `mesh-admission render` gives for `inputs`: each object's spec by key.
+fn render(inputs: &[Value]) -> BTreeMap<Key, Value> {
+    rendered(inputs)
         .into_iter()
         .map(|object| (key(&object), object["spec"].clone()))
         .collect()
@@ -130,17 +141,48 @@ fn render(inputs: &[Value]) -> BTreeMap<Key, Value> {
 
 /// The REST path listing every `kind` object of `api_version` that we manage.
 fn list_path(api_version: &str, kind: &str) -> String {
-    let lower = kind.to_lowercase();
-    let plural = match lower.strip_suffix('y') {
-        Some(stem) => format!("{stem}ies"),
-        None => format!("{lower}s"),
-    };
+    let plural = testkit::scale::plural(kind);
     let prefix = if api_version.contains('/') {
         "/apis"
     } else {
         "/api"
     };
     format!("{prefix}/{api_version}/{plural}?labelSelector={MANAGED}")
+}
+
+/// How many of the `expected` generated objects are there with their spec (one LIST per kind,
+/// each counted in `lists`, the benchmark's own requests).
+async fn generated_present(
+    api: &ApiClient,
+    expected: &BTreeMap<Key, Value>,
+    lists: &mut BTreeMap<String, f64>,
+) -> usize {
+    let kinds: BTreeSet<(String, String)> = expected
+        .keys()
+        .map(|(v, k, _, _)| (v.clone(), k.clone()))
+        .collect();
+    let mut present = 0;
+    for (api_version, kind) in &kinds {
+        let path = list_path(api_version, kind);
+        let (code, list) = api.get(&path).await.unwrap_or_else(|e| panic!("{e}"));
+        // 429 "storage is (re)initializing": a CRD's watch cache is still filling (this
+        // poll is counted, and the next one asks again).
+        assert!(code == 200 || code == 429, "{path}: {code} {list}");
+        let resource = path
+            .rsplit_once('/')
+            .and_then(|(_, rest)| rest.split_once('?'))
+            .map_or_else(String::new, |(plural, _)| plural.to_owned());
+        *lists.entry(format!("LIST {resource}")).or_default() += 1.0;
+        for item in list["items"].as_array().into_iter().flatten() {
+            // Lists leave apiVersion and kind out of their items.
+            let (_, _, namespace, name) = key(item);
+            let k = (api_version.clone(), kind.clone(), namespace, name);
+            if expected.get(&k) == Some(&item["spec"]) {
+                present += 1;
+            }
+        }
+    }
+    present
 }
 
 /// Lists the generated kinds until every expected object is there with its spec; returns the time
@@ -151,33 +193,9 @@ async fn converge(
     what: &str,
 ) -> (Duration, BTreeMap<String, f64>) {
     let started = Instant::now();
-    let kinds: BTreeSet<(String, String)> = expected
-        .keys()
-        .map(|(v, k, _, _)| (v.clone(), k.clone()))
-        .collect();
     let mut lists = BTreeMap::<String, f64>::new();
     loop {
-        let mut present = 0;
-        for (api_version, kind) in &kinds {
-            let path = list_path(api_version, kind);
-            let (code, list) = api.get(&path).await.unwrap_or_else(|e| panic!("{e}"));
-            // 429 "storage is (re)initializing": a CRD's watch cache is still filling (this
-            // poll is counted, and the next one asks again).
-            assert!(code == 200 || code == 429, "{path}: {code} {list}");
-            let resource = path
-                .rsplit_once('/')
-                .and_then(|(_, rest)| rest.split_once('?'))
-                .map_or_else(String::new, |(plural, _)| plural.to_owned());
-            *lists.entry(format!("LIST {resource}")).or_default() += 1.0;
-            for item in list["items"].as_array().into_iter().flatten() {
-                // Lists leave apiVersion and kind out of their items.
-                let (_, _, namespace, name) = key(item);
-                let k = (api_version.clone(), kind.clone(), namespace, name);
-                if expected.get(&k) == Some(&item["spec"]) {
-                    present += 1;
-                }
-            }
-        }
+        let present = generated_present(api, expected, &mut lists).await;
         if present == expected.len() {
             return (started.elapsed(), lists);
         }
@@ -481,6 +499,311 @@ fn controller_at_scale() {
     });
     std::fs::write(
         out.join("results.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+}
+
+/// One finding as `audit -o json` lists it and a report's result holds it:
+/// `(rule, level, "Kind/namespace/name", message)`.
+type Finding = (String, String, String, String);
+
+/// The findings `mesh-admission audit` gives for `inputs`, sorted.
+fn audit_findings(inputs: &[Value]) -> Vec<Finding> {
+    let findings = command_json(&["audit"], inputs);
+    let mut out: Vec<Finding> = findings
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let text = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+            (text("rule"), text("level"), text("object"), text("message"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// How many report objects `mesh-admission audit --output reports` prints for `inputs`.
+fn printed_reports(inputs: &[Value]) -> usize {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": inputs}).to_string();
+    let output = mesh_admission_stdin(&["audit", "--output", "reports", "-f", "-"], &list);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| *line == "kind: Report" || *line == "kind: ClusterReport")
+        .count()
+}
+
+/// The controller's stored reports: their findings (sorted), how many objects, the largest's size
+/// as the apiserver serves it (JSON bytes).
+struct StoredReports {
+    findings: Vec<Finding>,
+    objects: usize,
+    largest: usize,
+}
+
+/// Lists our `ClusterReport`s and `Report`s (one request each, counted in `lists`).
+async fn stored_reports(api: &ApiClient, lists: &mut BTreeMap<String, f64>) -> StoredReports {
+    let mut stored = StoredReports {
+        findings: Vec::new(),
+        objects: 0,
+        largest: 0,
+    };
+    for plural in ["clusterreports", "reports"] {
+        let path = format!("/apis/openreports.io/v1alpha1/{plural}?labelSelector={MANAGED}");
+        let (code, list) = api.get(&path).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(code == 200 || code == 429, "{path}: {code} {list}");
+        *lists.entry(format!("LIST {plural}")).or_default() += 1.0;
+        for item in list["items"].as_array().into_iter().flatten() {
+            stored.objects += 1;
+            stored.largest = stored
+                .largest
+                .max(serde_json::to_vec(item).map_or(0, |v| v.len()));
+            for result in item["results"].as_array().into_iter().flatten() {
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                let level = match result["result"].as_str() {
+                    Some("fail") => "error",
+                    Some("warn") => "warning",
+                    other => panic!("a result neither fail nor warn: {other:?}"),
+                };
+                let resource = &result["resources"][0];
+                let object = format!(
+                    "{}/{}/{}",
+                    text(&resource["kind"]),
+                    text(&resource["namespace"]),
+                    text(&resource["name"])
+                );
+                stored.findings.push((
+                    text(&result["rule"]),
+                    level.to_owned(),
+                    object,
+                    text(&result["message"]),
+                ));
+            }
+        }
+    }
+    stored.findings.sort();
+    stored
+}
+
+/// The first `n` of `a` not in `b` (both sorted), for a failure message.
+fn missing_from(a: &[Finding], b: &[Finding], n: usize) -> Vec<String> {
+    a.iter()
+        .filter(|f| b.binary_search(f).is_err())
+        .take(n)
+        .map(|f| format!("{f:?}"))
+        .collect()
+}
+
+/// The controller's OpenReports at scale (DESIGN.md section 13): `testkit::scale::mesh` (10,000
+/// objects in 200 namespaces: workload templates, Services, HelmReleases, Istio objects,
+/// ClusterSPIFFEIDs; the objects of `benches/audit.rs`) exist before the controller starts.
+///
+/// The clock runs from its start until the stored reports hold exactly the findings of
+/// `mesh-admission audit` on the same objects and on what `render` generates from them (the
+/// controller writes those too), and until every generated object is present. Then
+/// `BENCH_REPORTS_STEADY_SECONDS` (30) of steady state, whose report writes are counted (from the
+/// apiserver's metrics). Reported: the times, the report objects (count, largest), the controller's
+/// peak RSS (`VmHWM`) over all of it. Targets (60 s, 200 objects, 256 KiB, 128 MiB) are reported,
+/// not asserted.
+#[test]
+#[ignore = "benchmark: run by hack/bench-controller.sh --reports"]
+fn reports_at_scale() {
+    let namespaces = setting("BENCH_REPORTS_NAMESPACES", 200).max(1);
+    let steady = Duration::from_secs(setting("BENCH_REPORTS_STEADY_SECONDS", 30) as u64);
+    let out = std::env::var_os("BENCH_CONTROLLER_OUT").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-controller"),
+        PathBuf::from,
+    );
+    let binary = release_binary();
+    assert!(
+        binary.is_file(),
+        "{} is missing: cargo build --release",
+        binary.display()
+    );
+
+    let cp = ControlPlane::start();
+    cp.apply_crds(&shared_crds());
+    let runtime = runtime();
+    let api = runtime.block_on(ApiClient::connect(&cp));
+
+    // 1. The cluster before the controller starts: the namespaces, then everything in them.
+    let created = Instant::now();
+    let inputs = testkit::scale::mesh(namespaces);
+    let (namespace_objects, rest): (Vec<&Value>, Vec<&Value>) =
+        inputs.iter().partition(|o| o["kind"] == "Namespace");
+    for batch in [namespace_objects, rest] {
+        let posts = batch
+            .into_iter()
+            .map(|o| (testkit::scale::collection_path(o), o.clone()))
+            .collect();
+        runtime.block_on(send_all(&api, posts, false));
+    }
+    let generated = rendered(&inputs);
+    let expected_generated: BTreeMap<Key, Value> = generated
+        .iter()
+        .map(|o| (key(o), o["spec"].clone()))
+        .collect();
+    let mut everything = inputs.clone();
+    everything.extend(generated.iter().cloned());
+    let expected = audit_findings(&everything);
+    let expected_objects = printed_reports(&everything);
+    eprintln!(
+        "bench-reports: {} objects in {namespaces} namespaces created in {:.1?}; render gives {} objects; audit finds {} findings in {expected_objects} report objects",
+        inputs.len(),
+        created.elapsed(),
+        generated.len(),
+        expected.len()
+    );
+
+    // 2. The controller starts; the benchmark watches its reports and its generated objects.
+    let before = apiserver_requests(&cp);
+    let started = Instant::now();
+    let controller = Controller::start_with(
+        &cp,
+        &ControllerOptions {
+            identity: "bench".into(),
+            wait_ready: false,
+            debounce: "200ms".into(),
+            binary: Some(binary.clone()),
+            ..ControllerOptions::default()
+        },
+    );
+    let mut polled = BTreeMap::<String, f64>::new();
+    let mut reports_at = None;
+    let mut reports = None;
+    let mut generated_at = None;
+    let mut peak_at_reports = f64::NAN;
+    while reports_at.is_none() || generated_at.is_none() {
+        if reports_at.is_none() {
+            let stored = runtime.block_on(stored_reports(&api, &mut polled));
+            if stored.findings == expected {
+                reports_at = Some(started.elapsed());
+                peak_at_reports = memory(controller.pid()).0;
+                reports = Some(stored);
+            } else if started.elapsed() > GIVE_UP {
+                panic!(
+                    "the reports hold {} findings, audit finds {}, after {GIVE_UP:?}; missing: {:?}; unexpected: {:?}",
+                    stored.findings.len(),
+                    expected.len(),
+                    missing_from(&expected, &stored.findings, 5),
+                    missing_from(&stored.findings, &expected, 5)
+                );
+            }
+        }
+        if generated_at.is_none() {
+            let present =
+                runtime.block_on(generated_present(&api, &expected_generated, &mut polled));
+            if present == expected_generated.len() {
+                generated_at = Some(started.elapsed());
+            } else {
+                assert!(
+                    started.elapsed() < GIVE_UP,
+                    "{present} of {} generated objects after {GIVE_UP:?}",
+                    expected_generated.len()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (reports_at, generated_at) = (
+        reports_at.unwrap_or_default(),
+        generated_at.unwrap_or_default(),
+    );
+    let reports = reports.expect("the loop ends with the reports complete");
+    let converged = apiserver_requests(&cp);
+    let initial = requests_between(&before, &converged, &polled);
+
+    // 3. Steady state: the controller keeps auditing; no report should be written.
+    let report_writes = |requests: &BTreeMap<String, f64>| -> f64 {
+        requests
+            .iter()
+            .filter(|(series, _)| {
+                let (verb, resource) = series.split_once(' ').unwrap_or_default();
+                resource.ends_with("reports") && !matches!(verb, "GET" | "LIST" | "WATCH")
+            })
+            .map(|(_, n)| n)
+            .sum()
+    };
+    std::thread::sleep(steady);
+    let steady_requests = requests_between(&converged, &apiserver_requests(&cp), &BTreeMap::new());
+    let (peak_rss, rss) = memory(controller.pid());
+    let log = controller.log();
+    let audits_logged = logged(&log, "reports written").count();
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("reports-controller.log"), &log).unwrap();
+    drop(controller);
+
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "# mesh-admission controller's OpenReports at scale ({} objects in {namespaces} namespaces, {} generated, {} findings)\n",
+        inputs.len(),
+        generated.len(),
+        expected.len()
+    );
+    let _ = writeln!(report, "| figure | value | target |\n|---|---|---|");
+    let _ = writeln!(
+        report,
+        "| start to the reports holding every finding | {:.1} s | 60 s |",
+        reports_at.as_secs_f64()
+    );
+    let _ = writeln!(
+        report,
+        "| start to every generated object present | {:.1} s | |",
+        generated_at.as_secs_f64()
+    );
+    let _ = writeln!(
+        report,
+        "| report objects (as `audit --output reports` prints) | {} ({expected_objects}) | ≤ 200 |",
+        reports.objects
+    );
+    let _ = writeln!(
+        report,
+        "| largest report object | {:.1} KiB | ≤ 256 KiB |",
+        reports.largest as f64 / 1024.0
+    );
+    let _ = writeln!(
+        report,
+        "| controller peak RSS (VmHWM) when the reports were complete / after {} s more | {peak_at_reports:.1} / {peak_rss:.1} MiB (RSS now {rss:.1}) | ≤ 128 MiB |",
+        steady.as_secs()
+    );
+    let _ = writeln!(
+        report,
+        "| report writes until complete (audits that wrote) | {} ({audits_logged}) | |",
+        report_writes(&initial)
+    );
+    let _ = writeln!(
+        report,
+        "| report writes in {} s of steady state | {} | 0 |",
+        steady.as_secs(),
+        report_writes(&steady_requests)
+    );
+    let _ = writeln!(
+        report,
+        "\nRequests until complete (apiserver_request_total, less the benchmark's own LISTs):\n"
+    );
+    for (series, n) in &initial {
+        let _ = writeln!(report, "- {series}: {n}");
+    }
+    let _ = writeln!(report, "\nRequests of the steady state:\n");
+    for (series, n) in &steady_requests {
+        let _ = writeln!(report, "- {series}: {n}");
+    }
+    eprintln!("{report}");
+    std::fs::write(out.join("reports.md"), &report).unwrap();
+    let json = json!({
+        "objects": inputs.len(), "namespaces": namespaces, "generated": generated.len(),
+        "findings": expected.len(), "reports_seconds": reports_at.as_secs_f64(),
+        "generated_seconds": generated_at.as_secs_f64(), "report_objects": reports.objects,
+        "printed_report_objects": expected_objects, "largest_report_bytes": reports.largest,
+        "peak_rss_at_reports_mib": peak_at_reports, "peak_rss_mib": peak_rss,
+        "report_writes": report_writes(&initial), "steady_seconds": steady.as_secs(),
+        "steady_report_writes": report_writes(&steady_requests),
+        "requests": initial, "steady_requests": steady_requests,
+    });
+    std::fs::write(
+        out.join("reports.json"),
         serde_json::to_string_pretty(&json).unwrap(),
     )
     .unwrap();

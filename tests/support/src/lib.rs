@@ -32,6 +32,7 @@ pub mod process;
 pub mod procfs;
 pub mod rollout;
 pub mod rules;
+pub mod scale;
 pub mod server;
 pub mod webhook;
 
