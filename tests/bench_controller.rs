@@ -715,14 +715,15 @@ fn reports_at_scale() {
     let initial = requests_between(&before, &converged, &polled);
 
     // 3. Steady state: the controller keeps auditing; no report should be written.
-    let report_writes = |requests: &BTreeMap<String, f64>| -> f64 {
+    // Counted in whole requests (an empty f64 sum prints as -0).
+    let report_writes = |requests: &BTreeMap<String, f64>| -> u64 {
         requests
             .iter()
             .filter(|(series, _)| {
                 let (verb, resource) = series.split_once(' ').unwrap_or_default();
                 resource.ends_with("reports") && !matches!(verb, "GET" | "LIST" | "WATCH")
             })
-            .map(|(_, n)| n)
+            .map(|(_, n)| *n as u64)
             .sum()
     };
     std::thread::sleep(steady);

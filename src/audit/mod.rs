@@ -66,24 +66,42 @@ pub fn audit_manifests(documents: &[Value], cfg: &Config) -> Vec<AuditFinding> {
 /// Every finding for the objects of `model`, of which `documents` are the ones the webhook
 /// validates, as written (the model leaves out fields the section 4, 5 and 10 rules read).
 pub fn audit(model: &Model, documents: &[Value], cfg: &Config) -> Vec<AuditFinding> {
-    let mut out: Vec<AuditFinding> = documents
+    let found = documents
         .iter()
-        .filter(|d| !owned_by_workload(model, d))
-        .flat_map(|d| stored::findings(d, cfg))
+        .flat_map(|d| object_findings(model, d, cfg))
         .collect();
-    let undecodable: BTreeSet<String> = out
+    with_set_findings(found, model, cfg)
+}
+
+/// What sections 4, 5 and 10 say about one stored object of `model`'s set; none for an object
+/// another workload of the set owns. One object at a time, so that a live audit holds one page
+/// of a list, never every object as written.
+pub fn object_findings(model: &Model, document: &Value, cfg: &Config) -> Vec<AuditFinding> {
+    if owned_by_workload(model, document) {
+        return Vec::new();
+    }
+    stored::findings(document, cfg)
+}
+
+/// `found` (every object's [`object_findings`]) with the set's findings, sorted, each once.
+pub fn with_set_findings(
+    mut found: Vec<AuditFinding>,
+    model: &Model,
+    cfg: &Config,
+) -> Vec<AuditFinding> {
+    let undecodable: BTreeSet<String> = found
         .iter()
         .filter(|f| f.rule == stored::UNREADABLE)
         .map(|f| f.object.to_string())
         .collect();
-    out.extend(
+    found.extend(
         set_findings(model, cfg).into_iter().filter(|f| {
             f.rule != stored::UNREADABLE || !undecodable.contains(&f.object.to_string())
         }),
     );
-    finding::sort(&mut out);
-    out.dedup();
-    out
+    finding::sort(&mut found);
+    found.dedup();
+    found
 }
 
 /// Whether another workload of the set owns the object (a Deployment its ReplicaSets, they their

@@ -667,8 +667,18 @@ fn unmanaged(objects: &mut Vec<MeshObject>, model: &Model, problems: &mut Vec<Pr
     });
 }
 
+/// The most owners a problem's message names: past it the rest are counted, so that a host many
+/// claim makes messages of bounded size (each owner's names the others: n² otherwise).
+const NAMED: usize = 5;
+
 fn list<'a>(refs: impl Iterator<Item = &'a &'a ObjectRef>) -> String {
-    refs.map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    let refs: Vec<&ObjectRef> = refs.copied().collect();
+    let named = refs.iter().take(NAMED).map(ToString::to_string);
+    let mut text = named.collect::<Vec<_>>().join(", ");
+    if refs.len() > NAMED {
+        text.push_str(&format!(" and {} more", refs.len() - NAMED));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -921,3 +921,27 @@ fn helm_releases_of_every_flux_version_are_read() {
     release["apiVersion"] = json!("example.com/v1");
     assert_eq!(render(&[release], &Config::default()), Rendered::default());
 }
+
+#[test]
+fn a_host_many_claim_names_five_others_and_counts_the_rest() {
+    let releases: Vec<Value> = (0..8)
+        .map(|n| {
+            helm_release(
+                &format!("team-{n}"),
+                "web",
+                &[(EXPOSE, "web"), (HOST, "web"), (PORT, "80")],
+            )
+        })
+        .collect();
+    let rendered = render(&releases, &Config::default());
+    let shared: Vec<String> = problems(&rendered)
+        .into_iter()
+        .filter(|p| p.contains("also claimed by"))
+        .collect();
+    assert_eq!(shared.len(), 8, "{shared:?}");
+    assert_eq!(
+        shared[0],
+        "error: HelmRelease team-0/web: VirtualService host web.bigbang.dev on gateway public is also claimed by HelmRelease team-1/web, HelmRelease team-2/web, HelmRelease team-3/web, HelmRelease team-4/web, HelmRelease team-5/web and 2 more; its VirtualService is not generated"
+    );
+    assert!(shared[7].contains("by HelmRelease team-0/web, HelmRelease team-1/web, HelmRelease team-2/web, HelmRelease team-3/web, HelmRelease team-4/web and 2 more;"), "{}", shared[7]);
+}

@@ -36,9 +36,11 @@ pub fn mesh(namespaces: usize) -> Vec<Value> {
             objects.push(
                 json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
                 "metadata": {"name": app, "namespace": ns, "annotations": {
-                    "servicemesh.bigbang.dev/expose": app, "servicemesh.bigbang.dev/host": app,
-                    "servicemesh.bigbang.dev/port": "8080"}},
-                "spec": {"interval": "10m", "chart": {"spec": {"chart": app}}}}),
+                    "servicemesh.bigbang.dev/expose": app,
+                    "servicemesh.bigbang.dev/host": format!("{app}-{ns}"),
+                    "servicemesh.bigbang.dev/port": "80"}},
+                "spec": {"interval": "10m", "chart": {"spec": {"chart": app,
+                    "sourceRef": {"kind": "HelmRepository", "name": "charts"}}}}}),
             );
         }
         objects.push(json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
