@@ -284,27 +284,55 @@ fn release_binary() -> PathBuf {
     )
 }
 
+/// What each benchmark starts with: where its results go, the controller build it runs, a control
+/// plane with the shared CRDs, and one API connection to it.
+struct Bench {
+    out: PathBuf,
+    binary: PathBuf,
+    cp: ControlPlane,
+    runtime: tokio::runtime::Runtime,
+    api: ApiClient,
+}
+
+impl Bench {
+    fn start() -> Bench {
+        let out = std::env::var_os("BENCH_CONTROLLER_OUT").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-controller"),
+            PathBuf::from,
+        );
+        let binary = release_binary();
+        assert!(
+            binary.is_file(),
+            "{} is missing: cargo build --release",
+            binary.display()
+        );
+        let cp = ControlPlane::start();
+        cp.apply_crds(&shared_crds());
+        let runtime = runtime();
+        let api = runtime.block_on(ApiClient::connect(&cp));
+        Bench {
+            out,
+            binary,
+            cp,
+            runtime,
+            api,
+        }
+    }
+}
+
 #[test]
 #[ignore = "benchmark: run by hack/bench-controller.sh"]
 fn controller_at_scale() {
     let releases = setting("BENCH_CONTROLLER_RELEASES", 2000);
     let namespaces = setting("BENCH_CONTROLLER_NAMESPACES", 40).max(1);
     let edits = setting("BENCH_CONTROLLER_EDITS", 100).min(releases);
-    let out = std::env::var_os("BENCH_CONTROLLER_OUT").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-controller"),
-        PathBuf::from,
-    );
-    let binary = release_binary();
-    assert!(
-        binary.is_file(),
-        "{} is missing: cargo build --release",
-        binary.display()
-    );
-
-    let cp = ControlPlane::start();
-    cp.apply_crds(&shared_crds());
-    let runtime = runtime();
-    let api = runtime.block_on(ApiClient::connect(&cp));
+    let Bench {
+        out,
+        binary,
+        cp,
+        runtime,
+        api,
+    } = Bench::start();
 
     // 1. The cluster before the controller starts.
     let created = Instant::now();
@@ -611,21 +639,13 @@ fn missing_from(a: &[Finding], b: &[Finding], n: usize) -> Vec<String> {
 fn reports_at_scale() {
     let namespaces = setting("BENCH_REPORTS_NAMESPACES", 200).max(1);
     let steady = Duration::from_secs(setting("BENCH_REPORTS_STEADY_SECONDS", 30) as u64);
-    let out = std::env::var_os("BENCH_CONTROLLER_OUT").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-controller"),
-        PathBuf::from,
-    );
-    let binary = release_binary();
-    assert!(
-        binary.is_file(),
-        "{} is missing: cargo build --release",
-        binary.display()
-    );
-
-    let cp = ControlPlane::start();
-    cp.apply_crds(&shared_crds());
-    let runtime = runtime();
-    let api = runtime.block_on(ApiClient::connect(&cp));
+    let Bench {
+        out,
+        binary,
+        cp,
+        runtime,
+        api,
+    } = Bench::start();
 
     // 1. The cluster before the controller starts: the namespaces, then everything in them.
     let created = Instant::now();
