@@ -192,23 +192,30 @@ Exit status:
   2  unreadable input or configuration, no objects at all (unless --allow-empty), or with
      --cluster a cluster that cannot be read")]
 pub struct AuditArgs {
+    #[command(flatten)]
+    pub input: MeshInput,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = AuditOutput::Table)]
+    pub output: AuditOutput,
+}
+
+/// Where the commands that read a whole mesh (`audit`, `graph`) read it from.
+#[derive(Debug, clap::Args)]
+pub struct MeshInput {
     /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
     /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
     /// several files; without it, standard input is read.
     #[arg(short = 'f', long = "filename", conflicts_with = "cluster")]
     pub files: Vec<String>,
-    /// Read the live cluster of KUBECONFIG (or the in-cluster service account) instead of files:
-    /// every kind audit reads, listed once, read-only. Kinds whose CRDs are not installed are left
-    /// out (said on stderr).
+    /// Read the live cluster instead (kubeconfig as kubectl finds it: KUBECONFIG, ~/.kube/config,
+    /// or the in-cluster service account), read-only: every kind of the model listed once. Kinds
+    /// whose CRDs are not installed are left out (said on stderr).
     #[arg(long)]
     pub cluster: bool,
-    /// Configuration file (YAML): the webhook's settings and `mesh` (trust domain, rootNamespace,
-    /// spireClassName); the embedded default is used without it.
+    /// Configuration file (YAML): the webhook's settings and `mesh` (trustDomain, gateways,
+    /// rootNamespace, spireClassName…); the embedded default is used without it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Output format.
-    #[arg(short, long, value_enum, default_value_t = AuditOutput::Table)]
-    pub output: AuditOutput,
     /// Succeed on input with no objects (by default that is exit 2, as for `render`).
     #[arg(long)]
     pub allow_empty: bool,
@@ -241,19 +248,8 @@ Exit status:
   2  unreadable input or configuration, an object the model cannot read, the cluster not readable,
      an unknown workload for --explain, or no objects at all (unless --allow-empty)")]
 pub struct GraphArgs {
-    /// YAML or JSON manifests (multi-document, List kinds too); a directory means its *.yaml,
-    /// *.yml and *.json files, sorted by name, not recursive; `-` reads standard input. Repeat for
-    /// several files; without it, standard input is read.
-    #[arg(short = 'f', long = "filename", conflicts_with = "cluster")]
-    pub files: Vec<String>,
-    /// Read the live cluster instead (kubeconfig as kubectl finds it: KUBECONFIG, ~/.kube/config,
-    /// or the in-cluster service account), read-only: every kind of the model listed once.
-    #[arg(long)]
-    pub cluster: bool,
-    /// Configuration file (YAML): mesh.trustDomain, mesh.gateways, mesh.rootNamespace…; the
-    /// embedded default is used without it.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: MeshInput,
     /// Leave out the objects `render` would generate from the inputs.
     #[arg(long)]
     pub no_generated: bool,
@@ -274,9 +270,6 @@ pub struct GraphArgs {
     /// Only connections to this namespace (`NS`) or workload (`NS/NAME`).
     #[arg(long, value_name = "NS[/NAME]")]
     pub to: Option<String>,
-    /// Succeed on input with no objects (by default that is exit 2, as for `render`).
-    #[arg(long)]
-    pub allow_empty: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -323,14 +323,14 @@ fn read_inputs(files: &[String], allow_empty: bool) -> Option<Vec<serde_json::Va
 /// `audit`: exit 0 when no error is found (warnings alone leave it 0), 1 when one is, 2 on
 /// unreadable input or configuration, or no objects.
 pub fn audit(args: &AuditArgs) -> ExitCode {
-    let config = match Config::load(args.config.as_deref()) {
+    let config = match Config::load(args.input.config.as_deref()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("mesh-admission: {error:#}");
             return ExitCode::from(2);
         }
     };
-    let findings = if args.cluster {
+    let findings = if args.input.cluster {
         match cluster_audit(&config) {
             Ok(findings) => findings,
             Err(error) => {
@@ -339,7 +339,7 @@ pub fn audit(args: &AuditArgs) -> ExitCode {
             }
         }
     } else {
-        let Some(inputs) = read_inputs(&args.files, args.allow_empty) else {
+        let Some(inputs) = read_inputs(&args.input.files, args.input.allow_empty) else {
             return ExitCode::from(2);
         };
         audit::audit_manifests(&inputs, &config)
@@ -559,14 +559,19 @@ pub fn graph(args: &GraphArgs) -> ExitCode {
         }
         ExitCode::from(2)
     };
-    let config = match Config::load(args.config.as_deref()) {
+    let config = match Config::load(args.input.config.as_deref()) {
         Ok(config) => config,
         Err(error) => return fail(&format!("{error:#}")),
     };
-    let model = if args.cluster {
+    let model = if args.input.cluster {
         cluster_model(&config, args.no_generated)
     } else {
-        graph_model(&args.files, &config, args.no_generated, args.allow_empty)
+        graph_model(
+            &args.input.files,
+            &config,
+            args.no_generated,
+            args.input.allow_empty,
+        )
     };
     let model = match model {
         Ok(model) => model,
