@@ -277,6 +277,46 @@ fn counted(items: &[String]) -> String {
     }
 }
 
+/// The controller build under test, with its default debounce and parallelism, not waiting for
+/// readiness (the clock runs from its start).
+fn start_controller(cp: &ControlPlane, binary: &std::path::Path) -> Controller {
+    Controller::start_with(
+        cp,
+        &ControllerOptions {
+            identity: "bench".into(),
+            wait_ready: false,
+            debounce: "200ms".into(),
+            binary: Some(binary.to_owned()),
+            ..ControllerOptions::default()
+        },
+    )
+}
+
+/// A heading and a table of `(figure, value, target)` rows.
+fn table(title: &str, rows: &[(&str, String, &str)]) -> String {
+    let mut report = format!("# {title}\n\n| figure | value | target |\n|---|---|---|\n");
+    for (figure, value, target) in rows {
+        let _ = writeln!(report, "| {figure} | {value} | {target} |");
+    }
+    report
+}
+
+/// A list of request counts under `title`.
+fn requests_section(report: &mut String, title: &str, requests: &BTreeMap<String, f64>) {
+    let _ = writeln!(report, "\n{title}:\n");
+    for (series, n) in requests {
+        let _ = writeln!(report, "- {series}: {n}");
+    }
+}
+
+/// Prints the report and writes it as `NAME.md`, the figures as `NAME.json`, into `out`.
+fn save(out: &std::path::Path, name: &str, report: &str, json: &Value) {
+    eprintln!("{report}");
+    std::fs::write(out.join(format!("{name}.md")), report).unwrap();
+    let text = serde_json::to_string_pretty(json).unwrap();
+    std::fs::write(out.join(format!("{name}.json")), text).unwrap();
+}
+
 fn release_binary() -> PathBuf {
     std::env::var_os("BENCH_CONTROLLER_BIN").map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/mesh-admission"),
@@ -377,16 +417,7 @@ fn controller_at_scale() {
     // 2. The controller starts.
     let before = apiserver_requests(&cp);
     let started = Instant::now();
-    let controller = Controller::start_with(
-        &cp,
-        &ControllerOptions {
-            identity: "bench".into(),
-            wait_ready: false,
-            debounce: "200ms".into(),
-            binary: Some(binary.clone()),
-            ..ControllerOptions::default()
-        },
-    );
+    let controller = start_controller(&cp, &binary);
     let (_, polled) = runtime.block_on(converge(&api, &expected, "initial sync"));
     let converged = started.elapsed();
     let (peak_rss, rss) = memory(controller.pid());
@@ -460,61 +491,59 @@ fn controller_at_scale() {
             .sum::<f64>()
             / releases as f64
     };
-    let mut report = String::new();
-    let _ = writeln!(
-        report,
-        "# mesh-admission controller at scale ({releases} HelmReleases + Services, {namespaces} namespaces, {} objects to generate)\n",
-        expected.len()
+    let edits_row = format!("{} annotation edits reflected", edited.len());
+    let mut report = table(
+        &format!(
+            "mesh-admission controller at scale ({releases} HelmReleases + Services, {namespaces} namespaces, {} objects to generate)",
+            expected.len()
+        ),
+        &[
+            (
+                "start to every object present",
+                format!("{:.1} s", converged.as_secs_f64()),
+                "60 s",
+            ),
+            (
+                "peak RSS (VmHWM) after the initial sync / after the edits",
+                format!("{peak_rss:.1} / {peak_rss_end:.1} MiB (RSS now {rss:.1})"),
+                "64 MiB",
+            ),
+            (
+                "API requests per HelmRelease, initial sync (Leases apart)",
+                format!("{:.2}", per_release(&initial)),
+                "",
+            ),
+            (
+                &edits_row,
+                format!(
+                    "{:.1} s ({changed} objects changed, {applied_by_edits} applied)",
+                    edits_reflected.as_secs_f64()
+                ),
+                "10 s",
+            ),
+            (
+                "… of which until the controller's last write (its log)",
+                format!("{:.2} s", edits_written.as_secs_f64()),
+                "",
+            ),
+            (
+                "objects applied more than once in the initial sync",
+                counted(&twice),
+                "none",
+            ),
+            (
+                "writes that failed in the initial sync (retried)",
+                counted(&failed),
+                "",
+            ),
+        ],
     );
-    let _ = writeln!(report, "| figure | value | target |\n|---|---|---|");
-    let _ = writeln!(
-        report,
-        "| start to every object present | {:.1} s | 60 s |",
-        converged.as_secs_f64()
+    requests_section(
+        &mut report,
+        "Requests of the initial sync (apiserver_request_total, less the benchmark's own LISTs)",
+        &initial,
     );
-    let _ = writeln!(
-        report,
-        "| peak RSS (VmHWM) after the initial sync / after the edits | {peak_rss:.1} / {peak_rss_end:.1} MiB (RSS now {rss:.1}) | 64 MiB |"
-    );
-    let _ = writeln!(
-        report,
-        "| API requests per HelmRelease, initial sync (Leases apart) | {:.2} | |",
-        per_release(&initial)
-    );
-    let _ = writeln!(
-        report,
-        "| {} annotation edits reflected | {:.1} s ({changed} objects changed, {applied_by_edits} applied) | 10 s |",
-        edited.len(),
-        edits_reflected.as_secs_f64()
-    );
-    let _ = writeln!(
-        report,
-        "| … of which until the controller's last write (its log) | {:.2} s | |",
-        edits_written.as_secs_f64()
-    );
-    let _ = writeln!(
-        report,
-        "| objects applied more than once in the initial sync | {} | none |",
-        counted(&twice)
-    );
-    let _ = writeln!(
-        report,
-        "| writes that failed in the initial sync (retried) | {} | |",
-        counted(&failed)
-    );
-    let _ = writeln!(
-        report,
-        "\nRequests of the initial sync (apiserver_request_total, less the benchmark's own LISTs):\n"
-    );
-    for (series, n) in &initial {
-        let _ = writeln!(report, "- {series}: {n}");
-    }
-    let _ = writeln!(report, "\nRequests of the edits:\n");
-    for (series, n) in &edit_requests {
-        let _ = writeln!(report, "- {series}: {n}");
-    }
-    eprintln!("{report}");
-    std::fs::write(out.join("results.md"), &report).unwrap();
+    requests_section(&mut report, "Requests of the edits", &edit_requests);
     let json = json!({
         "releases": releases, "namespaces": namespaces, "objects": expected.len(),
         "converged_seconds": converged.as_secs_f64(),
@@ -525,11 +554,7 @@ fn controller_at_scale() {
         "edit_requests": edit_requests, "applied_more_than_once": twice,
         "applied_by_edits": applied_by_edits, "failed_writes": failed,
     });
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&json).unwrap(),
-    )
-    .unwrap();
+    save(&out, "results", &report, &json);
 }
 
 /// One finding as `audit -o json` lists it and a report's result holds it:
@@ -679,16 +704,7 @@ fn reports_at_scale() {
     // 2. The controller starts; the benchmark watches its reports and its generated objects.
     let before = apiserver_requests(&cp);
     let started = Instant::now();
-    let controller = Controller::start_with(
-        &cp,
-        &ControllerOptions {
-            identity: "bench".into(),
-            wait_ready: false,
-            debounce: "200ms".into(),
-            binary: Some(binary.clone()),
-            ..ControllerOptions::default()
-        },
-    );
+    let controller = start_controller(&cp, &binary);
     let mut polled = BTreeMap::<String, f64>::new();
     let mut reports_at = None;
     let mut reports = None;
@@ -755,64 +771,66 @@ fn reports_at_scale() {
     std::fs::write(out.join("reports-controller.log"), &log).unwrap();
     drop(controller);
 
-    let mut report = String::new();
-    let _ = writeln!(
-        report,
-        "# mesh-admission controller's OpenReports at scale ({} objects in {namespaces} namespaces, {} generated, {} findings)\n",
-        inputs.len(),
-        generated.len(),
-        expected.len()
-    );
-    let _ = writeln!(report, "| figure | value | target |\n|---|---|---|");
-    let _ = writeln!(
-        report,
-        "| start to the reports holding every finding | {:.1} s | 60 s |",
-        reports_at.as_secs_f64()
-    );
-    let _ = writeln!(
-        report,
-        "| start to every generated object present | {:.1} s | |",
-        generated_at.as_secs_f64()
-    );
-    let _ = writeln!(
-        report,
-        "| report objects (as `audit --output reports` prints) | {} ({expected_objects}) | ≤ 200 |",
-        reports.objects
-    );
-    let _ = writeln!(
-        report,
-        "| largest report object | {:.1} KiB | ≤ 256 KiB |",
-        reports.largest as f64 / 1024.0
-    );
-    let _ = writeln!(
-        report,
-        "| controller peak RSS (VmHWM) when the reports were complete / after {} s more | {peak_at_reports:.1} / {peak_rss:.1} MiB (RSS now {rss:.1}) | ≤ 128 MiB |",
+    let peak_row = format!(
+        "controller peak RSS (VmHWM) when the reports were complete / after {} s more",
         steady.as_secs()
     );
-    let _ = writeln!(
-        report,
-        "| report writes until complete (audits that wrote) | {} ({audits_logged}) | |",
-        report_writes(&initial)
+    let steady_row = format!("report writes in {} s of steady state", steady.as_secs());
+    let mut report = table(
+        &format!(
+            "mesh-admission controller's OpenReports at scale ({} objects in {namespaces} namespaces, {} generated, {} findings)",
+            inputs.len(),
+            generated.len(),
+            expected.len()
+        ),
+        &[
+            (
+                "start to the reports holding every finding",
+                format!("{:.1} s", reports_at.as_secs_f64()),
+                "60 s",
+            ),
+            (
+                "start to every generated object present",
+                format!("{:.1} s", generated_at.as_secs_f64()),
+                "",
+            ),
+            (
+                "report objects (as `audit --output reports` prints)",
+                format!("{} ({expected_objects})", reports.objects),
+                "≤ 200",
+            ),
+            (
+                "largest report object",
+                format!("{:.1} KiB", reports.largest as f64 / 1024.0),
+                "≤ 256 KiB",
+            ),
+            (
+                &peak_row,
+                format!("{peak_at_reports:.1} / {peak_rss:.1} MiB (RSS now {rss:.1})"),
+                "≤ 128 MiB",
+            ),
+            (
+                "report writes until complete (audits that wrote)",
+                format!("{} ({audits_logged})", report_writes(&initial)),
+                "",
+            ),
+            (
+                &steady_row,
+                report_writes(&steady_requests).to_string(),
+                "0",
+            ),
+        ],
     );
-    let _ = writeln!(
-        report,
-        "| report writes in {} s of steady state | {} | 0 |",
-        steady.as_secs(),
-        report_writes(&steady_requests)
+    requests_section(
+        &mut report,
+        "Requests until complete (apiserver_request_total, less the benchmark's own LISTs)",
+        &initial,
     );
-    let _ = writeln!(
-        report,
-        "\nRequests until complete (apiserver_request_total, less the benchmark's own LISTs):\n"
+    requests_section(
+        &mut report,
+        "Requests of the steady state",
+        &steady_requests,
     );
-    for (series, n) in &initial {
-        let _ = writeln!(report, "- {series}: {n}");
-    }
-    let _ = writeln!(report, "\nRequests of the steady state:\n");
-    for (series, n) in &steady_requests {
-        let _ = writeln!(report, "- {series}: {n}");
-    }
-    eprintln!("{report}");
-    std::fs::write(out.join("reports.md"), &report).unwrap();
     let json = json!({
         "objects": inputs.len(), "namespaces": namespaces, "generated": generated.len(),
         "findings": expected.len(), "reports_seconds": reports_at.as_secs_f64(),
@@ -823,9 +841,5 @@ fn reports_at_scale() {
         "steady_report_writes": report_writes(&steady_requests),
         "requests": initial, "steady_requests": steady_requests,
     });
-    std::fs::write(
-        out.join("reports.json"),
-        serde_json::to_string_pretty(&json).unwrap(),
-    )
-    .unwrap();
+    save(&out, "reports", &report, &json);
 }
