@@ -218,17 +218,8 @@ pub fn render(args: &RenderArgs) -> ExitCode {
             Severity::Warning => eprintln!("Warning: {problem}"),
         }
     }
-    let text = match render_text(&rendered.objects, args.output) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("mesh-admission: cannot print the objects: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut out = std::io::stdout().lock();
-    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        eprintln!("mesh-admission: cannot write output: {error}");
-        return ExitCode::from(2);
+    if let Err(code) = print_text(render_text(&rendered.objects, args.output), "objects") {
+        return code;
     }
     if rendered.has_errors() {
         ExitCode::from(1)
@@ -344,17 +335,8 @@ pub fn audit(args: &AuditArgs) -> ExitCode {
         };
         audit::audit_manifests(&inputs, &config)
     };
-    let text = match audit_text(&findings, args.output, now()) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("mesh-admission: cannot print the findings: {error:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let mut out = std::io::stdout().lock();
-    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        eprintln!("mesh-admission: cannot write output: {error}");
-        return ExitCode::from(2);
+    if let Err(code) = print_text(audit_text(&findings, args.output, now()), "findings") {
+        return code;
     }
     if audit::has_errors(&findings) {
         ExitCode::from(1)
@@ -638,15 +620,25 @@ pub fn graph(args: &GraphArgs) -> ExitCode {
             }
         }
     };
-    let text = match text {
-        Ok(text) => text,
-        Err(error) => return fail(&format!("cannot print the graph: {error:#}")),
-    };
-    let mut out = std::io::stdout().lock();
-    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        return fail(&format!("cannot write output: {error}"));
+    match print_text(text, "graph") {
+        Ok(()) => code,
+        Err(code) => code,
     }
-    code
+}
+
+/// Writes the printed `text` (of `what`) to stdout; when it could not be made or written, says
+/// why and gives exit 2.
+fn print_text(text: anyhow::Result<String>, what: &str) -> Result<(), ExitCode> {
+    let text = text.map_err(|error| {
+        eprintln!("mesh-admission: cannot print the {what}: {error:#}");
+        ExitCode::from(2)
+    })?;
+    let mut out = std::io::stdout().lock();
+    let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    written.map_err(|error| {
+        eprintln!("mesh-admission: cannot write output: {error}");
+        ExitCode::from(2)
+    })
 }
 
 /// Writes `value` as pretty JSON to stdout: exit 0, or 2 when it cannot be written.

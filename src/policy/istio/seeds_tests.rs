@@ -12,30 +12,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize as _;
 use serde_json::Value;
 
+use testkit::fixtures::code_blocks;
+
 use crate::config::Config;
 use crate::policy::validate::validate;
 
 fn seeds_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/seeds")
-}
-
-/// The fenced code blocks of a Markdown text.
-fn code_blocks(text: &str) -> Vec<String> {
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<&str>> = None;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            match current.take() {
-                Some(lines) => blocks.push(lines.join("\n")),
-                None => current = Some(Vec::new()),
-            }
-        } else if let Some(lines) = &mut current
-            && line.trim() != "..."
-        {
-            lines.push(line);
-        }
-    }
-    blocks
 }
 
 /// `(group, kind)` of a document: its own, or for a `spec:` fragment the kind its fields belong to.
